@@ -1,0 +1,34 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(2)
+
+FAMILIES = ["llava", "qwen2_vl"]
+
+
+@pytest.fixture(params=FAMILIES)
+def family(request):
+    return request.param
+
+
+def train_args(config_cls, tmp_path, **overrides):
+    """Fast, quiet, deterministic training arguments for tests."""
+    kwargs = dict(
+        output_dir=str(tmp_path / "out"),
+        max_steps=4,
+        per_device_train_batch_size=2,
+        learning_rate=1e-2,
+        report_to="none",
+        logging_steps=1,
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=0,
+        dataloader_pin_memory=False,
+    )
+    kwargs.update(overrides)
+    return config_cls(**kwargs)

@@ -1,0 +1,306 @@
+"""Chat-template batches for vision-language models with answer-only labels, and forget/retain pairing.
+
+A row is a dict ``{"image" or "images" (optional), "question", "answer", ...}``. The collator renders it
+with the processor's own chat template, runs the processor on the whole batch (so image-token expansion,
+``pixel_values``, ``image_grid_thw``, ``mm_token_type_ids``... are exactly what the model expects), and sets
+``labels`` to -100 everywhere except the answer tokens.
+
+How the answer span is found (robust to image-token expansion): the answer's character span in the
+rendered conversation is tokenized with offsets by the tokenizer; image placeholders are expanded by the
+processor *before* the answer, so the answer's position counted from the end of the sequence is the same
+in the processor's output. The located tokens are then checked id by id against the processor's output;
+any mismatch raises an error naming the row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+__all__ = [
+    "VLMUnlearningCollator",
+    "ForgetRetainDataset",
+    "ForgetRetainCollator",
+    "build_messages",
+    "row_images",
+    "row_name",
+    "META_KEYS",
+    "model_inputs",
+    "END_OF_TURN_TOKENS",
+]
+
+# Keys a collator may add that are not model inputs; trainers strip them before the forward pass.
+META_KEYS = {"sample_index", "concept_mask"}
+
+END_OF_TURN_TOKENS = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|end|>", "<end_of_utterance>")
+
+
+def model_inputs(batch: dict) -> dict:
+    """The keys of ``batch`` that go to the model's forward (labels and collator metadata removed)."""
+    return {k: v for k, v in batch.items() if k not in META_KEYS and k != "labels"}
+
+
+def row_name(row: dict, index: int | None = None) -> str:
+    """How errors name a row: its ``id`` if it has one, else its position."""
+    if isinstance(row, dict) and row.get("id") not in (None, ""):
+        return f"row {row['id']!r}"
+    return f"row #{index}" if index is not None else "row"
+
+
+def row_images(row: dict) -> list:
+    """The images of a row, from ``images`` (a list) or ``image`` (one image or None)."""
+    images = row.get("images")
+    if images is None:
+        image = row.get("image")
+        images = [] if image is None else [image]
+    return [im for im in images if im is not None]
+
+
+def _image_token(processor) -> str | None:
+    tok = getattr(processor, "image_token", None)
+    if tok is None:
+        tok = getattr(getattr(processor, "tokenizer", None), "image_token", None)
+    return tok
+
+
+def build_messages(row: dict, processor=None, include_answer: bool = True, answer: str | None = None, index=None):
+    """Chat messages for a row: a user turn (images, then the question) and optionally the assistant answer.
+
+    If the question itself contains the processor's image token (e.g. ``"<image>"``), those places mark where
+    the images go; their count must equal the number of images.
+    """
+    for key in ("question",) + (("answer",) if include_answer and answer is None else ()):
+        if not isinstance(row.get(key), str):
+            raise ValueError(f"{row_name(row, index)} has no string {key!r} field; every row needs 'question' and 'answer'.")
+    images = row_images(row)
+    question = row["question"]
+    token = _image_token(processor) if processor is not None else None
+    content: list[dict] = []
+    if token and token in question:
+        parts = question.split(token)
+        if len(parts) - 1 != len(images):
+            raise ValueError(
+                f"{row_name(row, index)}: the question contains {len(parts) - 1} image placeholder(s) {token!r} but the row "
+                f"has {len(images)} image(s). Give one image per placeholder, or remove the placeholders and let the "
+                f"collator place the images."
+            )
+        for i, part in enumerate(parts):
+            if part.strip():
+                content.append({"type": "text", "text": part.strip()})
+            if i < len(images):
+                content.append({"type": "image"})
+    else:
+        content = [{"type": "image"} for _ in images] + [{"type": "text", "text": question}]
+    messages = [{"role": "user", "content": content}]
+    if include_answer:
+        text = row["answer"] if answer is None else answer
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": text}]})
+    return messages
+
+
+@dataclass
+class RowSpan:
+    """Where a row's answer sits: token positions [start, end) in the batch and each answer token's char offsets."""
+
+    start: int
+    end: int
+    char_offsets: list[tuple[int, int]] = field(default_factory=list)  # relative to the answer string
+    answer: str = ""
+
+
+class VLMUnlearningCollator:
+    """Turn rows into the processor's full model input with ``labels`` on the answer tokens only.
+
+    Args:
+        processor: a Hugging Face processor with a chat template (or a tokenizer, for text-only models).
+        label_end_of_turn: also supervise the end-of-turn token after the answer (useful for fine-tuning, so
+            generation learns to stop; off by default for unlearning, where only the answer is scored).
+        max_length: raise an error naming the row if a sequence is longer (no silent truncation that could
+            cut image tokens or the answer).
+        return_index: add ``sample_index`` (from the row's ``__index__``) so trainers can cache per-sample values.
+    """
+
+    def __init__(self, processor, label_end_of_turn: bool = False, max_length: int | None = None, return_index=True):
+        self.processor = processor
+        self.tokenizer = getattr(processor, "tokenizer", processor)
+        if getattr(processor, "chat_template", None) is None and getattr(self.tokenizer, "chat_template", None) is None:
+            raise ValueError("The processor has no chat template; set `processor.chat_template` before collating.")
+        self.label_end_of_turn = label_end_of_turn
+        self.max_length = max_length
+        self.return_index = return_index
+        ids = {self.tokenizer.eos_token_id}
+        for t in END_OF_TURN_TOKENS:
+            tid = self.tokenizer.convert_tokens_to_ids(t)
+            if isinstance(tid, int) and tid != self.tokenizer.unk_token_id:
+                ids.add(tid)
+        self.end_of_turn_ids = {i for i in ids if i is not None}
+
+    # -- rendering -----------------------------------------------------------------------------------------
+    def render(self, row: dict, include_answer: bool = True, index=None, answer: str | None = None) -> str:
+        messages = build_messages(row, self.processor, include_answer=include_answer, answer=answer, index=index)
+        return self.processor.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=not include_answer
+        )
+
+    def _answer_char_span(self, row, full: str, prompt: str, answer: str, index) -> tuple[int, int]:
+        common = 0
+        for a, b in zip(full, prompt):
+            if a != b:
+                break
+            common += 1
+        target = answer.strip()
+        if not target:
+            raise ValueError(f"{row_name(row, index)} has an empty answer; nothing to learn or unlearn.")
+        start = full.find(target, max(0, common - len(target)))
+        if start < 0:
+            raise ValueError(
+                f"{row_name(row, index)}: the answer {target[:60]!r} does not appear in the chat-template rendering "
+                f"of the conversation; the template must keep the answer text verbatim."
+            )
+        return start, start + len(target)
+
+    def _locate(self, row: dict, full: str, prompt: str, answer: str, index) -> tuple[list[int], int, list]:
+        """Token ids of the answer, number of tokens after it, and answer-relative char offsets."""
+        a_start, a_end = self._answer_char_span(row, full, prompt, answer, index)
+        enc = self.tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+        ids, offsets = enc["input_ids"], enc["offset_mapping"]
+        answer_ids, rel, n_after = [], [], 0
+        for tid, (s, e) in zip(ids, offsets):
+            if s >= a_end and e > s:
+                n_after += 1
+            elif e > a_start and s < a_end:
+                answer_ids.append(tid)
+                rel.append((max(s, a_start) - a_start, min(e, a_end) - a_start))
+            elif s >= a_end:  # zero-width token after the answer
+                n_after += 1
+        if not answer_ids:
+            raise ValueError(f"{row_name(row, index)}: the answer span could not be located in the tokenized text.")
+        return answer_ids, n_after, rel
+
+    # -- collation -----------------------------------------------------------------------------------------
+    def encode(self, rows: Sequence[dict]) -> tuple[dict, list[RowSpan]]:
+        """Collate rows; also return each row's answer span (used by concept-token masks)."""
+        if len(rows) == 0:
+            raise ValueError("Cannot collate an empty list of rows.")
+        texts, images, located = [], [], []
+        for i, row in enumerate(rows):
+            index = row.get("__index__", i) if isinstance(row, dict) else i
+            if not isinstance(row, dict):
+                raise TypeError(f"row #{i} is a {type(row).__name__}, expected a dict with question/answer.")
+            full = self.render(row, include_answer=True, index=index)
+            prompt = self.render(row, include_answer=False, index=index)
+            located.append(self._locate(row, full, prompt, row["answer"], index))
+            texts.append(full)
+            images.extend(row_images(row))
+        batch = self._run_processor(rows, texts, images)
+        input_ids = batch["input_ids"]
+        labels = torch.full_like(input_ids, -100)
+        spans = []
+        for i, (row, (answer_ids, n_after, rel)) in enumerate(zip(rows, located)):
+            real = batch["attention_mask"][i].nonzero().flatten()
+            stop = int(real[-1]) + 1
+            end = stop - n_after
+            start = end - len(answer_ids)
+            got = input_ids[i, start:end].tolist() if start >= 0 else []
+            if got != answer_ids:
+                raise ValueError(
+                    f"{row_name(row, row.get('__index__', i))}: the answer span could not be located in the processor's "
+                    f"output (template or processor changed the answer tokens). Check the chat template."
+                )
+            labels[i, start:end] = input_ids[i, start:end]
+            if self.label_end_of_turn and end < stop and int(input_ids[i, end]) in self.end_of_turn_ids:
+                labels[i, end] = input_ids[i, end]
+            spans.append(RowSpan(start, end, rel, row["answer"].strip()))
+        self._check_images(rows, batch)
+        batch["labels"] = labels
+        if self.return_index and all("__index__" in r for r in rows):
+            batch["sample_index"] = torch.tensor([int(r["__index__"]) for r in rows], dtype=torch.long)
+        return batch, spans
+
+    def __call__(self, rows: Sequence[dict]) -> dict:
+        return self.encode(rows)[0]
+
+    def _run_processor(self, rows, texts, images) -> dict:
+        kwargs: dict[str, Any] = dict(text=texts, return_tensors="pt", padding=True)
+        if images:
+            kwargs["images"] = images
+        try:
+            out = self.processor(**kwargs)
+        except Exception as err:  # name the rows; the processor's own message says what it found
+            names = ", ".join(row_name(r, r.get("__index__", i)) for i, r in enumerate(rows))
+            raise ValueError(f"The processor failed on the batch with {names}: {err}") from err
+        batch = dict(out)
+        if self.max_length is not None and batch["input_ids"].shape[1] > self.max_length:
+            lengths = batch["attention_mask"].sum(1).tolist()
+            long = [row_name(r, r.get("__index__", i)) for i, (r, n) in enumerate(zip(rows, lengths)) if n > self.max_length]
+            raise ValueError(
+                f"{', '.join(long)} exceed max_length={self.max_length} tokens (image tokens included); shorten them or "
+                f"raise max_length. Sequences are never truncated silently."
+            )
+        return batch
+
+    def _check_images(self, rows, batch) -> None:
+        image_token_id = getattr(self.processor, "image_token_id", None)
+        if image_token_id is None:
+            return
+        n_tokens = (batch["input_ids"] == image_token_id).sum(1).tolist()
+        for i, (row, n) in enumerate(zip(rows, n_tokens)):
+            if (n > 0) != bool(row_images(row)):
+                raise ValueError(
+                    f"{row_name(row, row.get('__index__', i))} has {len(row_images(row))} image(s) but {n} image tokens "
+                    f"in its prompt; images and prompt placeholders must match."
+                )
+
+
+class ForgetRetainDataset(torch.utils.data.Dataset):
+    """Pairs each forget row with a retain row (deterministic, seeded); length = the forget set's.
+
+    Items are ``{"forget": row, "retain": row or None}``; each row gets ``__index__`` (its position in its own
+    set) so trainers can cache per-sample reference quantities.
+    """
+
+    def __init__(self, forget, retain=None, seed: int = 0):
+        if forget is None or len(forget) == 0:
+            raise ValueError("The forget set is empty: give at least one row to unlearn (forget_dataset=...).")
+        if retain is not None and len(retain) == 0:
+            raise ValueError("The retain set is empty: pass retain_dataset=None to train without a retain term.")
+        self.forget, self.retain = forget, retain
+        if retain is not None:
+            g = torch.Generator().manual_seed(seed)
+            self._perm = torch.randperm(len(retain), generator=g).tolist()
+
+    def __len__(self) -> int:
+        return len(self.forget)
+
+    @staticmethod
+    def _with_index(row, index: int) -> dict:
+        row = dict(row)
+        row["__index__"] = index
+        return row
+
+    def __getitem__(self, i: int) -> dict:
+        item = {"forget": self._with_index(self.forget[i], i), "retain": None}
+        if self.retain is not None:
+            j = self._perm[i % len(self.retain)]
+            item["retain"] = self._with_index(self.retain[j], j)
+        return item
+
+
+class ForgetRetainCollator:
+    """Collate ``ForgetRetainDataset`` items into ``{"forget": batch, "retain": batch}``."""
+
+    def __init__(self, forget_collator, retain_collator=None):
+        self.forget_collator = forget_collator
+        self.retain_collator = retain_collator or forget_collator
+
+    def __call__(self, items: Sequence[dict]) -> dict:
+        if items and "forget" not in items[0]:  # plain rows, e.g. from an eval_dataset
+            return self.forget_collator(items)
+        out = {"forget": self.forget_collator([it["forget"] for it in items])}
+        retain = [it["retain"] for it in items if it.get("retain") is not None]
+        if retain:
+            out["retain"] = self.retain_collator(retain)
+        return out

@@ -1,0 +1,282 @@
+"""The base of every unlearning trainer: forget/retain plumbing, the reference model, caches, guards, logging.
+
+A method subclasses :class:`UnlearnTrainer`, sets ``needs_reference`` if its objective uses the frozen
+model, and implements ``unlearning_loss(model, inputs) -> (loss, terms)``. Everything else (retain term,
+reference model without a second copy under PEFT, per-sample reference caches, non-finite guard,
+logging of every term, gradient accumulation) lives here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainingArguments
+
+from .. import losses
+from ..data.collator import ForgetRetainCollator, ForgetRetainDataset, VLMUnlearningCollator, model_inputs
+
+__all__ = ["UnlearnConfig", "UnlearnTrainer", "NonFiniteLossError"]
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when an unlearning loss becomes NaN or infinite; training stops before any update is applied."""
+
+
+@dataclass
+class UnlearnConfig(TrainingArguments):
+    """Training arguments shared by every unlearning method (a ``transformers.TrainingArguments``).
+
+    Retain term: ``retain_loss`` is ``"nll"`` (GradDiff: fine-tuning loss on the retain set), ``"kl"``
+    (``KL(p_theta || p_ref)`` on retain answer tokens) or ``"none"``; left unset it is ``"nll"`` when a retain
+    set is given and ``"none"`` otherwise. Both run over answer tokens only.
+    """
+
+    retain_loss: str | None = field(
+        default=None, metadata={"help": "'nll', 'kl' or 'none'; default: 'nll' if a retain set is given."}
+    )
+    retain_weight: float = field(default=1.0, metadata={"help": "Weight of the retain term."})
+    cache_reference: bool = field(
+        default=True,
+        metadata={"help": "Compute reference-model quantities once per sample and cache them (False: every step)."},
+    )
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Kept False: unlearning rows carry images and metadata the collator needs."}
+    )
+    pairing_seed: int = field(default=0, metadata={"help": "Seed of the forget-to-retain row pairing."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.retain_loss not in (None, "nll", "kl", "none"):
+            raise ValueError(f"retain_loss must be 'nll', 'kl' or 'none', got {self.retain_loss!r}.")
+        if self.retain_weight < 0:
+            raise ValueError(f"retain_weight must be >= 0, got {self.retain_weight}.")
+
+
+def _is_peft(model) -> bool:
+    return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
+
+
+class UnlearnTrainer(Trainer):
+    """A ``transformers.Trainer`` that unlearns ``forget_dataset`` while (optionally) keeping ``retain_dataset``.
+
+    Batches are ``{"forget": model_input, "retain": model_input}``. Subclasses implement
+    :meth:`unlearning_loss`. Plain batches (e.g. from ``eval_dataset``) use the parent's loss.
+    """
+
+    config_class = UnlearnConfig
+    method_name = "base"
+    #: True if the method's objective uses the frozen pre-unlearning model.
+    needs_reference = False
+    # Losses here are means over samples, not normalised by num_items_in_batch: Trainer divides by the
+    # number of accumulation steps exactly once.
+    loss_is_scaled_for_ga = False
+
+    def __init__(
+        self,
+        model=None,
+        args: UnlearnConfig | None = None,
+        data_collator=None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        forget_dataset=None,
+        retain_dataset=None,
+        ref_model=None,
+        peft_config=None,
+        **kwargs,
+    ):
+        if args is None:
+            args = self.config_class(output_dir=f"{self.method_name}-unlearned")
+        elif not isinstance(args, self.config_class):
+            args = self._convert_args(args)
+        if forget_dataset is None:
+            forget_dataset = train_dataset
+        elif train_dataset is not None and train_dataset is not forget_dataset:
+            raise ValueError("Pass the forget set as forget_dataset= or train_dataset=, not both.")
+        if forget_dataset is None or len(forget_dataset) == 0:
+            raise ValueError("The forget set is empty: pass forget_dataset= with at least one row to unlearn.")
+        if peft_config is not None:
+            from peft import get_peft_model
+
+            model = get_peft_model(model, peft_config)
+        if args.retain_loss is None:
+            args.retain_loss = "nll" if retain_dataset is not None else "none"
+        if args.retain_loss != "none" and retain_dataset is None:
+            raise ValueError(f"retain_loss={args.retain_loss!r} needs a retain set: pass retain_dataset=.")
+
+        self.forget_dataset, self.retain_dataset = forget_dataset, retain_dataset
+        paired = ForgetRetainDataset(
+            forget_dataset, retain_dataset if args.retain_loss != "none" else None, seed=args.pairing_seed
+        )
+        if data_collator is None:
+            if processing_class is None:
+                raise ValueError("Pass processing_class= (the model's processor) or a data_collator=.")
+            data_collator = VLMUnlearningCollator(processing_class)
+        if not isinstance(data_collator, ForgetRetainCollator):
+            data_collator = ForgetRetainCollator(data_collator)
+
+        self._ref_model = None
+        if self.uses_reference(args) and not _is_peft(model):
+            self._ref_model = ref_model if ref_model is not None else copy.deepcopy(model)
+            self._ref_model.requires_grad_(False).eval()
+        elif ref_model is not None and _is_peft(model):
+            raise ValueError("With a PEFT model the reference is the model with its adapter disabled; drop ref_model=.")
+
+        self._ref_cache: dict[str, dict[int, Any]] = defaultdict(dict)
+        self._terms: dict[str, list[float]] = defaultdict(list)
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=paired,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            **kwargs,
+        )
+        if self._ref_model is not None:
+            if self.is_deepspeed_enabled:
+                from trl.models.utils import prepare_deepspeed
+
+                self._ref_model = prepare_deepspeed(self._ref_model, self.accelerator)
+            else:
+                self._ref_model = self.accelerator.prepare_model(self._ref_model, evaluation_mode=True)
+
+    # -- configuration -------------------------------------------------------------------------------------
+    @classmethod
+    def _convert_args(cls, args: TrainingArguments):
+        values = {f.name: getattr(args, f.name) for f in dataclasses.fields(args) if f.init and hasattr(args, f.name)}
+        known = {f.name for f in dataclasses.fields(cls.config_class)}
+        # rows carry images and metadata that Trainer's column removal would drop
+        values["remove_unused_columns"] = False
+        return cls.config_class(**{k: v for k, v in values.items() if k in known})
+
+    def uses_reference(self, args: UnlearnConfig | None = None) -> bool:
+        """Whether this run needs the frozen reference model (the method's objective or a KL retain term)."""
+        args = args or self.args
+        return self.needs_reference or args.retain_loss == "kl"
+
+    # -- reference model -----------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def reference(self, model):
+        """Context giving the frozen pre-unlearning model: the adapter-disabled PEFT model (no copy) or the
+        frozen copy. Use under ``torch.no_grad()``."""
+        if self._ref_model is not None:
+            yield self._ref_model
+            return
+        unwrapped = self.accelerator.unwrap_model(model)
+        if not _is_peft(unwrapped):
+            raise RuntimeError(
+                f"{type(self).__name__} needs a reference model but none was built; this is a bug in the method "
+                f"(set needs_reference = True)."
+            )
+        with unwrapped.disable_adapter():
+            yield model
+
+    def reference_logits(self, model, batch: dict) -> torch.Tensor:
+        with torch.no_grad(), self.reference(model) as ref:
+            return self.forward_logits(ref, batch).detach()
+
+    def cached_reference(self, name: str, model, batch: dict, compute: Callable[[Any, dict], list]) -> list:
+        """Per-sample reference quantity, computed once and cached by ``batch["sample_index"]``.
+
+        ``compute(ref_model, batch)`` runs under ``no_grad`` with the reference and returns one value per row.
+        With ``cache_reference=False`` (or no sample index) it is recomputed every call.
+        """
+        index = batch.get("sample_index")
+        cache = self._ref_cache[name]
+        if self.args.cache_reference and index is not None:
+            keys = [int(i) for i in index.tolist()]
+            if all(k in cache for k in keys):
+                return [cache[k] for k in keys]
+        with torch.no_grad(), self.reference(model) as ref:
+            values = compute(ref, batch)
+        if len(values) != batch["input_ids"].shape[0]:
+            raise RuntimeError(f"reference quantity {name!r} returned {len(values)} values for a batch of "
+                               f"{batch['input_ids'].shape[0]}.")
+        values = [v.detach() if torch.is_tensor(v) else v for v in values]
+        if self.args.cache_reference and index is not None:
+            for k, v in zip(index.tolist(), values):
+                cache[int(k)] = v
+        return values
+
+    # -- forward helpers -----------------------------------------------------------------------------------
+    @staticmethod
+    def forward_logits(model, batch: dict) -> torch.Tensor:
+        """Logits of the model on a collated batch (labels and metadata are not passed to the model)."""
+        return model(**model_inputs(batch), use_cache=False).logits
+
+    def retain_term(self, model, retain: dict) -> torch.Tensor:
+        logits = self.forward_logits(model, retain)
+        if self.args.retain_loss == "kl":
+            return losses.kl_retain_loss(logits, self.reference_logits(model, retain), retain["labels"])
+        return losses.nll_loss(logits, retain["labels"])
+
+    # -- the method's objective ----------------------------------------------------------------------------
+    def unlearning_loss(self, model, inputs: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Return the method's forget objective and its named terms for logging. ``inputs`` has "forget"
+        (and "retain" if a retain set is used; the base adds the retain term itself)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement unlearning_loss(model, inputs).")
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if "forget" not in inputs:
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+        loss, terms = self.unlearning_loss(model, inputs)
+        terms = dict(terms)
+        retain = inputs.get("retain")
+        if retain is not None and self.args.retain_loss != "none":
+            r = self.retain_term(model, retain)
+            terms[f"retain_{self.args.retain_loss}"] = r
+            loss = loss + self.args.retain_weight * r
+        self._check_finite(loss, terms, inputs["forget"])
+        for k, v in terms.items():
+            self._terms[k].append(float(v.detach()) if torch.is_tensor(v) else float(v))
+        if return_outputs:
+            return loss, {"terms": terms}
+        return loss
+
+    def _check_finite(self, loss: torch.Tensor, terms: dict, forget: dict) -> None:
+        if torch.isfinite(loss).all():
+            return
+        bad = [k for k, v in terms.items() if torch.is_tensor(v) and not torch.isfinite(v).all()]
+        index = forget.get("sample_index")
+        rows = f" (forget rows {index.tolist()})" if index is not None else ""
+        raise NonFiniteLossError(
+            f"Non-finite unlearning loss at step {self.state.global_step}{rows}: {float(loss)}; non-finite terms: "
+            f"{bad or 'none (the sum overflowed)'}. Training stopped before applying the update. Lower the learning "
+            f"rate or set a forget_loss_ceiling."
+        )
+
+    # -- saving --------------------------------------------------------------------------------------------
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Save the model (the adapter only, for PEFT) as safetensors, with the training arguments as JSON
+        instead of the parent's pickled ``training_args.bin`` (checkpoints for resuming keep Trainer's files)."""
+        super().save_model(output_dir, _internal_call=_internal_call)
+        if _internal_call or not self.args.should_save:
+            return
+        import os
+
+        output_dir = output_dir or self.args.output_dir
+        pickled = os.path.join(output_dir, "training_args.bin")
+        if os.path.exists(pickled):
+            os.remove(pickled)
+        with open(os.path.join(output_dir, "training_args.json"), "w") as f:
+            f.write(self.args.to_json_string())
+
+    # -- logging -------------------------------------------------------------------------------------------
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self._terms and "loss" in logs:
+            for k, vals in self._terms.items():
+                mean = torch.tensor(sum(vals) / len(vals), device=self.args.device)
+                if self.accelerator.num_processes > 1:
+                    mean = self.accelerator.reduce(mean, reduction="mean")
+                logs[k] = round(float(mean), 6)
+            self._terms.clear()
+        super().log(logs, start_time)

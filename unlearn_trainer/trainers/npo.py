@@ -1,0 +1,45 @@
+"""NPO: negative preference optimization (Zhang et al. 2024), the MLLMU-Bench / MMUnlearner / ViKeR baseline.
+
+L = -(2/beta) * mean_{D_f} log sigmoid(-beta * (log p_theta(y|I,x) - log p_ref(y|I,x)))
+on per-sequence log-probabilities. The reference log-probabilities are constant: computed once per forget
+sample and cached (``cache_reference=False`` recomputes them every step).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .. import losses
+from .base import UnlearnConfig, UnlearnTrainer
+
+__all__ = ["NPOConfig", "NPOTrainer"]
+
+
+@dataclass
+class NPOConfig(UnlearnConfig):
+    """NPO. ``beta`` = 0.4 as in MLLMU-Bench, MMUnlearner and ViKeR."""
+
+    beta: float = field(default=0.4, metadata={"help": "Inverse temperature of NPO (paper default 0.4)."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.beta <= 0:
+            raise ValueError(f"beta must be > 0, got {self.beta}.")
+
+
+class NPOTrainer(UnlearnTrainer):
+    config_class = NPOConfig
+    method_name = "npo"
+    needs_reference = True
+
+    def unlearning_loss(self, model, inputs):
+        forget = inputs["forget"]
+        policy = losses.sequence_logprob(self.forward_logits(model, forget), forget["labels"])
+        ref = torch.stack(self.cached_reference("npo_ref_logp", model, forget, self._ref_logp)).to(policy.device)
+        loss = losses.npo_loss(policy, ref, beta=self.args.beta)
+        return loss, {"npo_loss": loss, "log_ratio": (policy - ref).mean()}
+
+    def _ref_logp(self, ref_model, batch):
+        return list(losses.sequence_logprob(self.forward_logits(ref_model, batch), batch["labels"]).unbind(0))
