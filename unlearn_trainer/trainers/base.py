@@ -212,6 +212,16 @@ class UnlearnTrainer(Trainer):
         """Logits of the model on a collated batch (labels and metadata are not passed to the model)."""
         return model(**model_inputs(batch), use_cache=False).logits
 
+    def forget_logits(self, model, forget: dict) -> torch.Tensor:
+        """Logits on a forget batch. Methods use this for the pass whose loss unlearns, so that gradient gating
+        of the forget objective (e.g. a saliency mask, :meth:`forget_gradient_context`) applies to it only."""
+        with self.forget_gradient_context(model):
+            return self.forward_logits(model, forget)
+
+    def forget_gradient_context(self, model):
+        """Context under which the forget pass runs; the default changes nothing."""
+        return contextlib.nullcontext()
+
     def retain_term(self, model, retain: dict) -> torch.Tensor:
         logits = self.forward_logits(model, retain)
         if self.args.retain_loss == "kl":

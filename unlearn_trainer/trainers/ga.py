@@ -41,6 +41,6 @@ class GATrainer(UnlearnTrainer):
 
     def unlearning_loss(self, model, inputs):
         forget = inputs["forget"]
-        nll = losses.sequence_nll(self.forward_logits(model, forget), forget["labels"])
+        nll = losses.sequence_nll(self.forget_logits(model, forget), forget["labels"])
         loss = losses.ga_loss(nll, ceiling=self.args.forget_loss_ceiling)
         return loss, {"forget_nll": nll.mean()}

@@ -36,7 +36,7 @@ class NPOTrainer(UnlearnTrainer):
 
     def unlearning_loss(self, model, inputs):
         forget = inputs["forget"]
-        policy = losses.sequence_logprob(self.forward_logits(model, forget), forget["labels"])
+        policy = losses.sequence_logprob(self.forget_logits(model, forget), forget["labels"])
         ref = torch.stack(self.cached_reference("npo_ref_logp", model, forget, self._ref_logp)).to(policy.device)
         loss = losses.npo_loss(policy, ref, beta=self.args.beta)
         return loss, {"npo_loss": loss, "log_ratio": (policy - ref).mean()}
