@@ -1,5 +1,16 @@
-"""Evaluation of unlearning: text metrics (``metrics``) and, with a model, generation-based evaluation."""
+"""Evaluation of unlearning: text metrics, generation-based evaluation of splits, and the training callback."""
 
 from . import metrics
+from .callback import UnlearningEvalCallback, plot_tradeoff
+from .evaluator import evaluate_rows, evaluate_splits, format_table, generate_answers, option_loglikelihoods
 
-__all__ = ["metrics"]
+__all__ = [
+    "metrics",
+    "UnlearningEvalCallback",
+    "plot_tradeoff",
+    "evaluate_rows",
+    "evaluate_splits",
+    "format_table",
+    "generate_answers",
+    "option_loglikelihoods",
+]

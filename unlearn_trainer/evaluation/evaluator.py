@@ -1,0 +1,198 @@
+"""Generation-based evaluation of a VLM on rows, usable with any model and processor.
+
+Answers are generated greedily with the images always passed to ``generate`` (the prompt is the processor's
+chat template with the generation prompt, batched with left padding). Seeded. Per split, the metrics are
+computed from row fields when present:
+
+- ``rougeL_f`` (ROUGE-L F-measure), ``bleu``: against the row's ``answer`` (multiple-choice rows excluded).
+- ``name_recall``: rows whose reference answer mentions one of the row's ``concepts``; a hit if the generated
+  answer mentions any of them.
+- ``attribute_accuracy``: rows with ``expected`` (a phrase or aliases) that must appear in the answer.
+- ``privacy_leak``: rows with ``private`` (phrases: name, private attributes): the answer mentions any.
+- ``mc_letter_acc``: rows with ``options`` and ``answer_letter``, by the documented first-letter rule
+  (:func:`~unlearn_trainer.evaluation.metrics.first_letter_choice`).
+- ``mc_loglik_acc``: the same rows, by the option with the highest mean per-token log-likelihood when each
+  option, rendered by ``mc_template`` (row field, default ``"{option}"``), is scored as the answer to
+  ``mc_question`` (row field, default the row's question). Length-normalised so long names are not penalised.
+- ``diversity_unique_words``, ``coherence`` (if an ``is_well_formed`` callable is given).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+
+import torch
+
+from ..data.collator import VLMUnlearningCollator, model_inputs, row_images
+from . import metrics as M
+
+__all__ = ["generate_answers", "option_loglikelihoods", "evaluate_rows", "evaluate_splits", "format_table"]
+
+LETTERS = "abcdefgh"
+
+
+@contextlib.contextmanager
+def _eval_mode(model, processor):
+    tok = getattr(processor, "tokenizer", processor)
+    side, was_training = tok.padding_side, model.training
+    tok.padding_side = "left"
+    model.eval()
+    try:
+        yield
+    finally:
+        tok.padding_side = side
+        model.train(was_training)
+
+
+def _batches(items: Sequence, size: int):
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _device(model):
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def generate_answers(
+    model,
+    processor,
+    rows: Sequence[dict],
+    max_new_tokens: int = 32,
+    batch_size: int = 32,
+    seed: int = 0,
+    progress: bool = False,
+    desc: str = "generating",
+) -> list[str]:
+    """Greedy answers to each row's question, with its images passed to ``generate``."""
+    collator = VLMUnlearningCollator(processor, return_index=False)
+    tok = collator.tokenizer
+    out: list[str] = []
+    torch.manual_seed(seed)
+    chunks = list(_batches(list(rows), batch_size))
+    if progress:
+        from tqdm.auto import tqdm
+
+        chunks = tqdm(chunks, desc=desc)
+    with _eval_mode(model, processor):
+        for chunk in chunks:
+            texts = [collator.render(r, include_answer=False) for r in chunk]
+            images = [im for r in chunk for im in row_images(r)]
+            kwargs = dict(text=texts, return_tensors="pt", padding=True)
+            if images:
+                kwargs["images"] = images
+            batch = {k: v.to(_device(model)) if torch.is_tensor(v) else v for k, v in processor(**kwargs).items()}
+            gen = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tok.pad_token_id)
+            new = gen[:, batch["input_ids"].shape[1]:]
+            out.extend(t.strip() for t in tok.batch_decode(new, skip_special_tokens=True))
+    return out
+
+
+@torch.no_grad()
+def option_loglikelihoods(model, processor, rows: Sequence[dict], batch_size: int = 32) -> list[list[float]]:
+    """Mean per-token log-likelihood of each option of each multiple-choice row (see module docstring)."""
+    from ..losses import token_logprobs
+
+    collator = VLMUnlearningCollator(processor, return_index=False)
+    flat, owners = [], []
+    for i, row in enumerate(rows):
+        template = row.get("mc_template") or "{option}"
+        question = row.get("mc_question") or row["question"]
+        for option in row["options"]:
+            flat.append({**row, "question": question, "answer": template.format(option=option)})
+            owners.append(i)
+    scores: list[list[float]] = [[] for _ in rows]
+    with _eval_mode(model, processor):
+        for start in range(0, len(flat), batch_size):
+            chunk = flat[start : start + batch_size]
+            batch = collator(chunk)
+            batch = {k: v.to(_device(model)) if torch.is_tensor(v) else v for k, v in batch.items()}
+            logps, mask = token_logprobs(model(**model_inputs(batch)).logits, batch["labels"])
+            means = (logps.sum(-1) / mask.sum(-1)).tolist()
+            for j, value in enumerate(means):
+                scores[owners[start + j]].append(value)
+    return scores
+
+
+def _phrases(value) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else [v for v in value if v]
+
+
+def evaluate_rows(
+    model,
+    processor,
+    rows: Sequence[dict],
+    is_well_formed: Callable[[str], bool] | None = None,
+    max_new_tokens: int = 32,
+    batch_size: int = 32,
+    seed: int = 0,
+    progress: bool = False,
+    desc: str = "evaluating",
+) -> tuple[dict[str, float], list[str]]:
+    """Metrics of one split (see module docstring) and the generated answers."""
+    if len(rows) == 0:
+        raise ValueError("Cannot evaluate an empty split.")
+    preds = generate_answers(model, processor, rows, max_new_tokens, batch_size, seed, progress, desc)
+    result: dict[str, float] = {"n": float(len(rows))}
+    open_rows = [i for i, r in enumerate(rows) if not r.get("options") and r.get("answer")]
+    if open_rows:
+        result["rougeL_f"] = M.rouge_l_f([preds[i] for i in open_rows], [rows[i]["answer"] for i in open_rows])
+        result["bleu"] = M.bleu([preds[i] for i in open_rows], [rows[i]["answer"] for i in open_rows])
+    named = [i for i in open_rows if any(M.contains_phrase(rows[i]["answer"], c) for c in _phrases(rows[i].get("concepts")))]
+    if named:
+        result["name_recall"] = M.name_recall([preds[i] for i in named], [_phrases(rows[i]["concepts"]) for i in named])
+    expected = [i for i, r in enumerate(rows) if _phrases(r.get("expected"))]
+    if expected:
+        result["attribute_accuracy"] = M.attribute_accuracy(
+            [preds[i] for i in expected], [_phrases(rows[i]["expected"]) for i in expected]
+        )
+    private = [i for i, r in enumerate(rows) if _phrases(r.get("private"))]
+    if private:
+        result["privacy_leak"] = M.privacy_leak([preds[i] for i in private], [_phrases(rows[i]["private"]) for i in private])
+    mc = [i for i, r in enumerate(rows) if r.get("options")]
+    if mc:
+        result["mc_letter_acc"] = M.mc_accuracy_by_letter([preds[i] for i in mc], [rows[i]["answer_letter"] for i in mc])
+        scores = option_loglikelihoods(model, processor, [rows[i] for i in mc], batch_size)
+        gold = [LETTERS.index(rows[i]["answer_letter"].lower()) for i in mc]
+        result["mc_loglik_acc"] = M.mc_accuracy_by_loglik(scores, gold)
+    result["diversity_unique_words"] = float(M.diversity(preds)["unique_words"])
+    if is_well_formed is not None:
+        result["coherence"] = M.coherence(preds, is_well_formed)
+    return result, preds
+
+
+def evaluate_splits(
+    model,
+    processor,
+    splits: dict[str, Sequence[dict]],
+    is_well_formed: Callable[[str], bool] | None = None,
+    progress: bool = False,
+    **kwargs,
+) -> tuple[dict[str, dict[str, float]], dict[str, list[str]]]:
+    """``evaluate_rows`` on every split: ``({split: metrics}, {split: answers})``."""
+    results, answers = {}, {}
+    for name, rows in splits.items():
+        results[name], answers[name] = evaluate_rows(
+            model, processor, rows, is_well_formed=is_well_formed, progress=progress, desc=f"eval {name}", **kwargs
+        )
+    return results, answers
+
+
+def format_table(columns: dict[str, dict[str, dict[str, float]]], keys: Sequence[str] | None = None) -> str:
+    """Markdown table: one row per (split, metric), one column per evaluation (e.g. "before", "after")."""
+    names = list(columns)
+    splits = list(next(iter(columns.values())).keys()) if columns else []
+    lines = ["| split | metric | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for split in splits:
+        metric_names = [k for k in columns[names[0]].get(split, {}) if k != "n" and (keys is None or k in keys)]
+        for metric in metric_names:
+            cells = []
+            for name in names:
+                value = columns[name].get(split, {}).get(metric)
+                cells.append("" if value is None else f"{value:.3f}")
+            lines.append(f"| {split} | {metric} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
