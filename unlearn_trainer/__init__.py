@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0.dev0"
 
-from .data import ForgetRetainCollator, ForgetRetainDataset, VLMUnlearningCollator
+from .data import ForgetRetainCollator, ForgetRetainDataset, ReferenceImagePool, VLMUnlearningCollator
 from .trainers import (
     GAConfig,
     GATrainer,
@@ -11,12 +11,15 @@ from .trainers import (
     NPOTrainer,
     UnlearnConfig,
     UnlearnTrainer,
+    ViKeRConfig,
+    ViKeRTrainer,
 )
 
 __all__ = [
     "__version__",
     "ForgetRetainCollator",
     "ForgetRetainDataset",
+    "ReferenceImagePool",
     "VLMUnlearningCollator",
     "GAConfig",
     "GATrainer",
@@ -25,4 +28,6 @@ __all__ = [
     "NPOTrainer",
     "UnlearnConfig",
     "UnlearnTrainer",
+    "ViKeRConfig",
+    "ViKeRTrainer",
 ]

@@ -28,6 +28,13 @@ __all__ = [
     "npo_weight",
     "token_kl",
     "kl_retain_loss",
+    "VIKER_REGULARIZERS",
+    "token_entropy",
+    "key_tokens",
+    "sparse_topk_reference",
+    "densify_sparse_reference",
+    "reference_divergence",
+    "viker_loss",
 ]
 
 
@@ -125,3 +132,183 @@ def kl_retain_loss(policy_logits: torch.Tensor, ref_logits: torch.Tensor, labels
     p, _, mask = shift(policy_logits, labels)
     q, _, _ = shift(ref_logits.detach(), labels)
     return masked_mean_per_sample(token_kl(p, q, mask), mask).mean()
+
+
+# -- ViKeR (Visual-Guided Key-Token Regularization) -------------------------------------------------------------
+VIKER_REGULARIZERS = ("kl", "jsd", "cosine")
+
+
+def token_entropy(probs: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy in nats of distributions ``[..., V]`` (``0 log 0 = 0``), shape ``[...]``."""
+    probs = probs.float()
+    return -torch.xlogy(probs, probs).sum(-1)
+
+
+def key_tokens(reference: torch.Tensor, threshold: float) -> torch.Tensor:
+    """ViKeR Definition 2: a token is a key token if ``H(R_i) >= threshold`` (nats). ``reference`` is ``[..., V]``."""
+    return token_entropy(reference) >= threshold
+
+
+def sparse_topk_reference(probs: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Compress distributions ``[..., V]`` to their ``top_k`` probabilities, token ids and the remainder mass
+    ``1 - sum(top_k)`` (``[...]``): the sparse cache of ViKeR's reference ``R_i``."""
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}.")
+    values, ids = probs.float().topk(min(top_k, probs.shape[-1]), dim=-1)
+    remainder = (1.0 - values.sum(-1)).clamp_min(0.0)
+    return values, ids, remainder
+
+
+def densify_sparse_reference(
+    values: torch.Tensor, ids: torch.Tensor, remainder: torch.Tensor, q_logprobs: torch.Tensor
+) -> torch.Tensor:
+    """Dense ``R~ [..., V]`` from a sparse reference: the top-k probabilities at ``ids`` and the remainder mass
+    spread over the other tokens in proportion to the (detached) policy ``Q``: ``R~(v) = r Q(v) / Q(tail)``.
+
+    With this completion ``KL(R~ || Q)`` equals, in value and gradient, the KL between the (k+1)-bin coarsenings
+    "top-k tokens + one tail bucket" of R and Q: ``sum_K R log(R/Q) + r log(r / Q(tail))``, a lower bound of
+    the exact KL (``KL_exact - KL_bucket = r * KL(R_tail/r || Q_tail/Q(tail)) >= 0``); the gradient w.r.t.
+    the logits is ``Q - R~``, off the exact ``Q - R`` by at most ``2r`` in L1.
+    """
+    logq = q_logprobs.detach().float()
+    ids = ids.long()
+    tail_logq = logq.scatter(-1, ids, float("-inf"))
+    log_tail_mass = torch.logsumexp(tail_logq, dim=-1, keepdim=True)
+    log_r = torch.log(remainder.float().clamp_min(0.0)).unsqueeze(-1)
+    dense = torch.exp(log_r + tail_logq - log_tail_mass)  # 0 on the top-k ids (exp(-inf)) and where r = 0
+    dense = torch.nan_to_num(dense, nan=0.0)  # r = 0 and an empty tail give -inf - -inf
+    return dense.scatter(-1, ids, values.float())
+
+
+def reference_divergence(reference: torch.Tensor, q_logits: torch.Tensor, kind: str = "kl") -> torch.Tensor:
+    """ViKeR's token regularizer ``D(R_i || Q_i)`` for a fixed reference ``R [..., V]`` and policy logits
+    ``[..., V]``, shape ``[...]``. ``kind``: "kl" (``sum R log(R/Q)``, Eq. 5), "jsd" (Jensen-Shannon,
+    ``KL(R||M)/2 + KL(Q||M)/2`` with ``M = (R+Q)/2``) or "cosine" (``1 - cos(R, Q)``, a distance)."""
+    r = reference.detach().float()
+    logq = F.log_softmax(q_logits.float(), dim=-1)
+    if kind == "kl":
+        return (torch.xlogy(r, r) - r * logq).sum(-1)
+    q = logq.exp()
+    if kind == "jsd":
+        log_m = torch.log(0.5 * (r + q))
+        return 0.5 * (torch.xlogy(r, r) - r * log_m).sum(-1) + 0.5 * (q * (logq - log_m)).sum(-1)
+    if kind == "cosine":
+        return 1.0 - F.cosine_similarity(r, q, dim=-1)
+    raise ValueError(f"Unknown ViKeR regularizer {kind!r}; choose one of {VIKER_REGULARIZERS}.")
+
+
+def viker_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    reference: torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    lam: float,
+    regularizer: str = "kl",
+    reduction: str = "mean",
+    ceiling: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """ViKeR Eq. 5: ``L = GA + lam * D(R_i || Q_i)`` per answer token, one per-sample reduction for both terms.
+
+    ``reference`` holds ``R_i`` for the N answer tokens of the batch, in row-major order (sample by sample,
+    positions ascending, as ``labels != -100`` after the shift): a dense ``[N, V]`` tensor or the sparse
+    ``(values [N, k], ids [N, k], remainder [N])`` of :func:`sparse_topk_reference`. ``reduction`` is the
+    per-sample token reduction shared by both terms: "mean" over the sample's answer tokens (the package's
+    convention; GA term = ``-NLL`` as in ``GATrainer``) or "sum" (the paper's Eq. 5 scale); then a mean over
+    samples. Either way the gradient w.r.t. token i's logits is ``c_s * ((onehot(y_i) - Q_i) - lam (R_i - Q_i))
+    = c_s * sum_v (1{v=y_i} - lam R_i(v)) (e_v - Q_i)`` (Proposition 3), with ``c_s = 1/(B n_s)`` or ``1/B``.
+    ``ceiling``: samples whose mean answer NLL exceeds it stop receiving the GA gradient (the regularizer
+    still acts). Returns ``(loss, ga_term, reg_term)`` with ``loss = ga_term + lam * reg_term``.
+    """
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}.")
+    shifted, targets, mask = shift(logits, labels)
+    counts = _require_tokens(mask)
+    z = shifted[mask].float()  # [N, V]
+    logq = F.log_softmax(z, dim=-1)
+    token_logp = logq.gather(-1, targets[mask].unsqueeze(-1)).squeeze(-1)
+    if isinstance(reference, (tuple, list)):
+        values, ids, remainder = (t.to(z.device) for t in reference)
+        reference = densify_sparse_reference(values, ids, remainder, logq)
+    if reference.shape != z.shape:
+        raise ValueError(
+            f"reference {tuple(reference.shape)} does not match the {z.shape[0]} answer tokens x {z.shape[1]} vocab "
+            f"of the batch."
+        )
+    reg = reference_divergence(reference.to(z.device), z, regularizer)
+    rows = mask.nonzero()[:, 0]
+
+    def per_sample(x: torch.Tensor) -> torch.Tensor:
+        total = torch.zeros(mask.shape[0], dtype=x.dtype, device=x.device).index_add(0, rows, x)
+        return total / counts if reduction == "mean" else total
+
+    ga = per_sample(token_logp)
+    if ceiling is not None:
+        over = (-ga.detach() / (counts if reduction == "sum" else 1)) > ceiling
+        ga = torch.where(over, ga.detach(), ga)
+    ga_term, reg_term = ga.mean(), per_sample(reg).mean()
+    return ga_term + lam * reg_term, ga_term, reg_term
+
+
+# -- FTTP (Forget the Token and Pixel) -----------------------------------------------------------------------------
+def fttp_token_masks(labels: torch.Tensor, concept_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shifted ``[B, T-1]`` masks of the concept answer tokens and of the other answer tokens. ``concept_mask``
+    is ``[B, T]`` aligned with ``labels`` (True where the label token spells the concept)."""
+    if concept_mask.shape != labels.shape:
+        raise ValueError(f"concept_mask {tuple(concept_mask.shape)} and labels {tuple(labels.shape)} disagree.")
+    answer = labels[:, 1:].ne(IGNORE_INDEX)
+    concept = concept_mask[:, 1:].bool() & answer
+    return concept, answer & ~concept
+
+
+def fttp_objective(
+    token_logps: torch.Tensor,
+    concept: torch.Tensor,
+    other: torch.Tensor,
+    ga_weight: float = 0.8,
+    gd_weight: float = 0.5,
+    reduction: str = "sum",
+    ceiling: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """FTTP Eq. 7 on per-token log-probabilities ``[B, T-1]`` (see :func:`fttp_loss`)."""
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}.")
+    _require_tokens(concept | other)
+    ga = token_logps
+    if ceiling is not None:  # concept tokens already pushed past the ceiling stop receiving the GA gradient
+        ga = torch.where(-token_logps.detach() > ceiling, token_logps.detach(), token_logps)
+    ga = (ga * concept).sum(-1)
+    gd = -(token_logps * other).sum(-1)
+    if reduction == "mean":
+        ga = ga / concept.sum(-1).clamp_min(1)
+        gd = gd / other.sum(-1).clamp_min(1)
+    ga_term, gd_term = ga.mean(), gd.mean()
+    return ga_weight * ga_term + gd_weight * gd_term, ga_term, gd_term
+
+
+def fttp_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    concept_mask: torch.Tensor,
+    ga_weight: float = 0.8,
+    gd_weight: float = 0.5,
+    reduction: str = "sum",
+    ceiling: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """FTTP Eq. 7: per sample ``w_ga * sum_{concept} log p(y_i) + w_gd * sum_{other} -log p(y_i)``, mean over
+    samples. GA on the tokens that spell the concept, GD on the sample's other answer tokens.
+
+    ``reduction``: "sum" over each sample's tokens (Eq. 7 as written) or "mean" (each term divided by its own
+    token count; a sample without concept tokens contributes 0 to the GA term). ``ceiling``: concept tokens
+    whose NLL exceeds it stop receiving the GA gradient (their value is kept). Returns ``(loss, ga_term,
+    gd_term)`` with ``loss = ga_weight * ga_term + gd_weight * gd_term``; ``ga_term`` is a log-probability.
+    """
+    logps, _ = token_logprobs(logits, labels)
+    concept, other = fttp_token_masks(labels, concept_mask)
+    return fttp_objective(logps, concept, other, ga_weight, gd_weight, reduction, ceiling)
+
+
+def knowledge_score(token_logps: torch.Tensor, mask: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """FTTP's knowledge measure (Eq. 3 for K_C over concept tokens, Eq. 5 for K_N over the others): per sample
+    ``sum_{mask} -1 / log p(y_i)``, ``[B]``; higher means the model assigns the tokens more probability.
+    ``log p`` is clamped to ``<= -eps`` so a token with p = 1 in floating point gives ``1/eps``, not infinity."""
+    logps = token_logps.detach().float().clamp(max=-eps)
+    return (-1.0 / logps).masked_fill(~mask.bool(), 0.0).sum(-1)

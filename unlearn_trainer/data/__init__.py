@@ -7,6 +7,7 @@ from .collator import (
     model_inputs,
     row_images,
 )
+from .reference_images import ReferenceImagePool, reference_rows
 
 __all__ = [
     "META_KEYS",
@@ -16,4 +17,6 @@ __all__ = [
     "build_messages",
     "model_inputs",
     "row_images",
+    "ReferenceImagePool",
+    "reference_rows",
 ]

@@ -1,6 +1,7 @@
 from .base import NonFiniteLossError, UnlearnConfig, UnlearnTrainer
 from .ga import GAConfig, GATrainer
 from .npo import NPOConfig, NPOTrainer
+from .viker import ViKeRConfig, ViKeRTrainer
 
 __all__ = [
     "NonFiniteLossError",
@@ -10,4 +11,6 @@ __all__ = [
     "GATrainer",
     "NPOConfig",
     "NPOTrainer",
+    "ViKeRConfig",
+    "ViKeRTrainer",
 ]
