@@ -1,6 +1,7 @@
 from .base import NonFiniteLossError, UnlearnConfig, UnlearnTrainer
 from .ga import GAConfig, GATrainer
 from .npo import NPOConfig, NPOTrainer
+from .saliency import SaliencyConfig, SaliencyTrainer
 from .viker import ViKeRConfig, ViKeRTrainer
 
 __all__ = [
@@ -11,6 +12,8 @@ __all__ = [
     "GATrainer",
     "NPOConfig",
     "NPOTrainer",
+    "SaliencyConfig",
+    "SaliencyTrainer",
     "ViKeRConfig",
     "ViKeRTrainer",
 ]

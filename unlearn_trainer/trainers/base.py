@@ -50,6 +50,12 @@ class UnlearnConfig(TrainingArguments):
         default=False, metadata={"help": "Kept False: unlearning rows carry images and metadata the collator needs."}
     )
     pairing_seed: int = field(default=0, metadata={"help": "Seed of the forget-to-retain row pairing."})
+    # Any method: gate the forget-loss gradient by a saved weight-saliency mask (MMUnlearner Eq. 3).
+    saliency_mask: str | None = field(
+        default=None,
+        metadata={"help": "Path to a saliency mask (safetensors from unlearn_trainer.saliency): the forget-loss "
+                          "gradient reaches only the parameter entries it selects; the retain gradient is not masked."},
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -219,7 +225,12 @@ class UnlearnTrainer(Trainer):
             return self.forward_logits(model, forget)
 
     def forget_gradient_context(self, model):
-        """Context under which the forget pass runs; the default changes nothing."""
+        """Context under which the forget pass runs. With ``args.saliency_mask`` set, the forget pass's gradient
+        reaches only the entries the mask selects (any method; the retain pass is outside); otherwise nothing."""
+        if self.args.saliency_mask is not None:
+            from ..saliency import forget_gradient_gate  # lazy: saliency is only imported by runs that use a mask
+
+            return forget_gradient_gate(self, model)
         return contextlib.nullcontext()
 
     def retain_term(self, model, retain: dict) -> torch.Tensor:
