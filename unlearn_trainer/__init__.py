@@ -2,13 +2,23 @@
 
 __version__ = "0.1.0.dev0"
 
-from .data import ForgetRetainCollator, ForgetRetainDataset, ReferenceImagePool, VLMUnlearningCollator
+from .data import (
+    ConceptMaskCollator,
+    ForgetRetainCollator,
+    ForgetRetainDataset,
+    ReferenceImagePool,
+    VLMUnlearningCollator,
+)
 from .trainers import (
+    FTTPConfig,
+    FTTPTrainer,
     GAConfig,
     GATrainer,
     NonFiniteLossError,
     NPOConfig,
     NPOTrainer,
+    PUBGConfig,
+    PUBGTrainer,
     SaliencyConfig,
     SaliencyTrainer,
     UnlearnConfig,
@@ -19,15 +29,20 @@ from .trainers import (
 
 __all__ = [
     "__version__",
+    "ConceptMaskCollator",
     "ForgetRetainCollator",
     "ForgetRetainDataset",
     "ReferenceImagePool",
     "VLMUnlearningCollator",
+    "FTTPConfig",
+    "FTTPTrainer",
     "GAConfig",
     "GATrainer",
     "NonFiniteLossError",
     "NPOConfig",
     "NPOTrainer",
+    "PUBGConfig",
+    "PUBGTrainer",
     "SaliencyConfig",
     "SaliencyTrainer",
     "UnlearnConfig",

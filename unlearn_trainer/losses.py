@@ -35,6 +35,10 @@ __all__ = [
     "densify_sparse_reference",
     "reference_divergence",
     "viker_loss",
+    "fttp_token_masks",
+    "fttp_objective",
+    "fttp_loss",
+    "knowledge_score",
 ]
 
 

@@ -7,6 +7,15 @@ from .collator import (
     model_inputs,
     row_images,
 )
+from .concepts import ConceptForgetRetainCollator, ConceptMaskCollator
+from .pubg import (
+    DEFAULT_INCONTEXT_PROMPT,
+    DEFAULT_QUERY,
+    PUBGCollator,
+    PUBGDataset,
+    PUBGReferenceCache,
+    generate_reference_answers,
+)
 from .reference_images import ReferenceImagePool, reference_rows
 
 __all__ = [
@@ -19,4 +28,12 @@ __all__ = [
     "row_images",
     "ReferenceImagePool",
     "reference_rows",
+    "ConceptForgetRetainCollator",
+    "ConceptMaskCollator",
+    "DEFAULT_INCONTEXT_PROMPT",
+    "DEFAULT_QUERY",
+    "PUBGCollator",
+    "PUBGDataset",
+    "PUBGReferenceCache",
+    "generate_reference_answers",
 ]

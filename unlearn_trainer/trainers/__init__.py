@@ -1,6 +1,8 @@
 from .base import NonFiniteLossError, UnlearnConfig, UnlearnTrainer
+from .fttp import FTTPConfig, FTTPTrainer
 from .ga import GAConfig, GATrainer
 from .npo import NPOConfig, NPOTrainer
+from .pubg import PUBGConfig, PUBGTrainer
 from .saliency import SaliencyConfig, SaliencyTrainer
 from .viker import ViKeRConfig, ViKeRTrainer
 
@@ -8,10 +10,14 @@ __all__ = [
     "NonFiniteLossError",
     "UnlearnConfig",
     "UnlearnTrainer",
+    "FTTPConfig",
+    "FTTPTrainer",
     "GAConfig",
     "GATrainer",
     "NPOConfig",
     "NPOTrainer",
+    "PUBGConfig",
+    "PUBGTrainer",
     "SaliencyConfig",
     "SaliencyTrainer",
     "ViKeRConfig",

@@ -22,7 +22,7 @@ from transformers import Trainer, TrainingArguments
 from .. import losses
 from ..data.collator import ForgetRetainCollator, ForgetRetainDataset, VLMUnlearningCollator, model_inputs
 
-__all__ = ["UnlearnConfig", "UnlearnTrainer", "NonFiniteLossError"]
+__all__ = ["UnlearnConfig", "UnlearnTrainer", "NonFiniteLossError", "is_peft_model"]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -65,7 +65,8 @@ class UnlearnConfig(TrainingArguments):
             raise ValueError(f"retain_weight must be >= 0, got {self.retain_weight}.")
 
 
-def _is_peft(model) -> bool:
+def is_peft_model(model) -> bool:
+    """True for a PEFT model (its reference is itself with the adapter disabled)."""
     return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
 
 
@@ -129,10 +130,10 @@ class UnlearnTrainer(Trainer):
             data_collator = ForgetRetainCollator(data_collator)
 
         self._ref_model = None
-        if self.uses_reference(args) and not _is_peft(model):
+        if self.uses_reference(args) and not is_peft_model(model):
             self._ref_model = ref_model if ref_model is not None else copy.deepcopy(model)
             self._ref_model.requires_grad_(False).eval()
-        elif ref_model is not None and _is_peft(model):
+        elif ref_model is not None and is_peft_model(model):
             raise ValueError("With a PEFT model the reference is the model with its adapter disabled; drop ref_model=.")
 
         self._ref_cache: dict[str, dict[int, Any]] = defaultdict(dict)
@@ -177,7 +178,7 @@ class UnlearnTrainer(Trainer):
             yield self._ref_model
             return
         unwrapped = self.accelerator.unwrap_model(model)
-        if not _is_peft(unwrapped):
+        if not is_peft_model(unwrapped):
             raise RuntimeError(
                 f"{type(self).__name__} needs a reference model but none was built; this is a bug in the method "
                 f"(set needs_reference = True)."

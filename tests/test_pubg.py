@@ -1,0 +1,190 @@
+import json
+
+import pytest
+import torch
+from conftest import train_args
+from peft import get_peft_model
+
+from unlearn_trainer import VLMUnlearningCollator, losses
+from unlearn_trainer.data import model_inputs
+from unlearn_trainer.data.pubg import (
+    DEFAULT_INCONTEXT_PROMPT,
+    DEFAULT_QUERY,
+    PUBGReferenceCache,
+    generate_reference_answers,
+)
+from unlearn_trainer.testing import lora_config_for, tiny_model_and_processor, tiny_vqa_rows
+from unlearn_trainer.trainers.pubg import PUBGConfig, PUBGTrainer
+
+
+def _norm(s):
+    return "".join(s.lower().split())
+
+
+def _forget(n=4):
+    rows = tiny_vqa_rows(n)
+    for i, r in enumerate(rows):
+        r.update(id=f"ent-{i}", question="who is this person ?", answer="this is a photo of a person . name city job")
+    return rows
+
+
+class Spy:
+    """Wraps model.generate, recording its keyword arguments."""
+
+    def __init__(self, model):
+        self.model, self.original, self.calls = model, model.generate, []
+        model.generate = self
+
+    def __call__(self, **kwargs):
+        self.calls.append(kwargs)
+        return self.original(**kwargs)
+
+
+def test_generation_is_seeded_uses_images_and_keeps_the_prompt_out_of_the_rows(family):
+    model, processor = tiny_model_and_processor(family)
+    spy = Spy(model)
+    rows = _forget(3)
+    out = generate_reference_answers(model, processor, rows, max_new_tokens=6, seed=1, batch_size=2, progress=False)
+    again = generate_reference_answers(model, processor, rows, max_new_tokens=6, seed=1, batch_size=2, progress=False)
+    other = generate_reference_answers(model, processor, rows, max_new_tokens=6, seed=2, batch_size=2, progress=False)
+    assert [r["answer"] for r in out] == [r["answer"] for r in again]
+    assert [r["answer"] for r in out] != [r["answer"] for r in other]
+    assert all(r["answer"] for r in out)
+    # generation saw the images (pixel_values) and the in-context prompt, left-padded
+    call = spy.calls[0]
+    assert "pixel_values" in call and call["pixel_values"].shape[0] > 0 and call["do_sample"] is True
+    if family == "qwen2_vl":
+        assert "image_grid_thw" in call
+    assert call["input_ids"].shape[0] == 2 and (call["attention_mask"][:, -1] == 1).all()
+    assert (call["input_ids"] == processor.image_token_id).any(1).all()
+    text = _norm(processor.tokenizer.decode(call["input_ids"][0]))
+    assert _norm(DEFAULT_INCONTEXT_PROMPT) in text and _norm(DEFAULT_QUERY) in text
+    assert text.index(_norm(DEFAULT_QUERY)) < text.index(_norm(DEFAULT_INCONTEXT_PROMPT))  # [q, c]
+    # the training rows: same image and id, the query without the prompt
+    for row, ref in zip(rows, out):
+        assert ref["question"] == DEFAULT_QUERY and ref["image"] is row["image"] and ref["id"] == row["id"]
+        assert "imagine" not in ref["question"].lower()
+    assert processor.tokenizer.padding_side == "right"  # restored
+    greedy = generate_reference_answers(model, processor, rows[:1], max_new_tokens=4, do_sample=False, progress=False)
+    assert spy.calls[-1]["do_sample"] is False and greedy[0]["answer"]
+    with pytest.raises(ValueError, match="'nope' has no image"):
+        generate_reference_answers(model, processor, [{"id": "nope", "question": "q", "answer": "a"}], progress=False)
+
+
+def test_cache_reloads_without_generating(tmp_path):
+    model, processor = tiny_model_and_processor("llava")
+    spy = Spy(model)
+    rows = _forget(2)
+    kw = dict(max_new_tokens=5, cache_dir=tmp_path / "cache", progress=False)
+    first = generate_reference_answers(model, processor, rows, **kw)
+    assert len(spy.calls) == 1
+    files = list((tmp_path / "cache").glob("*.json"))
+    assert len(files) == 1 and json.loads(files[0].read_text())["answers"] == [r["answer"] for r in first]
+    again = generate_reference_answers(model, processor, rows, **kw)
+    assert len(spy.calls) == 1 and [r["answer"] for r in again] == [r["answer"] for r in first]
+    assert again[0]["image"] is rows[0]["image"]
+    # any change of prompt, rows or model weights misses the cache
+    generate_reference_answers(model, processor, rows, prompt="Describe the picture.", **kw)
+    assert len(spy.calls) == 2
+    generate_reference_answers(model, processor, _forget(3)[1:], **kw)  # other images
+    assert len(spy.calls) == 3
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    generate_reference_answers(model, processor, rows, **kw)
+    assert len(spy.calls) == 4
+    key = PUBGReferenceCache.key(model, processor, rows, {"query": DEFAULT_QUERY})
+    assert len(key["rows"]) == 2 and key["rows"][0][0] == "ent-0"
+
+
+def _logp(model, processor, rows):
+    batch = VLMUnlearningCollator(processor)(rows)
+    with torch.no_grad():
+        return losses.sequence_logprob(model(**model_inputs(batch)).logits, batch["labels"]).mean().item()
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_pubg_forgets_r_and_learns_o_star(family, lora, tmp_path):
+    model, processor = tiny_model_and_processor(family)
+    if lora:
+        # with a frozen lm_head and final norm the tiny model's log-probs can move by ~1 nat per token at most,
+        # too little to ascend r and descend o* at once in a few steps: the adapter also covers the head
+        from peft import LoraConfig
+
+        from unlearn_trainer.testing import LANGUAGE_MODEL_LORA_TARGETS
+
+        model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=f"({LANGUAGE_MODEL_LORA_TARGETS}|lm_head)"))
+    forget = _forget(4)
+    args = train_args(PUBGConfig, tmp_path, max_steps=8, learning_rate=1e-2 if lora else 5e-3,
+                      reference_max_new_tokens=8)
+    spy = Spy(model)
+    trainer = PUBGTrainer(model=model, args=args, forget_dataset=forget, processing_class=processor)
+    assert len(spy.calls) == 1  # o* generated once, at init (4 rows, reference_batch_size 8)
+    guidance = trainer.reference_answers
+    assert [g["id"] for g in guidance] == [f["id"] for f in forget] and all(g["question"] == DEFAULT_QUERY for g in guidance)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in (2, 0)])
+    assert batch["guidance"]["sample_index"].tolist() == batch["forget"]["sample_index"].tolist() == [2, 0]
+    assert "pixel_values" in batch["guidance"]
+    f0, g0 = _logp(model, processor, forget), _logp(model, processor, guidance)
+    trainer.train()
+    assert len(spy.calls) == 1
+    f1, g1 = _logp(model, processor, forget), _logp(model, processor, guidance)
+    assert f1 < f0 - 0.3, (f0, f1)
+    assert g1 > g0 + 0.3, (g0, g1)
+    logged = [h for h in trainer.state.log_history if "loss" in h]
+    assert logged and all({"forget_nll", "guidance_nll", "ga_loss", "guidance_loss"} <= set(h) for h in logged)
+
+
+def test_given_reference_answers_are_paired_and_not_generated(tmp_path):
+    model, processor = tiny_model_and_processor("llava")
+    spy = Spy(model)
+    forget = _forget(2)
+    answers = ["a person with red hair .", "a person in a blue city ."]
+    retain = tiny_vqa_rows(2, seed=7)
+    trainer = PUBGTrainer(model=model, args=train_args(PUBGConfig, tmp_path, max_steps=2), forget_dataset=forget,
+                          retain_dataset=retain, processing_class=processor, reference_answers=answers)
+    assert not spy.calls
+    assert [g["answer"] for g in trainer.reference_answers] == answers
+    assert trainer.reference_answers[1]["image"] is forget[1]["image"]
+    trainer.train()
+    assert all("retain_nll" in h and "guidance_nll" in h for h in trainer.state.log_history if "loss" in h)
+    # rows without images take the forget row's image; rows in the wrong order are an error
+    rows = [{"id": "ent-0", "question": "describe .", "answer": answers[0]}, {"answer": answers[1], "question": "q ?"}]
+    t2 = PUBGTrainer(model=model, args=train_args(PUBGConfig, tmp_path), forget_dataset=forget,
+                     processing_class=processor, reference_answers=rows)
+    assert t2.reference_answers[0]["image"] is forget[0]["image"] and t2.reference_answers[0]["question"] == "describe ."
+    with pytest.raises(ValueError, match="id 'ent-1'.*'ent-0'"):
+        PUBGTrainer(model=model, args=train_args(PUBGConfig, tmp_path), forget_dataset=forget,
+                    processing_class=processor, reference_answers=[rows[0] | {"id": "ent-1"}, rows[1]])
+    with pytest.raises(ValueError, match="1 reference answers for 2"):
+        PUBGTrainer(model=model, args=train_args(PUBGConfig, tmp_path), forget_dataset=forget,
+                    processing_class=processor, reference_answers=answers[:1])
+    with pytest.raises(ValueError, match="prompt_position"):
+        train_args(PUBGConfig, tmp_path, prompt_position="middle")
+
+
+def test_reference_is_the_model_with_its_adapter_disabled(tmp_path):
+    model, processor = tiny_model_and_processor("llava")
+    model = get_peft_model(model, lora_config_for(model))
+    with torch.no_grad():  # a trained-looking adapter that changes the outputs
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 1.0)
+    spy = Spy(model)
+    args = train_args(PUBGConfig, tmp_path, reference_do_sample=False, reference_max_new_tokens=6)
+    trainer = PUBGTrainer(model=model, args=args, forget_dataset=_forget(2), processing_class=processor)
+    inputs = spy.calls[0]
+    n = inputs["input_ids"].shape[1]
+    with torch.no_grad():
+        enabled = spy.original(**inputs)[:, n:]
+        with model.disable_adapter():
+            disabled = spy.original(**inputs)[:, n:]
+    assert not torch.equal(enabled, disabled)
+    decoded = [t.strip() for t in processor.tokenizer.batch_decode(disabled, skip_special_tokens=True)]
+    assert [g["answer"] for g in trainer.reference_answers] == decoded
+    model.eval()
+    batch = VLMUnlearningCollator(processor)(_forget(1))
+    with torch.no_grad():
+        on = model(**model_inputs(batch)).logits
+        with model.disable_adapter():
+            off = model(**model_inputs(batch)).logits
+    assert not torch.allclose(on, off)  # the adapter is active again after generation

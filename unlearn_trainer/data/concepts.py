@@ -1,0 +1,145 @@
+"""Concept-token masks for token-level unlearning (FTTP): which answer tokens spell the concept to forget.
+
+Each row names its concept in ``row["concepts"]`` (one string or a list of aliases, e.g. ``["Donald Trump",
+"Trump"]``). The concept is found in the answer text (case-insensitive, every occurrence, whole words by
+default, any whitespace between the words of a multi-word name) and the character spans are mapped to
+tokens through the tokenizer's offsets: an answer token is a concept token if its character span overlaps
+a concept occurrence. This handles names split into several tokens and tokenizers that merge the leading
+space into the token (byte-level BPE ``"Ġname"``, SentencePiece ``"▁name"``): the token covering
+``" name"`` overlaps ``"name"``. A token made only of the space before the name does not overlap it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+import torch
+
+from .collator import ForgetRetainCollator, VLMUnlearningCollator, row_name
+
+__all__ = [
+    "ConceptMaskCollator",
+    "ConceptForgetRetainCollator",
+    "find_concept_spans",
+    "concept_token_mask",
+    "MISSING_CONCEPT_OPTIONS",
+]
+
+#: What to do with a row whose answer contains none of its concepts: raise, or train it with GD only.
+MISSING_CONCEPT_OPTIONS = ("error", "gd")
+
+
+def _pattern(concept: str, whole_words: bool) -> re.Pattern:
+    words = concept.split()
+    body = r"\s+".join(re.escape(w) for w in words)
+    if whole_words:
+        if re.match(r"\w", words[0][0]):
+            body = r"(?<!\w)" + body
+        if re.match(r"\w", words[-1][-1]):
+            body = body + r"(?!\w)"
+    return re.compile(body, re.IGNORECASE)
+
+
+def find_concept_spans(text: str, concepts: Iterable[str], whole_words: bool = True) -> list[tuple[int, int]]:
+    """Character spans ``[start, end)`` of every occurrence of any concept in ``text``, sorted and merged.
+
+    Matching is case-insensitive and tolerant of the whitespace between a name's words. With ``whole_words``
+    a match must not continue a longer word ("Ann" does not match inside "Annual"; "Trump's" matches "Trump").
+    """
+    spans = []
+    for concept in concepts:
+        if not isinstance(concept, str) or not concept.strip():
+            raise ValueError(f"Concepts must be non-empty strings, got {concept!r}.")
+        spans.extend(m.span() for m in _pattern(concept.strip(), whole_words).finditer(text))
+    merged: list[tuple[int, int]] = []
+    for s, e in sorted(spans):
+        if merged and s <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], e))
+        else:
+            merged.append((s, e))
+    return merged
+
+
+def concept_token_mask(char_offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]) -> list[bool]:
+    """For each token's character span ``(s, e)``, whether it overlaps any concept span (zero-width tokens never do)."""
+    return [e > s and any(s < ce and cs < e for cs, ce in spans) for s, e in char_offsets]
+
+
+class ConceptMaskCollator(VLMUnlearningCollator):
+    """:class:`VLMUnlearningCollator` that also returns ``concept_mask`` (bool ``[B, T]``, True on the answer
+    tokens that spell the row's concept; aligned with ``labels``; stripped before the model forward).
+
+    Args:
+        processor: the model's processor (or a tokenizer with a chat template, for text-only rows).
+        concept_key: the row field holding the concept: a string or a list of aliases.
+        missing_concept: "error" (a row whose answer contains none of its concepts raises an error naming the
+            row) or "gd" (that row's mask is all False: it is trained with gradient descent only; with this
+            option a row may also have no concept at all, i.e. None or an empty list).
+        whole_words: only match concepts that are not part of a longer word.
+        **kwargs: passed to :class:`VLMUnlearningCollator`.
+    """
+
+    def __init__(self, processor, concept_key: str = "concepts", missing_concept: str = "error",
+                 whole_words: bool = True, **kwargs):
+        super().__init__(processor, **kwargs)
+        if missing_concept not in MISSING_CONCEPT_OPTIONS:
+            raise ValueError(f"missing_concept must be one of {MISSING_CONCEPT_OPTIONS}, got {missing_concept!r}.")
+        self.concept_key = concept_key
+        self.missing_concept = missing_concept
+        self.whole_words = whole_words
+
+    def row_concepts(self, row: dict, index=None) -> list[str]:
+        """The concept strings of a row (its aliases)."""
+        value = row.get(self.concept_key)
+        if isinstance(value, str):
+            value = [value]
+        if value is None or len(value) == 0:
+            if self.missing_concept == "gd" and (value is not None or self.concept_key in row):
+                return []
+            raise ValueError(
+                f"{row_name(row, index)} has no {self.concept_key!r} field: give the concept to forget (a string or a "
+                f"list of aliases) in every forget row."
+            )
+        if not all(isinstance(c, str) and c.strip() for c in value):
+            raise ValueError(f"{row_name(row, index)}: {self.concept_key!r} must be non-empty strings, got {value!r}.")
+        return list(value)
+
+    def encode(self, rows: Sequence[dict]) -> tuple[dict, list]:
+        batch, spans = super().encode(rows)
+        mask = torch.zeros_like(batch["input_ids"], dtype=torch.bool)
+        for i, (row, span) in enumerate(zip(rows, spans)):
+            index = row.get("__index__", i)
+            concepts = self.row_concepts(row, index)
+            token_mask = concept_token_mask(span.char_offsets, find_concept_spans(span.answer, concepts, self.whole_words))
+            if not any(token_mask):
+                if self.missing_concept == "gd":
+                    continue
+                raise ValueError(
+                    f"{row_name(row, index)}: its answer {span.answer[:80]!r} contains none of its concepts {concepts!r} "
+                    f"(case-insensitive, whole words). Fix the row, add an alias, or pass missing_concept='gd' to train "
+                    f"such rows with gradient descent only."
+                )
+            mask[i, span.start : span.end] = torch.tensor(token_mask, dtype=torch.bool)
+        batch["concept_mask"] = mask
+        return batch, spans
+
+
+class ConceptForgetRetainCollator(ForgetRetainCollator):
+    """Forget rows through a :class:`ConceptMaskCollator`; retain rows and plain rows (e.g. an ``eval_dataset``)
+    through a plain collator, so they need no concept field."""
+
+    def __init__(self, forget_collator: ConceptMaskCollator, retain_collator: VLMUnlearningCollator | None = None):
+        if retain_collator is None:
+            retain_collator = VLMUnlearningCollator(
+                forget_collator.processor,
+                label_end_of_turn=forget_collator.label_end_of_turn,
+                max_length=forget_collator.max_length,
+                return_index=forget_collator.return_index,
+            )
+        super().__init__(forget_collator, retain_collator)
+
+    def __call__(self, items: Sequence[dict]) -> dict:
+        if items and "forget" not in items[0]:
+            return self.retain_collator(items)
+        return super().__call__(items)

@@ -1,0 +1,321 @@
+"""PUBG's reference answers o* and the batches that carry them next to the forget batch.
+
+For each forget image, the frozen pre-unlearning model answers the query q with the in-context prompt c
+(PUBG Fig. 2: describe only what is visible, no name, profession or birthdate); that answer o* is the
+behaviour-guidance target, trained *without* c in the input. The answers are generated once
+(:func:`generate_reference_answers`), optionally cached on disk (:class:`PUBGReferenceCache`), and paired
+with the forget rows by index (:class:`PUBGDataset`, :class:`PUBGCollator`, batch key ``"guidance"``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .collator import ForgetRetainCollator, ForgetRetainDataset, VLMUnlearningCollator, row_images, row_name
+
+__all__ = [
+    "DEFAULT_INCONTEXT_PROMPT",
+    "DEFAULT_QUERY",
+    "PROMPT_POSITIONS",
+    "PUBGCollator",
+    "PUBGDataset",
+    "PUBGReferenceCache",
+    "generate_reference_answers",
+    "incontext_question",
+    "reference_rows",
+]
+
+#: PUBG Fig. 2, the in-context prompt c used to approximate the reference output distribution.
+DEFAULT_INCONTEXT_PROMPT = (
+    "Imagine you are seeing this person for the first time. Forget any prior knowledge you may have. "
+    "Describe the person based only on what you can observe in the image. "
+    "Do not mention any private details such as name, profession, or birthdate. "
+    "Focus solely on visually identifiable characteristics. "
+    "Start directly with the description without any introduction or explanation."
+)
+#: The open-ended query q of PUBG's task (Appendix A, Table 2).
+DEFAULT_QUERY = "Tell me the specific information of this person."
+#: Where c goes relative to q in the generation input: Algorithm 1 writes the input as [q, c] ("after").
+PROMPT_POSITIONS = ("after", "before")
+
+_DROP = ("question", "answer", "__index__")
+
+
+def incontext_question(query: str, prompt: str, position: str = "after") -> str:
+    """The generation-time question: the query with the in-context prompt after it ([q, c]) or before it."""
+    if position not in PROMPT_POSITIONS:
+        raise ValueError(f"prompt position must be one of {PROMPT_POSITIONS}, got {position!r}.")
+    if not prompt:
+        return query
+    return f"{query}\n{prompt}" if position == "after" else f"{prompt}\n{query}"
+
+
+def _query_for(row: dict, query: str | None, index) -> str:
+    if query is not None:
+        return query
+    if not isinstance(row.get("question"), str):
+        raise ValueError(f"{row_name(row, index)} has no string 'question' and no query was given.")
+    return row["question"]
+
+
+def reference_rows(forget_rows: Sequence[dict], answers: Sequence[str], query: str | None = DEFAULT_QUERY) -> list[dict]:
+    """Guidance rows ``{image(s), question: query, answer: o*, id, ...}`` from forget rows and their o*, by index
+    (``query=None`` keeps each row's own question). The in-context prompt is never part of them."""
+    if len(forget_rows) != len(answers):
+        raise ValueError(f"{len(answers)} reference answers for {len(forget_rows)} forget rows; give one per row.")
+    out = []
+    for i, (row, answer) in enumerate(zip(forget_rows, answers)):
+        if not isinstance(answer, str) or not answer.strip():
+            raise ValueError(f"{row_name(row, i)}: its reference answer o* is empty ({answer!r}).")
+        new = {k: v for k, v in row.items() if k not in _DROP}
+        new["question"] = _query_for(row, query, i)
+        new["answer"] = answer.strip()
+        out.append(new)
+    return out
+
+
+# -- cache ---------------------------------------------------------------------------------------------------------
+def _image_digest(image) -> str:
+    h = hashlib.sha256()
+    if hasattr(image, "tobytes"):  # PIL image
+        h.update(f"{getattr(image, 'mode', '')}{getattr(image, 'size', '')}".encode())
+        h.update(image.tobytes())
+    elif torch.is_tensor(image):
+        h.update(image.detach().cpu().contiguous().numpy().tobytes())
+    else:
+        h.update(repr(image).encode())
+    return h.hexdigest()[:16]
+
+
+def _model_fingerprint(model) -> dict:
+    """Identity of the (reference) model: name, class, config and generation config, and a sample of the base
+    weights (the first 16 values of every non-adapter parameter) so two checkpoints of one config differ. For a
+    PEFT model only the base weights count: the reference is the model with its adapter disabled."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(base, "config", None)
+    gen = getattr(base, "generation_config", None)
+    weights = hashlib.sha256()
+    with torch.no_grad():
+        for name, p in sorted(base.named_parameters(), key=lambda kv: kv[0]):
+            if "lora_" in name or "modules_to_save" in name:  # adapter weights are not the reference's
+                continue
+            weights.update(f"{name}{tuple(p.shape)}{p.dtype}".encode())
+            weights.update(p.detach().flatten()[:16].float().cpu().numpy().tobytes())
+    return {
+        "class": type(base).__name__,
+        "name_or_path": getattr(config, "_name_or_path", None),
+        "config": hashlib.sha256(config.to_json_string(use_diff=False).encode()).hexdigest() if config else None,
+        "generation_config": hashlib.sha256(gen.to_json_string(use_diff=False).encode()).hexdigest() if gen else None,
+        "weights": weights.hexdigest(),
+    }
+
+
+class PUBGReferenceCache:
+    """Reference answers stored as JSON under ``directory``, keyed by a fingerprint of the model (identity,
+    config, generation config, a weight sample), the processor's chat template, the prompt, query and
+    generation settings, and the rows (ids and image hashes). A fingerprint is a guard, not a proof: delete
+    the file to force regeneration."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = os.fspath(directory)
+
+    @staticmethod
+    def key(model, processor, rows: Sequence[dict], settings: dict) -> dict:
+        template = getattr(processor, "chat_template", None) or getattr(
+            getattr(processor, "tokenizer", None), "chat_template", None
+        )
+        return {
+            "model": _model_fingerprint(model),
+            "chat_template": hashlib.sha256(str(template).encode()).hexdigest(),
+            "settings": settings,
+            "rows": [
+                [row.get("id"), [_image_digest(im) for im in row_images(row)],
+                 row.get("question") if settings.get("query") is None else None]
+                for row in rows
+            ],
+        }
+
+    def path(self, key: dict) -> str:
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+        return os.path.join(self.directory, f"pubg-reference-{digest[:24]}.json")
+
+    def load(self, key: dict) -> list[str] | None:
+        """The cached answers for ``key``, or None."""
+        path = self.path(key)
+        if not os.path.exists(path):
+            return None
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        if json.loads(json.dumps(key, default=str)) != data.get("key"):
+            return None
+        return list(data["answers"])
+
+    def save(self, key: dict, answers: Sequence[str]) -> str:
+        os.makedirs(self.directory, exist_ok=True)
+        path = self.path(key)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"key": key, "answers": list(answers)}, f, default=str, ensure_ascii=False, indent=1)
+        os.replace(tmp, path)
+        return path
+
+
+# -- generation ----------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _reference_mode(model):
+    """The model as the frozen reference: eval mode, adapter disabled for PEFT models."""
+    was_training = model.training
+    model.eval()
+    try:
+        if hasattr(model, "disable_adapter") and hasattr(model, "peft_config"):
+            with model.disable_adapter():
+                yield model
+        else:
+            yield model
+    finally:
+        model.train(was_training)
+
+
+@contextlib.contextmanager
+def _left_padding(processor):
+    tok = getattr(processor, "tokenizer", processor)
+    old = getattr(tok, "padding_side", None)
+    tok.padding_side = "left"
+    try:
+        yield
+    finally:
+        tok.padding_side = old
+
+
+def _to_device(batch: dict, model) -> dict:
+    device = next(model.parameters()).device
+    dtype = getattr(model, "dtype", None)
+    out = {}
+    for k, v in batch.items():
+        if torch.is_tensor(v):
+            v = v.to(device)
+            if v.is_floating_point() and dtype is not None and dtype.is_floating_point:
+                v = v.to(dtype)
+        out[k] = v
+    return out
+
+
+def generate_reference_answers(
+    model,
+    processor,
+    rows: Sequence[dict],
+    prompt: str = DEFAULT_INCONTEXT_PROMPT,
+    query: str | None = DEFAULT_QUERY,
+    max_new_tokens: int = 128,
+    seed: int = 0,
+    batch_size: int = 8,
+    do_sample: bool = True,
+    prompt_position: str = "after",
+    min_new_tokens: int = 1,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    **generate_kwargs: Any,
+) -> list[dict]:
+    """Generate PUBG's reference answers o* once with the reference model (a PEFT model with its adapter
+    disabled) and return the guidance rows ``{image(s), question: query, answer: o*, id, ...}``.
+
+    The generation input is each forget row's image(s) and the query with the in-context ``prompt`` (paper
+    Algorithm 1: ``o* ~ p(o | I, [q, c])``; ``prompt_position`` "after" or "before"); the returned rows hold the
+    query without it. ``query=None`` uses each row's own question. Sampling (``do_sample=True``, the paper's
+    "sample o*") uses the model's generation config and is seeded per batch from ``seed`` (the global RNG is
+    untouched): the same seed, rows and batch size give the same answers. ``do_sample=False`` is greedy.
+    ``cache_dir``: reload answers generated before with the same fingerprint instead of regenerating.
+    Extra keyword arguments go to ``model.generate`` (e.g. ``temperature``, ``top_p``).
+    """
+    rows = [dict(r) for r in rows]
+    if not rows:
+        raise ValueError("No forget rows to generate reference answers for.")
+    for i, row in enumerate(rows):
+        if not row_images(row):
+            raise ValueError(f"{row_name(row, i)} has no image: PUBG's reference answer describes the forget image.")
+        _query_for(row, query, i)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    settings = dict(prompt=prompt, query=query, prompt_position=prompt_position, max_new_tokens=max_new_tokens,
+                    min_new_tokens=min_new_tokens, seed=seed, batch_size=batch_size, do_sample=do_sample,
+                    generate_kwargs={k: repr(v) for k, v in sorted(generate_kwargs.items())})
+    cache = key = None
+    if cache_dir is not None:
+        cache = PUBGReferenceCache(cache_dir)
+        key = cache.key(model, processor, rows, settings)
+        cached = cache.load(key)
+        if cached is not None and len(cached) == len(rows):
+            return reference_rows(rows, cached, query)
+
+    from tqdm.auto import tqdm
+
+    renderer = VLMUnlearningCollator(processor, return_index=False)
+    tokenizer = getattr(processor, "tokenizer", processor)
+    answers: list[str] = []
+    bar = tqdm(total=len(rows), desc="PUBG reference answers", disable=not progress)
+    with _reference_mode(model) as ref, _left_padding(processor), torch.no_grad():
+        device = next(ref.parameters()).device
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            texts, images = [], []
+            for i, row in enumerate(chunk, start):
+                question = incontext_question(_query_for(row, query, i), prompt, prompt_position)
+                texts.append(renderer.render({**row, "question": question}, include_answer=False, index=i))
+                images.append(row_images(row))  # one list per row, as the collator does (Gemma 3, SmolVLM)
+            inputs = _to_device(dict(processor(text=texts, images=images, return_tensors="pt", padding=True)), ref)
+            fork = [device.index or 0] if device.type == "cuda" else []
+            with torch.random.fork_rng(devices=fork):
+                torch.manual_seed(seed + start)
+                out = ref.generate(**inputs, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+                                   do_sample=do_sample, **generate_kwargs)
+            new_tokens = out[:, inputs["input_ids"].shape[1] :]
+            answers.extend(t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+            bar.update(len(chunk))
+    bar.close()
+    empty = [row_name(r, i) for i, (r, a) in enumerate(zip(rows, answers)) if not a]
+    if empty:
+        raise ValueError(f"The reference model produced an empty answer for {', '.join(empty)}; raise "
+                         f"min_new_tokens or change the prompt.")
+    if cache is not None:
+        cache.save(key, answers)
+    return reference_rows(rows, answers, query)
+
+
+# -- pairing -------------------------------------------------------------------------------------------------------
+class PUBGDataset(torch.utils.data.Dataset):
+    """A :class:`ForgetRetainDataset` whose items also carry ``"guidance"``: the o* row of the same forget
+    sample (same index, so ``sample_index`` agrees)."""
+
+    def __init__(self, paired: ForgetRetainDataset, guidance_rows: Sequence[dict]):
+        if len(guidance_rows) != len(paired):
+            raise ValueError(f"{len(guidance_rows)} guidance rows for {len(paired)} forget rows; give one per row.")
+        self.paired, self.guidance = paired, guidance_rows
+
+    def __len__(self) -> int:
+        return len(self.paired)
+
+    def __getitem__(self, i: int) -> dict:
+        item = dict(self.paired[i])
+        item["guidance"] = {**self.guidance[i], "__index__": i}
+        return item
+
+
+class PUBGCollator(ForgetRetainCollator):
+    """Collate :class:`PUBGDataset` items into ``{"forget", "retain", "guidance"}`` batches."""
+
+    def __init__(self, forget_collator, retain_collator=None, guidance_collator=None):
+        super().__init__(forget_collator, retain_collator)
+        self.guidance_collator = guidance_collator or forget_collator
+
+    def __call__(self, items: Sequence[dict]) -> dict:
+        out = super().__call__(items)
+        if items and "forget" in items[0] and items[0].get("guidance") is not None:
+            out["guidance"] = self.guidance_collator([it["guidance"] for it in items])
+        return out

@@ -1,0 +1,183 @@
+"""PUBG: Post-Unlearning Behavior Guidance (gradient ascent on the private answers + SFT toward o*).
+
+The paper. Suppression alone leaves "unlearning aftermaths": GA and NPO degenerate ("known known known", empty
+strings), random-label tuning hallucinates, rejection tuning refuses everything. PUBG also says what the model
+should answer instead. The target behaviour is the reference distribution p_theta*(o | I, q) of the original
+model given an in-context prompt c (Fig. 2: describe only what is visible, no name, profession or birthdate).
+Minimising KL(p_theta* || p_theta) (Eq. 1) equals minimising the cross-entropy on samples o* ~ p_theta*(o | I,
+[q, c]) (Eq. 2, Appendix B.1), so, with GA on the private answers r of the forget set (Eq. 11):
+
+    L_PUBG = E[ log p_theta(r | I, q) - log p_theta(o* | I, q) ]      (Eq. 3; minibatch form Eq. 10)
+
+o* is trained without c in the input. The paper adds the usual retain NLL (Eq. 12) for PUBG and all baselines.
+
+Our defaults and where they come from. ``query`` = "Tell me the specific information of this person."
+(Appendix A, Table 2); ``incontext_prompt`` = Fig. 2; ``prompt_position="after"`` because Algorithm 1 writes the
+generation input as [q, c]. o* are generated once before training ("we use in-context unlearning solely for
+creating the training dataset"), one per forget row, by sampling (Algorithm 1: "Sample o*"), seeded so runs
+repeat; ``reference_do_sample=False`` gives greedy answers. The paper gives no sampling temperature or length:
+we use the model's generation config and ``reference_max_new_tokens=128``. ``guidance_weight=1.0`` (Eq. 3 adds the
+two terms unweighted). Token reduction: Eq. 3 writes sequence log-probabilities; ``token_reduction="mean"``
+(default) uses each sample's mean token NLL, as GATrainer and usual implementations do; "sum" is the literal
+Eq. 3. ``forget_loss_ceiling`` is our guard on GA, not in the paper. Training setup of the paper (a model and
+TrainingArguments choice, not a trainer field): LoRA r=128, alpha=256, AdamW, batch 8, 30 steps, lr 2e-5
+(LLaVA-1.6-Mistral) / 3e-5 (LLaVA-1.6-Vicuna), retain NLL on the retain entities.
+Logged terms: ``forget_nll`` (mean token NLL of r), ``guidance_nll`` (mean token NLL of o*), ``ga_loss`` and
+``guidance_loss`` (the two terms as they enter the loss).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .. import losses
+from ..data.collator import row_images, row_name
+from ..data.pubg import (
+    DEFAULT_INCONTEXT_PROMPT,
+    DEFAULT_QUERY,
+    PROMPT_POSITIONS,
+    PUBGCollator,
+    PUBGDataset,
+    generate_reference_answers,
+    reference_rows,
+)
+from .base import UnlearnConfig, UnlearnTrainer, is_peft_model
+
+__all__ = ["PUBGConfig", "PUBGTrainer"]
+
+
+@dataclass
+class PUBGConfig(UnlearnConfig):
+    """PUBG (Eq. 3): GA on the forget answers + ``guidance_weight`` * NLL of the reference answers o*."""
+
+    guidance_weight: float = field(default=1.0, metadata={"help": "Weight of the behaviour-guidance NLL on o* (Eq. 3: 1)."})
+    query: str | None = field(
+        default=DEFAULT_QUERY,
+        metadata={"help": "Query q of the guidance rows (and of generation); None: each forget row's own question."},
+    )
+    incontext_prompt: str = field(
+        default=DEFAULT_INCONTEXT_PROMPT, metadata={"help": "In-context prompt c for generating o* (paper Fig. 2)."}
+    )
+    prompt_position: str = field(
+        default="after", metadata={"help": "c after the query ([q, c], Algorithm 1) or 'before' it."}
+    )
+    reference_max_new_tokens: int = field(default=128, metadata={"help": "Length limit of each generated o*."})
+    reference_do_sample: bool = field(
+        default=True, metadata={"help": "Sample o* (Algorithm 1), seeded by reference_seed; False: greedy."}
+    )
+    reference_seed: int = field(default=0, metadata={"help": "Seed of the o* sampling."})
+    reference_batch_size: int = field(default=8, metadata={"help": "Batch size of the o* generation."})
+    reference_cache_dir: str | None = field(
+        default=None, metadata={"help": "Directory to cache generated o* as JSON (reloaded when the fingerprint matches)."}
+    )
+    token_reduction: str = field(
+        default="mean", metadata={"help": "Per-sample 'mean' token NLL, or 'sum' (sequence log-probs, Eq. 3)."}
+    )
+    forget_loss_ceiling: float | None = field(
+        default=20.0,
+        metadata={"help": "Mean token NLL (nats) of a forget answer above which it stops being pushed; None disables."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.guidance_weight < 0:
+            raise ValueError(f"guidance_weight must be >= 0, got {self.guidance_weight}.")
+        if self.prompt_position not in PROMPT_POSITIONS:
+            raise ValueError(f"prompt_position must be one of {PROMPT_POSITIONS}, got {self.prompt_position!r}.")
+        if self.token_reduction not in ("mean", "sum"):
+            raise ValueError(f"token_reduction must be 'mean' or 'sum', got {self.token_reduction!r}.")
+
+
+class PUBGTrainer(UnlearnTrainer):
+    """PUBG trainer. ``reference_answers=``: the o* rows (or strings), one per forget row in order; if omitted
+    they are generated at init by the reference model (the adapter-disabled PEFT model, or the unmodified
+    model / ``ref_model=``) with the in-context prompt, on the main process, and cached if configured."""
+
+    config_class = PUBGConfig
+    method_name = "pubg"
+
+    def __init__(self, model=None, args: PUBGConfig | None = None, data_collator=None, train_dataset=None,
+                 eval_dataset=None, processing_class=None, forget_dataset=None, retain_dataset=None, ref_model=None,
+                 peft_config=None, reference_answers=None, **kwargs):
+        super().__init__(model=model, args=args, data_collator=data_collator, train_dataset=train_dataset,
+                         eval_dataset=eval_dataset, processing_class=processing_class, forget_dataset=forget_dataset,
+                         retain_dataset=retain_dataset, ref_model=ref_model, peft_config=peft_config, **kwargs)
+        forget_rows = [dict(self.forget_dataset[i]) for i in range(len(self.forget_dataset))]
+        if reference_answers is None:
+            guidance = self._generate_reference(forget_rows, ref_model)
+        else:
+            guidance = self._pair_reference(forget_rows, reference_answers)
+        self.reference_answers = guidance
+        self.train_dataset = PUBGDataset(self.train_dataset, guidance)
+        collator = self.data_collator
+        self.data_collator = PUBGCollator(collator.forget_collator, collator.retain_collator)
+
+    # -- reference answers ---------------------------------------------------------------------------------------
+    def _pair_reference(self, forget_rows: list[dict], reference) -> list[dict]:
+        reference = list(reference)
+        if all(isinstance(r, str) for r in reference):
+            return reference_rows(forget_rows, reference, self.args.query)
+        if len(reference) != len(forget_rows):
+            raise ValueError(f"{len(reference)} reference answers for {len(forget_rows)} forget rows; give one per "
+                             f"forget row, in the forget set's order.")
+        for i, (f, r) in enumerate(zip(forget_rows, reference)):
+            if not isinstance(r, dict) or not isinstance(r.get("answer"), str) or not r["answer"].strip():
+                raise ValueError(f"Reference answer #{i} (for forget {row_name(f, i)}) must be a row with a non-empty "
+                                 f"'answer' (o*) or a string.")
+            if f.get("id") is not None and r.get("id") is not None and f["id"] != r["id"]:
+                raise ValueError(f"Reference answer #{i} has id {r['id']!r} but forget {row_name(f, i)} is at that "
+                                 f"position: give the reference rows in the forget set's order.")
+        rows = [dict(r) for r in reference]
+        for f, r in zip(forget_rows, rows):  # o* is trained on the forget image: take it from the forget row
+            if not row_images(r):
+                r.update({k: f[k] for k in ("image", "images") if k in f})
+        return rows
+
+    def _generate_reference(self, forget_rows: list[dict], ref_model) -> list[dict]:
+        if self.processing_class is None:
+            raise ValueError("PUBG generates its reference answers with the processor: pass processing_class=, or "
+                             "pass reference_answers=.")
+        model = self.accelerator.unwrap_model(self.model)
+        if ref_model is not None and not is_peft_model(model):
+            model = ref_model
+        a = self.args
+        answers = None
+        if self.accelerator.is_main_process:
+            rows = generate_reference_answers(
+                model, self.processing_class, forget_rows, prompt=a.incontext_prompt, query=a.query,
+                max_new_tokens=a.reference_max_new_tokens, seed=a.reference_seed, batch_size=a.reference_batch_size,
+                do_sample=a.reference_do_sample, prompt_position=a.prompt_position,
+                cache_dir=a.reference_cache_dir, progress=not a.disable_tqdm,
+            )
+            answers = [r["answer"] for r in rows]
+        if self.accelerator.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            answers = broadcast_object_list([answers])[0]
+        return reference_rows(forget_rows, answers, a.query)
+
+    # -- the objective -------------------------------------------------------------------------------------------
+    def _per_sample_nll(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(per-sample loss in the configured reduction, per-sample mean token NLL)."""
+        logps, mask = losses.token_logprobs(logits, labels)
+        mean_nll = -losses.masked_mean_per_sample(logps, mask)
+        return (mean_nll if self.args.token_reduction == "mean" else -logps.sum(-1)), mean_nll
+
+    def unlearning_loss(self, model, inputs):
+        guidance = inputs.get("guidance")
+        if guidance is None:
+            raise ValueError("PUBG batches need 'guidance' (the o* rows): use PUBGDataset / PUBGCollator.")
+        forget = inputs["forget"]
+        forget_loss, forget_nll = self._per_sample_nll(self.forget_logits(model, forget), forget["labels"])
+        ceiling = self.args.forget_loss_ceiling
+        if ceiling is not None:  # samples already pushed past the ceiling stop receiving the GA gradient
+            forget_loss = torch.where(forget_nll.detach() > ceiling, forget_loss.detach(), forget_loss)
+        ga = -forget_loss.mean()
+        # the guidance pass is not the forget pass: gradient gating of the forget objective does not apply to it
+        guidance_loss, guidance_nll = self._per_sample_nll(self.forward_logits(model, guidance), guidance["labels"])
+        bg = guidance_loss.mean()
+        loss = ga + self.args.guidance_weight * bg
+        return loss, {"forget_nll": forget_nll.mean(), "guidance_nll": guidance_nll.mean(), "ga_loss": ga,
+                      "guidance_loss": bg}
