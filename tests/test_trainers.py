@@ -3,8 +3,15 @@ import torch
 from conftest import train_args
 from peft import PeftModel, get_peft_model
 
-from unlearn_trainer import GAConfig, GATrainer, NonFiniteLossError, NPOConfig, NPOTrainer, VLMUnlearningCollator
-from unlearn_trainer import losses
+from unlearn_trainer import (
+    GAConfig,
+    GATrainer,
+    NonFiniteLossError,
+    NPOConfig,
+    NPOTrainer,
+    VLMUnlearningCollator,
+    losses,
+)
 from unlearn_trainer.data import model_inputs
 from unlearn_trainer.testing import lora_config_for, tiny_model_and_processor, tiny_vqa_rows
 

@@ -10,6 +10,26 @@ The tokenizer is a lower-casing WordPiece tokenizer: every word of ``corpus`` is
 listed in ``subword_words`` (e.g. invented names), which are split into several pieces, so multi-token
 concepts exist as they do in real tokenizers. Single letters are always in the vocabulary, so no word maps
 to the unknown token.
+
+Families (``TINY_FAMILIES``; each uses the family's real processor class and a ``...ImageProcessorPil``, since
+torchvision is not required):
+
+- ``llava``, ``llava_next`` (one 2x2 any-resolution grid: base view + 4 crops, ``image_sizes``), ``idefics3``
+  (images split into 2x2 tiles + a global view, ``pixel_attention_mask``), ``gemma3`` (``token_type_ids``),
+  ``paligemma``, ``mllama`` (cross-attention; ``aspect_ratio_ids``/``aspect_ratio_mask``/``cross_attention_mask``,
+  up to 2 tiles): the real processor classes as they are.
+- ``qwen2_vl``, ``qwen2_5_vl``, ``internvl``, ``smolvlm``: image-only subclasses of the real processors
+  (``ImageOnly...Processor``). Their ``__init__`` requires a video processor, whose classes import torchvision;
+  SmolVLM's also requires the ``num2words`` package, used only to write video prompts. Image processing, the
+  image-token expansion and the chat template are the real classes' code.
+- ``paligemma`` has no chat template in reality (it is prompted with ``"<image>" * n + prefix`` and trained with
+  the answer as the processor's ``suffix``). Its template here renders images, question, then answer + eos;
+  ``VLMUnlearningCollator`` passes the answer to the processor as ``suffix`` so that ``token_type_ids`` mark it
+  as the causal part (in the prefix it would attend to its own next tokens).
+- ``gemma3`` initialises its image projection to zeros (every visual embedding 0: the model would be blind to
+  images); the tiny builder gives it random weights.
+- Chat templates mimic llava-1.5 (llava), llava-v1.6-mistral (llava_next), ChatML (qwen2_vl, qwen2_5_vl,
+  internvl), Idefics3/SmolVLM, Gemma 3 and Llama 3.2 Vision (mllama); end-of-turn tokens are the tokenizers' eos.
 """
 
 from __future__ import annotations
@@ -283,7 +303,476 @@ def _qwen2_vl(cfg: TinyModelConfig):
     return model, processor
 
 
-TINY_FAMILIES = {"llava": _llava, "qwen2_vl": _qwen2_vl}
+# -- more families ------------------------------------------------------------------------------------------
+# Each builder below uses the family's real processor class (image-only subclasses where the real class
+# insists on a video processor, which needs torchvision) and a chat template that mimics the real one.
+
+
+def _text_config(cfg: TinyModelConfig, tok, **extra) -> dict:
+    """Language-model sizes shared by every family (a dict: nested configs accept it)."""
+    out = dict(
+        vocab_size=len(tok),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads,
+        max_position_embeddings=cfg.max_position_embeddings,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
+    out.update(extra)
+    return out
+
+
+def _vision_sizes(cfg: TinyModelConfig, heads_key: str = "num_attention_heads", **extra) -> dict:
+    out = {
+        "image_size": cfg.image_size,
+        "patch_size": cfg.patch_size,
+        "hidden_size": cfg.vision_hidden_size,
+        "intermediate_size": cfg.vision_hidden_size * 2,
+        "num_hidden_layers": cfg.vision_layers,
+        heads_key: 4,
+    }
+    out.update(extra)
+    return out
+
+
+def _content_loop(image: str, text: str = "{{ c['text'] }}") -> str:
+    """Jinja for a message's content: images rendered as ``image``, text parts as ``text``."""
+    return (
+        "{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for c in m['content'] %}"
+        f"{{% if c['type'] == 'image' %}}{image}{{% elif c['type'] == 'text' %}}{text}{{% endif %}}"
+        "{% endfor %}{% endif %}"
+    )
+
+
+# llava-v1.6-mistral: "[INST] <image>\nQ [/INST] A</s>"
+LLAVA_NEXT_CHAT_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'user' %}[INST] " + _content_loop("<image>\n") + " [/INST]"
+    "{% elif m['role'] == 'assistant' %} " + _content_loop("") + "{{ eos_token }}{% endif %}{% endfor %}"
+)
+
+# Idefics3 (Llama-3 based): "<|begin_of_text|>User:<image>Q<end_of_utterance>\nAssistant: A<end_of_utterance>\n"
+_IDEFICS_TURNS = (
+    "{% for m in messages %}{{ m['role'] | capitalize }}"
+    "{% if m['content'] is not string and m['content'][0]['type'] == 'image' %}:{% else %}: {% endif %}"
+    + _content_loop("<image>")
+    + "<end_of_utterance>\n{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+IDEFICS3_CHAT_TEMPLATE = "<|begin_of_text|>" + _IDEFICS_TURNS
+# SmolVLM: the same turns after "<|im_start|>"
+SMOLVLM_CHAT_TEMPLATE = "<|im_start|>" + _IDEFICS_TURNS
+
+# Gemma 3: "<bos><start_of_turn>user\n<start_of_image>Q<end_of_turn>\n<start_of_turn>model\nA<end_of_turn>\n"
+GEMMA3_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' else m['role'] }}\n"
+    + _content_loop("<start_of_image>")
+    + "<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+
+# PaliGemma has no chat template in reality: it is prompted "<image>" * n + prefix, and trained with the answer as
+# the processor's `suffix` (causal part, token_type_ids 1) followed by eos. This template renders exactly that
+# layout (images, question, then answer + eos); the collator hands the answer to the processor as `suffix`.
+PALIGEMMA_CHAT_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'user' %}"
+    "{% for c in m['content'] if c['type'] == 'image' %}<image>{% endfor %}"
+    "{% for c in m['content'] if c['type'] == 'text' %}{{ c['text'] }}{% endfor %}"
+    "{% elif m['role'] == 'assistant' %}{% for c in m['content'] if c['type'] == 'text' %}{{ c['text'] }}"
+    "{% endfor %}{{ eos_token }}{% endif %}{% endfor %}"
+)
+
+# InternVL 2.5/3 (Qwen2.5 LM): ChatML with "<IMG_CONTEXT>\n" per image, expanded by the processor
+INTERNVL_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n" + _content_loop("<IMG_CONTEXT>\n")
+    + "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+# Llama 3.2 Vision: "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n<|image|>Q<|eot_id|>..."
+MLLAMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+    + _content_loop("<|image|>")
+    + "<|eot_id|>{% endfor %}"
+    "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
+
+
+def _llava_next(cfg: TinyModelConfig):
+    from transformers import (
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaNextConfig,
+        LlavaNextForConditionalGeneration,
+        LlavaNextImageProcessorPil,
+        LlavaNextProcessor,
+    )
+
+    tok = build_tokenizer(
+        cfg.corpus,
+        cfg.subword_words,
+        special_tokens=("<pad>", "<unk>", "<s>", "</s>", "<image>", "[INST]", "[/INST]"),
+        extra_special_tokens={"image_token": "<image>"},
+    )
+    # one any-resolution grid (2x2 crops of the base size) keeps the sequence short but exercises the crops,
+    # the unpadding and the image_newline tokens
+    pinpoints = [[2 * cfg.image_size, 2 * cfg.image_size]]
+    config = LlavaNextConfig(
+        vision_config=CLIPVisionConfig(**_vision_sizes(cfg), projection_dim=cfg.vision_hidden_size),
+        text_config=LlamaConfig(**_text_config(cfg, tok)),
+        image_token_index=tok.image_token_id,
+        image_grid_pinpoints=pinpoints,
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+    )
+    model = LlavaNextForConditionalGeneration(config)
+    image_processor = LlavaNextImageProcessorPil(
+        size={"shortest_edge": cfg.image_size},
+        crop_size={"height": cfg.image_size, "width": cfg.image_size},
+        image_grid_pinpoints=pinpoints,
+    )
+    processor = LlavaNextProcessor(
+        image_processor=image_processor,
+        tokenizer=tok,
+        patch_size=cfg.patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,  # CLIP's CLS, dropped by the "default" strategy
+        chat_template=LLAVA_NEXT_CHAT_TEMPLATE,
+    )
+    return model, processor
+
+
+def _image_only_qwen2_5_processor_class():
+    from transformers import Qwen2_5_VLProcessor
+    from transformers.processing_utils import ProcessorMixin
+
+    class ImageOnlyQwen2_5_VLProcessor(Qwen2_5_VLProcessor):
+        """Qwen2.5-VL processor without the video processor (which needs torchvision)."""
+
+        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+            self.image_token, self.video_token = tokenizer.image_token, tokenizer.video_token
+            self.image_token_id, self.video_token_id = tokenizer.image_token_id, tokenizer.video_token_id
+            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+
+    return ImageOnlyQwen2_5_VLProcessor
+
+
+def _qwen2_5_vl(cfg: TinyModelConfig):
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLImageProcessorPil
+
+    specials = (
+        "<pad>", "<unk>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+        "<|image_pad|>", "<|video_pad|>",
+    )  # fmt: skip
+    tok = build_tokenizer(
+        cfg.corpus,
+        cfg.subword_words,
+        special_tokens=specials,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        extra_special_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>"},
+    )
+    head_dim = cfg.hidden_size // cfg.num_heads
+    quarter = head_dim // 4
+    mrope = [head_dim // 2 - 2 * quarter, quarter, quarter]  # sums to head_dim / 2
+    merge = 2
+    config = Qwen2_5_VLConfig(
+        text_config=_text_config(
+            cfg, tok, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope}
+        ),
+        vision_config=dict(
+            depth=cfg.vision_layers,
+            hidden_size=cfg.vision_hidden_size,
+            intermediate_size=cfg.vision_hidden_size * 2,
+            num_heads=4,
+            out_hidden_size=cfg.hidden_size,
+            patch_size=cfg.patch_size,
+            spatial_merge_size=merge,
+            temporal_patch_size=2,
+            # windows of 2x2 merged tokens: images larger than 2 * merge * patch pixels are split into windows
+            window_size=2 * merge * cfg.patch_size,
+            fullatt_block_indexes=[cfg.vision_layers - 1],
+        ),
+        image_token_id=tok.convert_tokens_to_ids("<|image_pad|>"),
+        video_token_id=tok.convert_tokens_to_ids("<|video_pad|>"),
+        vision_start_token_id=tok.convert_tokens_to_ids("<|vision_start|>"),
+        vision_end_token_id=tok.convert_tokens_to_ids("<|vision_end|>"),
+    )
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    pixels = cfg.image_size * cfg.image_size
+    image_processor = Qwen2VLImageProcessorPil(
+        patch_size=cfg.patch_size,
+        merge_size=merge,
+        temporal_patch_size=2,
+        size={"shortest_edge": pixels, "longest_edge": pixels},
+    )
+    processor = _image_only_qwen2_5_processor_class()(
+        image_processor=image_processor, tokenizer=tok, chat_template=QWEN_CHAT_TEMPLATE
+    )
+    return model, processor
+
+
+_IDEFICS_SPECIALS = ("<pad>", "<unk>", "<|begin_of_text|>", "<|im_start|>", "<end_of_utterance>",
+                     "<fake_token_around_image>", "<image>", "<global-img>") + tuple(
+    f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)
+)
+
+
+def _idefics_like(cfg: TinyModelConfig, smol: bool):
+    import transformers as T
+
+    bos = "<|im_start|>" if smol else "<|begin_of_text|>"
+    tok = build_tokenizer(
+        cfg.corpus,
+        cfg.subword_words,
+        special_tokens=_IDEFICS_SPECIALS,
+        bos_token=bos,
+        eos_token="<end_of_utterance>",
+        extra_special_tokens={"image_token": "<image>"},
+    )
+    scale = 2
+    seq_len = (cfg.image_size // cfg.patch_size) ** 2 // scale**2
+    config_cls = T.SmolVLMConfig if smol else T.Idefics3Config
+    model_cls = T.SmolVLMForConditionalGeneration if smol else T.Idefics3ForConditionalGeneration
+    config = config_cls(
+        vision_config=_vision_sizes(cfg),
+        text_config=_text_config(cfg, tok, model_type="llama"),
+        image_token_id=tok.image_token_id,
+        scale_factor=scale,
+        pad_token_id=tok.pad_token_id,
+    )
+    model = model_cls(config)
+    # images are resized to 2x the tile size and split into 2x2 tiles plus a global view (5 tiles per image)
+    ip_cls = T.SmolVLMImageProcessorPil if smol else T.Idefics3ImageProcessorPil
+    image_processor = ip_cls(
+        size={"longest_edge": 2 * cfg.image_size},
+        max_image_size={"longest_edge": cfg.image_size},
+        do_image_splitting=True,
+    )
+    if smol:
+        processor = _image_only_smolvlm_processor_class()(
+            image_processor=image_processor, tokenizer=tok, image_seq_len=seq_len, chat_template=SMOLVLM_CHAT_TEMPLATE
+        )
+    else:
+        processor = T.Idefics3Processor(
+            image_processor=image_processor, tokenizer=tok, image_seq_len=seq_len, chat_template=IDEFICS3_CHAT_TEMPLATE
+        )
+    return model, processor
+
+
+def _idefics3(cfg: TinyModelConfig):
+    return _idefics_like(cfg, smol=False)
+
+
+def _image_only_smolvlm_processor_class():
+    from transformers import SmolVLMProcessor
+    from transformers.processing_utils import ProcessorMixin
+
+    class ImageOnlySmolVLMProcessor(SmolVLMProcessor):
+        """SmolVLM processor without the video processor (needs torchvision) and without `num2words` (used only
+        to write video prompts)."""
+
+        def __init__(self, image_processor=None, tokenizer=None, image_seq_len: int = 169, chat_template=None, **kw):
+            self.fake_image_token = "<fake_token_around_image>"
+            self.image_token = tokenizer.image_token
+            self.image_token_id = tokenizer.image_token_id
+            self.end_of_utterance_token = "<end_of_utterance>"
+            self.global_image_token = "<global-img>"
+            self.image_seq_len = image_seq_len
+            self.video_token = "<video>"
+            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+
+        def apply_chat_template(self, conversation, chat_template=None, **kwargs):
+            # the parent reads video_processor.num_frames/fps; images only here
+            return ProcessorMixin.apply_chat_template(self, conversation, chat_template, **kwargs)
+
+    return ImageOnlySmolVLMProcessor
+
+
+def _smolvlm(cfg: TinyModelConfig):
+    return _idefics_like(cfg, smol=True)
+
+
+def _gemma3(cfg: TinyModelConfig):
+    from transformers import (
+        Gemma3Config,
+        Gemma3ForConditionalGeneration,
+        Gemma3ImageProcessorPil,
+        Gemma3Processor,
+        Gemma3TextConfig,
+        SiglipVisionConfig,
+    )
+
+    corpus = [cfg.corpus] if isinstance(cfg.corpus, str) else list(cfg.corpus)
+    tok = build_tokenizer(
+        corpus + ["model"],  # Gemma's assistant role name
+        cfg.subword_words,
+        special_tokens=("<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>",
+                        "<start_of_image>", "<end_of_image>", "<image_soft_token>"),
+        bos_token="<bos>",
+        eos_token="<end_of_turn>",  # the chat end of turn, as in Gemma 3's generation config
+        extra_special_tokens={"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
+                              "image_token": "<image_soft_token>"},
+    )  # fmt: skip
+    per_side = 2  # 4x4 patches average-pooled to 2x2 = 4 soft tokens per image
+    head_dim = cfg.hidden_size // cfg.num_heads
+    config = Gemma3Config(
+        text_config=Gemma3TextConfig(
+            **_text_config(cfg, tok), head_dim=head_dim, query_pre_attn_scalar=head_dim, sliding_window=64
+        ),
+        vision_config=SiglipVisionConfig(**_vision_sizes(cfg)),
+        mm_tokens_per_image=per_side**2,
+        image_token_index=tok.image_token_id,
+        boi_token_index=tok.boi_token_id,
+        eoi_token_index=tok.eoi_token_id,
+    )
+    model = Gemma3ForConditionalGeneration(config)
+    # Gemma 3 initialises its projection to zeros (visual embeddings all 0: a blind model); give it random weights
+    torch.nn.init.normal_(model.model.multi_modal_projector.mm_input_projection_weight, std=0.02)
+    image_processor = Gemma3ImageProcessorPil(
+        size={"height": cfg.image_size, "width": cfg.image_size}, do_pan_and_scan=False
+    )
+    processor = Gemma3Processor(
+        image_processor=image_processor, tokenizer=tok, chat_template=GEMMA3_CHAT_TEMPLATE,
+        image_seq_length=per_side**2,
+    )
+    return model, processor
+
+
+def _paligemma(cfg: TinyModelConfig):
+    from transformers import (
+        GemmaConfig,
+        PaliGemmaConfig,
+        PaliGemmaForConditionalGeneration,
+        PaliGemmaProcessor,
+        SiglipImageProcessorPil,
+        SiglipVisionConfig,
+    )
+
+    tok = build_tokenizer(
+        cfg.corpus,
+        cfg.subword_words,
+        special_tokens=("<pad>", "<eos>", "<bos>", "<unk>", "<image>"),
+        bos_token="<bos>",
+        eos_token="<eos>",
+        extra_special_tokens={"image_token": "<image>"},
+    )
+    image_processor = SiglipImageProcessorPil(size={"height": cfg.image_size, "width": cfg.image_size})
+    image_processor.image_seq_length = (cfg.image_size // cfg.patch_size) ** 2  # what PaliGemmaProcessor reads
+    # the processor adds PaliGemma's 1024 <locXXXX> and 128 <segXXX> tokens to the tokenizer: build it first
+    processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=tok, chat_template=PALIGEMMA_CHAT_TEMPLATE)
+    head_dim = cfg.hidden_size // cfg.num_heads
+    config = PaliGemmaConfig(
+        text_config=GemmaConfig(**_text_config(cfg, tok), head_dim=head_dim),
+        vision_config=SiglipVisionConfig(**_vision_sizes(cfg)),
+        image_token_index=tok.image_token_id,
+        projection_dim=cfg.hidden_size,
+        vocab_size=len(tok),
+    )
+    model = PaliGemmaForConditionalGeneration(config)
+    return model, processor
+
+
+def _image_only_internvl_processor_class():
+    from transformers import InternVLProcessor
+    from transformers.processing_utils import ProcessorMixin
+
+    class ImageOnlyInternVLProcessor(InternVLProcessor):
+        """InternVL processor without the video processor (which needs torchvision)."""
+
+        def __init__(self, image_processor=None, tokenizer=None, image_seq_length: int = 256, chat_template=None, **kw):
+            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+            self.image_seq_length = image_seq_length
+            self.start_image_token, self.end_image_token = tokenizer.start_image_token, tokenizer.end_image_token
+            self.start_image_token_id = tokenizer.start_image_token_id
+            self.end_image_token_id = tokenizer.end_image_token_id
+            self.image_token, self.image_token_id = tokenizer.context_image_token, tokenizer.context_image_token_id
+            self.video_token = tokenizer.video_token
+            self.multimodal_pattern = re.compile(
+                f"(?P<image>{re.escape(self.image_token)})|(?P<video>{re.escape(self.video_token)})"
+            )
+
+    return ImageOnlyInternVLProcessor
+
+
+def _internvl(cfg: TinyModelConfig):
+    from transformers import GotOcr2ImageProcessorPil, InternVLConfig, InternVLForConditionalGeneration
+
+    tok = build_tokenizer(
+        cfg.corpus,
+        cfg.subword_words,
+        special_tokens=("<pad>", "<unk>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>"),
+        bos_token=None,
+        eos_token="<|im_end|>",
+        extra_special_tokens={"start_image_token": "<img>", "end_image_token": "</img>",
+                              "context_image_token": "<IMG_CONTEXT>", "video_token": "<video>"},
+    )  # fmt: skip
+    downsample = 0.5  # pixel shuffle: 4x4 patches -> 2x2 tokens of 4x the width
+    seq_len = int((cfg.image_size // cfg.patch_size) ** 2 * downsample**2)
+    config = InternVLConfig(
+        vision_config=_vision_sizes(cfg),
+        text_config=_text_config(cfg, tok, model_type="qwen2"),
+        image_token_id=tok.context_image_token_id,
+        image_seq_length=seq_len,
+        downsample_ratio=downsample,
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+    )
+    model = InternVLForConditionalGeneration(config)
+    image_processor = GotOcr2ImageProcessorPil(
+        size={"height": cfg.image_size, "width": cfg.image_size}, crop_to_patches=False
+    )
+    processor = _image_only_internvl_processor_class()(
+        image_processor=image_processor, tokenizer=tok, image_seq_length=seq_len, chat_template=INTERNVL_CHAT_TEMPLATE
+    )
+    return model, processor
+
+
+def _mllama(cfg: TinyModelConfig):
+    from transformers import MllamaConfig, MllamaForConditionalGeneration, MllamaImageProcessorPil, MllamaProcessor
+
+    tok = build_tokenizer(
+        cfg.corpus,
+        cfg.subword_words,
+        special_tokens=("<pad>", "<unk>", "<|begin_of_text|>", "<|eot_id|>", "<|start_header_id|>",
+                        "<|end_header_id|>", "<|image|>", "<|python_tag|>"),
+        bos_token="<|begin_of_text|>",
+        eos_token="<|eot_id|>",
+        extra_special_tokens={"image_token": "<|image|>"},
+    )  # fmt: skip
+    max_tiles = 2
+    config = MllamaConfig(
+        vision_config=dict(
+            _vision_sizes(cfg, heads_key="attention_heads"),
+            num_global_layers=1,
+            intermediate_layers_indices=[0],  # output = last hidden state ++ layer-0 hidden state
+            vision_output_dim=2 * cfg.vision_hidden_size,
+            max_num_tiles=max_tiles,
+            supported_aspect_ratios=[[1, 1], [1, 2], [2, 1]],  # what MllamaImageProcessor derives for 2 tiles
+        ),
+        text_config=_text_config(cfg, tok, cross_attention_layers=[cfg.num_layers - 1]),
+        image_token_index=tok.image_token_id,
+    )
+    model = MllamaForConditionalGeneration(config)
+    image_processor = MllamaImageProcessorPil(
+        size={"height": cfg.image_size, "width": cfg.image_size}, max_image_tiles=max_tiles
+    )
+    processor = MllamaProcessor(image_processor=image_processor, tokenizer=tok, chat_template=MLLAMA_CHAT_TEMPLATE)
+    return model, processor
+
+
+TINY_FAMILIES = {
+    "llava": _llava,
+    "qwen2_vl": _qwen2_vl,
+    "llava_next": _llava_next,
+    "qwen2_5_vl": _qwen2_5_vl,
+    "idefics3": _idefics3,
+    "smolvlm": _smolvlm,
+    "gemma3": _gemma3,
+    "paligemma": _paligemma,
+    "internvl": _internvl,
+    "mllama": _mllama,
+}
 
 
 def tiny_model_and_processor(family: str = "llava", seed: int = 0, config: TinyModelConfig | None = None, **sizes):

@@ -226,7 +226,28 @@ class VLMUnlearningCollator:
     def _run_processor(self, rows, texts, images) -> dict:
         kwargs: dict[str, Any] = dict(text=texts, return_tensors="pt", padding=True)
         if images:
-            kwargs["images"] = images
+            # One list of images per row (possibly empty): Gemma 3, SmolVLM and Mllama reject a flat list for a
+            # batch of several texts; every other supported processor accepts the nested form too.
+            kwargs["images"] = [row_images(r) for r in rows]
+        from transformers import PaliGemmaProcessor
+
+        if isinstance(self.processor, PaliGemmaProcessor):
+            # PaliGemma is a prefix-LM: token_type_ids 0 (the prefix: image + prompt) attend bidirectionally, so the
+            # answer must go in as the processor's `suffix` (token_type_ids 1, causal; the processor appends eos).
+            # Passed inside `text` it would be prefix and every answer token would see the next one.
+            eos = self.tokenizer.eos_token
+            prefixes, suffixes = [], []
+            for i, (row, full) in enumerate(zip(rows, texts)):
+                index = row.get("__index__", i)
+                prompt = self.render(row, include_answer=False, index=index)
+                if not (full.startswith(prompt) and full.endswith(eos)):
+                    raise ValueError(
+                        f"{row_name(row, index)}: PaliGemma takes the answer as `suffix` followed by eos; the chat "
+                        f"template must render the prompt, then the answer and {eos!r} and nothing else."
+                    )
+                prefixes.append(prompt)
+                suffixes.append(full[len(prompt) : len(full) - len(eos)])
+            kwargs["text"], kwargs["suffix"] = prefixes, suffixes
         try:
             out = self.processor(**kwargs)
         except Exception as err:  # name the rows; the processor's own message says what it found
