@@ -1,0 +1,20 @@
+"""Unlearn with gradient ascent (GA), optionally with a retain term: GA+GD (`--variant ga_gd`) or GA+KL
+(`--variant ga_kl`).
+
+    python examples/run_ga.py                        # offline ToyWorld demo (GA+GD)
+    python examples/run_ga.py --model_name_or_path llava-hf/llava-1.5-7b-hf --dataset my_forget_data \
+        --forget_split forget --retain_split retain --variant ga_gd --learning_rate 1e-5 --max_steps 100
+    accelerate launch examples/run_ga.py ...          # on GPUs; torchrun --nproc_per_node 2 on CPU
+
+Run with --help for every option.
+"""
+
+from unlearn_trainer import GAConfig, GATrainer
+from unlearn_trainer.cli import run_method
+
+# ToyWorld defaults (used only when no --model_name_or_path is given).
+DEMO_DEFAULTS = dict(learning_rate=3e-4, max_steps=60, per_device_train_batch_size=8, variant="ga_gd",
+                     lr_scheduler_type="constant", seed=0)
+
+if __name__ == "__main__":
+    run_method(GATrainer, GAConfig, DEMO_DEFAULTS)

@@ -1,0 +1,215 @@
+"""The shared body of ``examples/run_<method>.py``: arguments, model and data loading, training, reporting.
+
+Every example parses ``(ScriptArguments, <Method>Config)`` with ``HfArgumentParser``. With no
+``--model_name_or_path`` it runs the offline ToyWorld demo: the cached memorizing model, the 10% forget split
+and the method's defaults scaled to that world (``demo_defaults``); any argument given on the command line
+wins over those defaults. With ``--model_name_or_path`` it loads a real model (``from_pretrained``) and a
+dataset given by ``--dataset`` (a registered loader name, a local ``datasets.save_to_disk`` folder, a JSON /
+JSONL file, or a Hub dataset name).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .testing import LANGUAGE_MODEL_LORA_TARGETS
+
+__all__ = ["ScriptArguments", "parse_args", "load_model_and_processor", "load_data", "run_method", "DemoData"]
+
+
+@dataclass
+class ScriptArguments:
+    """Model, data, LoRA and evaluation options shared by every example."""
+
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Hub id or local path of the VLM; unset: the offline ToyWorld demo model."}
+    )
+    processor_name_or_path: str | None = field(default=None, metadata={"help": "Defaults to the model's."})
+    dataset: str = field(
+        default="toyworld",
+        metadata={"help": "'toyworld', a local save_to_disk folder, a .json/.jsonl file, or a Hub dataset name."},
+    )
+    forget_split: str = field(
+        default="forget10", metadata={"help": "ToyWorld: forget05 / forget10 / forget15; otherwise a split name."}
+    )
+    retain_split: str | None = field(default="retain", metadata={"help": "Retain split name; 'none' for no retain set."})
+    image_column: str = field(default="image", metadata={"help": "Column holding the image (real datasets)."})
+    question_column: str = field(default="question", metadata={"help": "Column holding the question."})
+    answer_column: str = field(default="answer", metadata={"help": "Column holding the answer."})
+    use_lora: bool = field(default=True, metadata={"help": "Train a LoRA adapter (the reference is the disabled adapter)."})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
+    lora_target_modules: str = field(
+        default=LANGUAGE_MODEL_LORA_TARGETS, metadata={"help": "Regex of the modules to adapt (language model only)."}
+    )
+    torch_dtype: str = field(default="auto", metadata={"help": "auto, float32, bfloat16 or float16."})
+    load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: 4-bit base model (needs the [bnb] extra)."})
+    load_in_8bit: bool = field(default=False, metadata={"help": "8-bit base model (needs the [bnb] extra)."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Only for models you trust; off by default."})
+    unlearning_eval_steps: int | None = field(default=None, metadata={"help": "Also run the unlearning evaluation every N steps."})
+    max_eval_rows: int | None = field(default=None, metadata={"help": "Cap rows per evaluation split."})
+    max_new_tokens: int = field(default=32, metadata={"help": "Generation length for evaluation."})
+
+
+@dataclass
+class DemoData:
+    forget: list
+    retain: list | None
+    eval_splits: dict
+    is_well_formed: Callable[[str], bool] | None = None
+    extras: dict = field(default_factory=dict)
+
+
+def parse_args(config_cls, demo_defaults: dict | None = None, argv=None):
+    """Parse ``(ScriptArguments, config_cls)``; demo defaults apply when no model is given."""
+    from transformers import HfArgumentParser
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = HfArgumentParser((ScriptArguments, config_cls))
+    script_args = parser.parse_args_into_dataclasses(args=argv + _needs_output_dir(argv), return_remaining_strings=True)[0]
+    defaults = {"output_dir": f"outputs/{config_cls.__name__.replace('Config', '').lower()}-{_dataset_tag(script_args)}",
+                "report_to": "none", "logging_steps": 10, "save_strategy": "no"}
+    if script_args.model_name_or_path is None:
+        defaults.update(demo_defaults or {})
+    parser.set_defaults(**defaults)
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def _needs_output_dir(argv):
+    return [] if any(a.startswith("--output_dir") for a in argv) else ["--output_dir", "unused"]
+
+
+def _dataset_tag(script_args) -> str:
+    name = os.path.basename(os.path.normpath(script_args.dataset)).split(".")[0] or "data"
+    return f"{name}-{script_args.forget_split}" if name == "toyworld" else name
+
+
+def load_model_and_processor(script_args: ScriptArguments):
+    """``(model, processor, is_demo)``: the ToyWorld full model, or ``from_pretrained`` of a real model."""
+    if script_args.model_name_or_path is None:
+        from .toyworld.full_model import load_full_model
+
+        model, processor = load_full_model()
+        return model, processor, True
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    kwargs = {"trust_remote_code": script_args.trust_remote_code}
+    if script_args.torch_dtype != "auto":
+        kwargs["dtype"] = getattr(torch, script_args.torch_dtype)
+    else:
+        kwargs["dtype"] = "auto"
+    if script_args.load_in_4bit or script_args.load_in_8bit:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=script_args.load_in_4bit, load_in_8bit=script_args.load_in_8bit
+        )
+    model = AutoModelForImageTextToText.from_pretrained(script_args.model_name_or_path, **kwargs)
+    processor = AutoProcessor.from_pretrained(
+        script_args.processor_name_or_path or script_args.model_name_or_path,
+        trust_remote_code=script_args.trust_remote_code,
+    )
+    return model, processor, False
+
+
+def _toyworld_data(script_args: ScriptArguments) -> DemoData:
+    from .toyworld import ToyWorld
+    from .toyworld.full_model import eval_splits
+
+    ratios = {"forget05": 0.05, "forget10": 0.10, "forget15": 0.15}
+    if script_args.forget_split not in ratios:
+        raise ValueError(f"ToyWorld forget_split must be one of {sorted(ratios)}, got {script_args.forget_split!r}.")
+    world = ToyWorld()
+    ratio = ratios[script_args.forget_split]
+    splits = world.splits(ratio)
+    evals = eval_splits(world, ratio)
+    if script_args.max_eval_rows:
+        evals = {k: v[: script_args.max_eval_rows] for k, v in evals.items()}
+    retain = None if (script_args.retain_split in (None, "none")) else splits["retain_train"]
+    return DemoData(
+        forget=splits["forget_train"],
+        retain=retain,
+        eval_splits=evals,
+        is_well_formed=world.is_well_formed,
+        extras={"world": world, "splits": splits, "ratio": ratio},
+    )
+
+
+def _rename_columns(rows, script_args):
+    mapping = {script_args.image_column: "image", script_args.question_column: "question",
+               script_args.answer_column: "answer"}
+    if all(k == v for k, v in mapping.items()):
+        return rows
+    return rows.rename_columns({k: v for k, v in mapping.items() if k != v})
+
+
+def load_data(script_args: ScriptArguments) -> DemoData:
+    """Forget / retain rows and evaluation splits for the chosen dataset."""
+    if script_args.dataset == "toyworld":
+        return _toyworld_data(script_args)
+    import datasets
+
+    path = script_args.dataset
+    if os.path.isdir(path):
+        ds = datasets.load_from_disk(path)
+    elif path.endswith((".json", ".jsonl")):
+        ds = datasets.load_dataset("json", data_files={"train": path})
+    else:
+        ds = datasets.load_dataset(path)
+    if not isinstance(ds, datasets.DatasetDict):
+        raise ValueError(f"{path!r} has no named splits; expected splits such as {script_args.forget_split!r}.")
+    if script_args.forget_split not in ds:
+        raise ValueError(f"Split {script_args.forget_split!r} not in {path!r} (has {sorted(ds)}).")
+    forget = _rename_columns(ds[script_args.forget_split], script_args)
+    retain = None
+    if script_args.retain_split not in (None, "none"):
+        if script_args.retain_split not in ds:
+            raise ValueError(f"Split {script_args.retain_split!r} not in {path!r} (has {sorted(ds)}).")
+        retain = _rename_columns(ds[script_args.retain_split], script_args)
+    n = script_args.max_eval_rows or 200
+    evals = {"forget": [forget[i] for i in range(min(n, len(forget)))]}
+    if retain is not None:
+        evals["retain"] = [retain[i] for i in range(min(n, len(retain)))]
+    return DemoData(forget=forget, retain=retain, eval_splits=evals)
+
+
+def run_method(trainer_cls, config_cls, demo_defaults: dict | None = None, argv=None,
+               trainer_kwargs: Callable[[ScriptArguments, DemoData, object, object], dict] | None = None):
+    """Parse arguments, unlearn, evaluate before/after, save the adapter and the results. Returns the trainer."""
+    from .evaluation import UnlearningEvalCallback
+
+    script_args, config = parse_args(config_cls, demo_defaults, argv)
+    model, processor, is_demo = load_model_and_processor(script_args)
+    data = load_data(script_args)
+    peft_config = None
+    if script_args.use_lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=script_args.lora_r, lora_alpha=script_args.lora_alpha,
+                                 lora_dropout=script_args.lora_dropout,
+                                 target_modules=script_args.lora_target_modules)
+    callback = UnlearningEvalCallback(processor, data.eval_splits, eval_steps=script_args.unlearning_eval_steps,
+                                      output_dir=config.output_dir, is_well_formed=data.is_well_formed,
+                                      max_new_tokens=script_args.max_new_tokens)
+    extra = trainer_kwargs(script_args, data, model, processor) if trainer_kwargs else {}
+    trainer = trainer_cls(model=model, args=config, forget_dataset=data.forget, retain_dataset=data.retain,
+                          processing_class=processor, peft_config=peft_config, callbacks=[callback], **extra)
+    trainer.train()
+    trainer.save_model(config.output_dir)
+    if trainer.is_world_process_zero():
+        summary = {"method": trainer.method_name, "dataset": script_args.dataset,
+                   "forget_split": script_args.forget_split, "demo": is_demo,
+                   "evaluation": {h["label"]: h["metrics"] for h in callback.history}}
+        with open(os.path.join(config.output_dir, "results.json"), "w") as f:
+            json.dump(summary, f, indent=1)
+        print(f"\n{trainer.method_name} on {script_args.dataset} ({script_args.forget_split}):")
+        print(callback.table())
+        print(f"\nadapter, results and plot written to {config.output_dir}/")
+    trainer.unlearning_eval = callback
+    return trainer
