@@ -153,11 +153,6 @@ def load_data(script_args: ScriptArguments) -> DemoData:
     """Forget / retain rows and evaluation splits for the chosen dataset."""
     if script_args.dataset == "toyworld":
         return _toyworld_data(script_args)
-    from .data.benchmarks import BENCHMARKS, load_benchmark
-
-    if script_args.dataset.partition(":")[0] in BENCHMARKS:  # mllmu_bench, clear[:path], mmubench:path
-        return load_benchmark(script_args.dataset, script_args.forget_split, script_args.retain_split,
-                              script_args.max_eval_rows)
     import datasets
 
     path = script_args.dataset

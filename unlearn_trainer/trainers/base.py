@@ -56,10 +56,6 @@ class UnlearnConfig(TrainingArguments):
         metadata={"help": "Path to a saliency mask (safetensors from unlearn_trainer.saliency): the forget-loss "
                           "gradient reaches only the parameter entries it selects; the retain gradient is not masked."},
     )
-    # Hub (unlearn_trainer.hub): an unlearned model derives from private data, so its repo is private unless asked.
-    hub_private_repo: bool | None = field(
-        default=True, metadata={"help": "Create the Hub repo private (default True; False: public)."}
-    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -88,8 +84,6 @@ class UnlearnTrainer(Trainer):
     # Losses here are means over samples, not normalised by num_items_in_batch: Trainer divides by the
     # number of accumulation steps exactly once.
     loss_is_scaled_for_ga = False
-    #: Defaults for the model card (unlearn_trainer.hub.render_model_card), e.g. {"dataset": ..., "forget_split": ...}.
-    model_card_kwargs: dict | None = None
 
     def __init__(
         self,
@@ -160,11 +154,6 @@ class UnlearnTrainer(Trainer):
                 self._ref_model = prepare_deepspeed(self._ref_model, self.accelerator)
             else:
                 self._ref_model = self.accelerator.prepare_model(self._ref_model, evaluation_mode=True)
-        # Hub tags on the model itself, so that PEFT's card update in save_pretrained keeps them (unlearn_trainer.hub).
-        if hasattr(self.model, "add_model_tags"):
-            from ..hub import card_tags
-
-            self.model.add_model_tags(card_tags(self.method_name, adapter=is_peft_model(self.model)))
 
     # -- configuration -------------------------------------------------------------------------------------
     @classmethod
@@ -173,8 +162,6 @@ class UnlearnTrainer(Trainer):
         known = {f.name for f in dataclasses.fields(cls.config_class)}
         # rows carry images and metadata that Trainer's column removal would drop
         values["remove_unused_columns"] = False
-        if values.get("hub_private_repo") is None:  # unset in TrainingArguments: keep our private default
-            values.pop("hub_private_repo", None)
         return cls.config_class(**{k: v for k, v in values.items() if k in known})
 
     def uses_reference(self, args: UnlearnConfig | None = None) -> bool:
@@ -292,52 +279,18 @@ class UnlearnTrainer(Trainer):
     # -- saving --------------------------------------------------------------------------------------------
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Save the model (the adapter only, for PEFT) as safetensors, with the training arguments as JSON
-        instead of the parent's pickled ``training_args.bin`` and the model card as README.md
-        (:mod:`unlearn_trainer.hub`); checkpoints for resuming keep Trainer's files."""
-        # The parent would push (args.push_to_hub) before our card exists: save without pushing, push below.
-        super().save_model(output_dir, _internal_call=True)
-        # push_to_hub saves with output_dir=None; Trainer's checkpoints pass their own folder.
-        final = not _internal_call or output_dir is None
-        if final and self.args.should_save:
-            import os
-
-            from ..hub import write_model_card
-
-            output_dir = output_dir or self.args.output_dir
-            pickled = os.path.join(output_dir, "training_args.bin")
-            if os.path.exists(pickled):
-                os.remove(pickled)
-            with open(os.path.join(output_dir, "training_args.json"), "w") as f:
-                f.write(self.args.to_json_string())
-            write_model_card(self, output_dir)  # after save_pretrained, which writes PEFT's own card
-        if self.args.push_to_hub and not _internal_call:
-            self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
-
-    def create_model_card(self, language: str | None = None, license: str | None = None,
-                          tags: str | list[str] | None = None, model_name: str | None = None,
-                          finetuned_from: str | None = None, tasks: str | list[str] | None = None,
-                          dataset_tags: str | list[str] | None = None, dataset: str | list[str] | None = None,
-                          dataset_args: str | list[str] | None = None, **card_kwargs) -> None:
-        """Write this package's model card (method and paper, hyperparameters, what was forgotten, before/after
-        evaluation; :func:`unlearn_trainer.hub.render_model_card`) to ``args.output_dir/README.md``, instead of
-        Trainer's generic card. ``tasks``, ``dataset_tags`` and ``dataset_args`` are accepted and unused."""
-        if not self.is_world_process_zero():
+        instead of the parent's pickled ``training_args.bin`` (checkpoints for resuming keep Trainer's files)."""
+        super().save_model(output_dir, _internal_call=_internal_call)
+        if _internal_call or not self.args.should_save:
             return
-        from ..hub import write_model_card
+        import os
 
-        write_model_card(self, self.args.output_dir, language=language, license=license, tags=tags,
-                         model_name=model_name, finetuned_from=finetuned_from, dataset=dataset, **card_kwargs)
-
-    def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True,
-                    token: str | None = None, revision: str | None = None, private: bool | None = None, **kwargs):
-        """Upload the adapter (or model), its processor and this package's model card to ``args.hub_model_id``,
-        in a private repo unless ``hub_private_repo=False``. Unlike Trainer, only those files are uploaded: the
-        evaluation outputs (generated answers to forget questions), checkpoints and pickles stay local.
-        ``kwargs`` go to :meth:`create_model_card`."""
-        from ..hub import push_trainer_to_hub
-
-        return push_trainer_to_hub(self, commit_message=commit_message, blocking=blocking, token=token,
-                                   revision=revision, private=private, **kwargs)
+        output_dir = output_dir or self.args.output_dir
+        pickled = os.path.join(output_dir, "training_args.bin")
+        if os.path.exists(pickled):
+            os.remove(pickled)
+        with open(os.path.join(output_dir, "training_args.json"), "w") as f:
+            f.write(self.args.to_json_string())
 
     # -- logging -------------------------------------------------------------------------------------------
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
