@@ -99,3 +99,15 @@ def test_callback_on_a_tiny_run(tmp_path):
 def test_format_table():
     table = format_table({"before": {"f": {"n": 2, "name_recall": 1.0}}, "after": {"f": {"n": 2, "name_recall": 0.25}}})
     assert table.splitlines()[2] == "| f | name_recall | 1.000 | 0.250 |"
+
+
+def test_row_metrics_hook_and_more_than_four_options(monkeypatch):
+    model, processor = tiny_model_and_processor("llava")
+    import unlearn_trainer.evaluation.evaluator as ev
+
+    rows = [dict(tiny_vqa_rows(1)[0], options=["a1", "b1", "c1", "d1", "e1"], answer_letter="e")]
+    monkeypatch.setattr(ev, "generate_answers", lambda *a, **k: ["e"])
+    monkeypatch.setattr(ev, "option_loglikelihoods", lambda *a, **k: [[0.0, -1.0, -2.0, -3.0, 1.0]])
+    metrics, _ = evaluate_rows(model, processor, rows, row_metrics=lambda r, p: {"official_acc": float(p == ["e"])})
+    assert metrics["mc_letter_acc"] == 1.0 and metrics["mc_loglik_acc"] == 1.0
+    assert metrics["official_acc"] == 1.0

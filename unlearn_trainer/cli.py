@@ -31,7 +31,9 @@ class ScriptArguments:
     processor_name_or_path: str | None = field(default=None, metadata={"help": "Defaults to the model's."})
     dataset: str = field(
         default="toyworld",
-        metadata={"help": "'toyworld', a local save_to_disk folder, a .json/.jsonl file, or a Hub dataset name."},
+        metadata={"help": "'toyworld', a registered benchmark (mllmu_bench[:path], clear[:path], mmubench:path with "
+                          "forget_split = comma-separated concepts), a local save_to_disk folder, a .json/.jsonl file, "
+                          "or a Hub dataset name."},
     )
     forget_split: str = field(
         default="forget10", metadata={"help": "ToyWorld: forget05 / forget10 / forget15; otherwise a split name."}
@@ -153,6 +155,11 @@ def load_data(script_args: ScriptArguments) -> DemoData:
     """Forget / retain rows and evaluation splits for the chosen dataset."""
     if script_args.dataset == "toyworld":
         return _toyworld_data(script_args)
+    from .data.benchmarks import BENCHMARKS, load_benchmark
+
+    if script_args.dataset.partition(":")[0] in BENCHMARKS:  # mllmu_bench, clear[:path], mmubench:path
+        return load_benchmark(script_args.dataset, script_args.forget_split, script_args.retain_split,
+                              script_args.max_eval_rows)
     import datasets
 
     path = script_args.dataset
@@ -196,7 +203,8 @@ def run_method(trainer_cls, config_cls, demo_defaults: dict | None = None, argv=
                                  target_modules=script_args.lora_target_modules)
     callback = UnlearningEvalCallback(processor, data.eval_splits, eval_steps=script_args.unlearning_eval_steps,
                                       output_dir=config.output_dir, is_well_formed=data.is_well_formed,
-                                      max_new_tokens=script_args.max_new_tokens)
+                                      max_new_tokens=script_args.max_new_tokens,
+                                      row_metrics=getattr(data, "score", None))
     extra = trainer_kwargs(script_args, data, model, processor) if trainer_kwargs else {}
     trainer = trainer_cls(model=model, args=config, forget_dataset=data.forget, retain_dataset=data.retain,
                           processing_class=processor, peft_config=peft_config, callbacks=[callback], **extra)

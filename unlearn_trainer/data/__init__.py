@@ -1,3 +1,11 @@
+from .benchmarks import (
+    BenchmarkData,
+    load_benchmark,
+    load_clear,
+    load_concept_folder,
+    load_mllmu_bench,
+    score_predictions,
+)
 from .collator import (
     META_KEYS,
     ForgetRetainCollator,
@@ -36,4 +44,10 @@ __all__ = [
     "PUBGDataset",
     "PUBGReferenceCache",
     "generate_reference_answers",
+    "BenchmarkData",
+    "load_benchmark",
+    "load_clear",
+    "load_concept_folder",
+    "load_mllmu_bench",
+    "score_predictions",
 ]

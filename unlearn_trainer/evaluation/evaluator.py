@@ -132,8 +132,10 @@ def evaluate_rows(
     seed: int = 0,
     progress: bool = False,
     desc: str = "evaluating",
+    row_metrics: Callable[[Sequence[dict], list[str]], dict[str, float]] | None = None,
 ) -> tuple[dict[str, float], list[str]]:
-    """Metrics of one split (see module docstring) and the generated answers."""
+    """Metrics of one split (see module docstring) and the generated answers. ``row_metrics(rows, answers)``
+    adds metrics of its own (e.g. a benchmark's official scoring rules)."""
     if len(rows) == 0:
         raise ValueError("Cannot evaluate an empty split.")
     preds = generate_answers(model, processor, rows, max_new_tokens, batch_size, seed, progress, desc)
@@ -155,13 +157,18 @@ def evaluate_rows(
         result["privacy_leak"] = M.privacy_leak([preds[i] for i in private], [_phrases(rows[i]["private"]) for i in private])
     mc = [i for i, r in enumerate(rows) if r.get("options")]
     if mc:
-        result["mc_letter_acc"] = M.mc_accuracy_by_letter([preds[i] for i in mc], [rows[i]["answer_letter"] for i in mc])
+        letters = LETTERS[: max(len(rows[i]["options"]) for i in mc)]
+        result["mc_letter_acc"] = M.mc_accuracy_by_letter(
+            [preds[i] for i in mc], [rows[i]["answer_letter"] for i in mc], letters=letters
+        )
         scores = option_loglikelihoods(model, processor, [rows[i] for i in mc], batch_size)
         gold = [LETTERS.index(rows[i]["answer_letter"].lower()) for i in mc]
         result["mc_loglik_acc"] = M.mc_accuracy_by_loglik(scores, gold)
     result["diversity_unique_words"] = float(M.diversity(preds)["unique_words"])
     if is_well_formed is not None:
         result["coherence"] = M.coherence(preds, is_well_formed)
+    if row_metrics is not None:
+        result.update(row_metrics(rows, preds))
     return result, preds
 
 
