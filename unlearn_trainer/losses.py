@@ -39,6 +39,7 @@ __all__ = [
     "fttp_objective",
     "fttp_loss",
     "knowledge_score",
+    "teacher_kl_loss",
 ]
 
 
@@ -316,3 +317,13 @@ def knowledge_score(token_logps: torch.Tensor, mask: torch.Tensor, eps: float = 
     ``log p`` is clamped to ``<= -eps`` so a token with p = 1 in floating point gives ``1/eps``, not infinity."""
     logps = token_logps.detach().float().clamp(max=-eps)
     return (-1.0 / logps).masked_fill(~mask.bool(), 0.0).sum(-1)
+
+
+# -- SGPVT (Self-Generated Proximal Visual Tokens) ----------------------------------------------------------------
+def teacher_kl_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """SGPVT's retention stream (Eq. 11): ``KL(p_teacher || p_student)`` per answer token (teacher and student fed
+    the same perturbed visual tokens), mean per sample, mean over samples. The teacher is constant (detached), so
+    the gradient w.r.t. a student token's logits is ``(p_student - p_teacher) / (B n_s)``."""
+    q, _, mask = shift(student_logits, labels)
+    p, _, _ = shift(teacher_logits.detach(), labels)
+    return masked_mean_per_sample(token_kl(p, q, mask), mask).mean()

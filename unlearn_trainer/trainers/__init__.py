@@ -4,6 +4,7 @@ from .ga import GAConfig, GATrainer
 from .npo import NPOConfig, NPOTrainer
 from .pubg import PUBGConfig, PUBGTrainer
 from .saliency import SaliencyConfig, SaliencyTrainer
+from .sgpvt import SGPVTConfig, SGPVTTrainer
 from .viker import ViKeRConfig, ViKeRTrainer
 
 __all__ = [
@@ -20,6 +21,8 @@ __all__ = [
     "PUBGTrainer",
     "SaliencyConfig",
     "SaliencyTrainer",
+    "SGPVTConfig",
+    "SGPVTTrainer",
     "ViKeRConfig",
     "ViKeRTrainer",
 ]
