@@ -13,7 +13,9 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python setup.cfg setup.py
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install torch==2.13.0
-	$(BIN)/python -m pip install -e ".[dev]"
+	$(BIN)/python -m pip install -e ".[dev,bnb]"
+	# DeepSpeed for the ZeRO-3 tests; built against the torch above (no isolation), no CUDA ops are compiled.
+	$(BIN)/python -m pip install --no-build-isolation deepspeed
 	touch $(STAMP)
 
 install: $(STAMP)

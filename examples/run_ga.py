@@ -4,7 +4,9 @@
     python examples/run_ga.py                        # offline ToyWorld demo (GA+GD)
     python examples/run_ga.py --model_name_or_path llava-hf/llava-1.5-7b-hf --dataset my_forget_data \
         --forget_split forget --retain_split retain --variant ga_gd --learning_rate 1e-5 --max_steps 100
-    accelerate launch examples/run_ga.py ...          # on GPUs; torchrun --nproc_per_node 2 on CPU
+    accelerate launch --config_file examples/accelerate_configs/multi_gpu.yaml examples/run_ga.py ...
+        # GPUs; also fsdp.yaml and deepspeed_zero3.yaml in that folder
+    torchrun --nproc_per_node 2 examples/run_ga.py --use_cpu ...   # several processes on CPU (gloo)
 
 Run with --help for every option.
 """

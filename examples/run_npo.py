@@ -3,7 +3,9 @@
     python examples/run_npo.py                       # offline ToyWorld demo (builds the full model once)
     python examples/run_npo.py --model_name_or_path llava-hf/llava-1.5-7b-hf --dataset my_forget_data \
         --forget_split forget --retain_split retain --beta 0.4 --learning_rate 1e-5 --max_steps 100
-    accelerate launch examples/run_npo.py ...         # on GPUs; torchrun --nproc_per_node 2 on CPU
+    accelerate launch --config_file examples/accelerate_configs/multi_gpu.yaml examples/run_npo.py ...
+        # GPUs; also fsdp.yaml and deepspeed_zero3.yaml in that folder
+    torchrun --nproc_per_node 2 examples/run_npo.py --use_cpu ...   # several processes on CPU (gloo)
 
 Run with --help for every option.
 """

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .testing import LANGUAGE_MODEL_LORA_TARGETS
 
-__all__ = ["ScriptArguments", "parse_args", "load_model_and_processor", "load_data", "run_method", "DemoData"]
+__all__ = ["ScriptArguments", "parse_args", "load_model_and_processor", "load_data", "run_method", "DemoData",
+           "data_split"]
 
 
 @dataclass
@@ -67,12 +69,16 @@ class DemoData:
     extras: dict = field(default_factory=dict)
 
 
-def parse_args(config_cls, demo_defaults: dict | None = None, argv=None):
-    """Parse ``(ScriptArguments, config_cls)``; demo defaults apply when no model is given."""
+def parse_args(config_cls, demo_defaults: dict | None = None, argv=None, script_args_cls=None):
+    """Parse ``(script_args_cls, config_cls)``; demo defaults apply when no model is given. ``script_args_cls``
+    (default :class:`ScriptArguments`) may be a subclass that adds a method's own inputs (e.g. a split name)."""
     from transformers import HfArgumentParser
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser((ScriptArguments, config_cls))
+    parser = HfArgumentParser((script_args_cls or ScriptArguments, config_cls))
+    for action in parser._actions:  # help texts are plain text ("10%"), not argparse format strings
+        if action.help:
+            action.help = re.sub(r"%(?!\()", "%%", action.help)
     script_args = parser.parse_args_into_dataclasses(args=argv + _needs_output_dir(argv), return_remaining_strings=True)[0]
     defaults = {"output_dir": f"outputs/{config_cls.__name__.replace('Config', '').lower()}-{_dataset_tag(script_args)}",
                 "report_to": "none", "logging_steps": 10, "save_strategy": "no"}
@@ -93,7 +99,12 @@ def _dataset_tag(script_args) -> str:
 
 def load_model_and_processor(script_args: ScriptArguments):
     """``(model, processor, is_demo)``: the ToyWorld full model, or ``from_pretrained`` of a real model."""
+    if script_args.load_in_4bit and script_args.load_in_8bit:
+        raise ValueError("Pass one of --load_in_4bit and --load_in_8bit, not both.")
     if script_args.model_name_or_path is None:
+        if script_args.load_in_4bit or script_args.load_in_8bit:
+            raise ValueError("--load_in_4bit / --load_in_8bit quantize a model given by --model_name_or_path; the "
+                             "ToyWorld demo model is not quantized.")
         from .toyworld.full_model import load_full_model
 
         model, processor = load_full_model()
@@ -107,11 +118,20 @@ def load_model_and_processor(script_args: ScriptArguments):
     else:
         kwargs["dtype"] = "auto"
     if script_args.load_in_4bit or script_args.load_in_8bit:
+        import importlib.util
+
         from transformers import BitsAndBytesConfig
 
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise ImportError("--load_in_4bit / --load_in_8bit need bitsandbytes: pip install 'unlearn-trainer[bnb]'")
+        # QLoRA's recipe (Dettmers et al. 2023): NF4 with double quantization, computing in the model's dtype.
         kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=script_args.load_in_4bit, load_in_8bit=script_args.load_in_8bit
+            load_in_4bit=script_args.load_in_4bit, load_in_8bit=script_args.load_in_8bit,
+            bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=kwargs["dtype"] if kwargs["dtype"] != "auto" else None,
         )
+        if torch.cuda.is_available():  # each process loads its quantized copy onto its own GPU (as TRL does)
+            kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
     model = AutoModelForImageTextToText.from_pretrained(script_args.model_name_or_path, **kwargs)
     processor = AutoProcessor.from_pretrained(
         script_args.processor_name_or_path or script_args.model_name_or_path,
@@ -183,15 +203,38 @@ def load_data(script_args: ScriptArguments) -> DemoData:
     evals = {"forget": [forget[i] for i in range(min(n, len(forget)))]}
     if retain is not None:
         evals["retain"] = [retain[i] for i in range(min(n, len(retain)))]
-    return DemoData(forget=forget, retain=retain, eval_splits=evals)
+    return DemoData(forget=forget, retain=retain, eval_splits=evals, extras={"dataset": ds})
+
+
+def data_split(script_args: ScriptArguments, data: DemoData, name: str):
+    """Rows of another split of the run's dataset (a method input such as ViKeR's reference images): a ToyWorld
+    split (``forget_train``, ``distant``, ``text_forget``...), a split of the local / Hub dataset (columns renamed
+    as for the forget set), or a benchmark's evaluation split."""
+    if "splits" in data.extras:  # ToyWorld
+        splits = data.extras["splits"]
+    elif "dataset" in data.extras:
+        ds = data.extras["dataset"]
+        if name not in ds:
+            raise ValueError(f"Split {name!r} not in {script_args.dataset!r} (has {sorted(ds)}).")
+        split = ds[name]  # rename the columns it has (a reference-image split may hold images only)
+        mapping = {script_args.image_column: "image", script_args.question_column: "question",
+                   script_args.answer_column: "answer"}
+        mapping = {k: v for k, v in mapping.items() if k != v and k in split.column_names}
+        return split.rename_columns(mapping) if mapping else split
+    else:  # a registered benchmark: its evaluation splits
+        splits = data.eval_splits
+    if name not in splits:
+        raise ValueError(f"Split {name!r} not in {script_args.dataset!r} (has {sorted(splits)}).")
+    return splits[name]
 
 
 def run_method(trainer_cls, config_cls, demo_defaults: dict | None = None, argv=None,
-               trainer_kwargs: Callable[[ScriptArguments, DemoData, object, object], dict] | None = None):
+               trainer_kwargs: Callable[[ScriptArguments, DemoData, object, object], dict] | None = None,
+               script_args_cls=None):
     """Parse arguments, unlearn, evaluate before/after, save the adapter and the results. Returns the trainer."""
     from .evaluation import UnlearningEvalCallback
 
-    script_args, config = parse_args(config_cls, demo_defaults, argv)
+    script_args, config = parse_args(config_cls, demo_defaults, argv, script_args_cls)
     model, processor, is_demo = load_model_and_processor(script_args)
     data = load_data(script_args)
     peft_config = None
@@ -206,8 +249,15 @@ def run_method(trainer_cls, config_cls, demo_defaults: dict | None = None, argv=
                                       max_new_tokens=script_args.max_new_tokens,
                                       row_metrics=getattr(data, "score", None))
     extra = trainer_kwargs(script_args, data, model, processor) if trainer_kwargs else {}
+    if peft_config is None and "ref_model" not in extra and (trainer_cls.needs_reference or config.retain_loss == "kl"):
+        from transformers.integrations import is_deepspeed_zero3_enabled
+
+        if is_deepspeed_zero3_enabled():  # ZeRO-3 partitions the model as it loads: the reference is a second load
+            extra["ref_model"] = load_model_and_processor(script_args)[0]
     trainer = trainer_cls(model=model, args=config, forget_dataset=data.forget, retain_dataset=data.retain,
                           processing_class=processor, peft_config=peft_config, callbacks=[callback], **extra)
+    # model card (unlearn_trainer.hub): save_model writes README.md and, with --push_to_hub, uploads it privately
+    trainer.model_card_kwargs = {"dataset": script_args.dataset, "forget_split": script_args.forget_split}
     trainer.train()
     trainer.save_model(config.output_dir)
     if trainer.is_world_process_zero():
@@ -218,6 +268,6 @@ def run_method(trainer_cls, config_cls, demo_defaults: dict | None = None, argv=
             json.dump(summary, f, indent=1)
         print(f"\n{trainer.method_name} on {script_args.dataset} ({script_args.forget_split}):")
         print(callback.table())
-        print(f"\nadapter, results and plot written to {config.output_dir}/")
+        print(f"\nadapter, model card (README.md), results and plot written to {config.output_dir}/")
     trainer.unlearning_eval = callback
     return trainer

@@ -14,13 +14,27 @@ from .evaluator import evaluate_splits, format_table
 __all__ = ["UnlearningEvalCallback", "plot_tradeoff"]
 
 
+def _is_sharded(model) -> bool:
+    """FSDP / DeepSpeed ZeRO-3: every forward gathers parameters collectively, so every process must evaluate."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if is_deepspeed_zero3_enabled():
+        return True
+    try:
+        from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
+    except ImportError:  # older torch without FSDP2
+        return False
+    return any(isinstance(m, (FSDPModule, FullyShardedDataParallel)) for m in model.modules())
+
+
 class UnlearningEvalCallback(TrainerCallback):
     """Evaluate ``splits`` (``{name: rows}``) with :func:`evaluate_splits`.
 
     Results are kept in ``self.history`` (list of ``{"step", "label", "metrics"}``), logged as
     ``eval_<split>_<metric>``, and on train end written to ``output_dir``: ``unlearning_eval.json``,
     ``unlearning_eval.md`` (before/after table) and ``unlearning_eval.png`` (if matplotlib is installed).
-    Only the main process evaluates and writes.
+    Only the main process records and writes; with a sharded model (FSDP, ZeRO-3) the other processes run the
+    same generation and discard it, so the collective parameter gathers stay in step.
     """
 
     def __init__(
@@ -53,20 +67,23 @@ class UnlearningEvalCallback(TrainerCallback):
             state.log_history.append({**flat, "step": step, "unlearning_eval": label})
         return metrics
 
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
+    def _evaluate_everywhere(self, model, label: str, state) -> None:
         if state.is_world_process_zero:
-            self.evaluate(model, "before", state.global_step, state)
+            self.evaluate(model, label, state.global_step, state)
+        elif _is_sharded(model):
+            evaluate_splits(model, self.processor, self.splits, self.is_well_formed, **self.eval_kwargs)
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self._evaluate_everywhere(model, "before", state)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        if self.eval_steps and state.global_step % self.eval_steps == 0 and state.is_world_process_zero:
-            if state.global_step < state.max_steps:
-                self.evaluate(model, f"step {state.global_step}", state.global_step, state)
+        if self.eval_steps and state.global_step % self.eval_steps == 0 and state.global_step < state.max_steps:
+            self._evaluate_everywhere(model, f"step {state.global_step}", state)
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
-        if not state.is_world_process_zero:
-            return
-        self.evaluate(model, "after", state.global_step, state)
-        self.write(self.output_dir or args.output_dir)
+        self._evaluate_everywhere(model, "after", state)
+        if state.is_world_process_zero:
+            self.write(self.output_dir or args.output_dir)
 
     def table(self) -> str:
         return format_table({h["label"]: h["metrics"] for h in self.history if h["label"] in ("before", "after")})

@@ -56,6 +56,10 @@ class UnlearnConfig(TrainingArguments):
         metadata={"help": "Path to a saliency mask (safetensors from unlearn_trainer.saliency): the forget-loss "
                           "gradient reaches only the parameter entries it selects; the retain gradient is not masked."},
     )
+    # Hub (unlearn_trainer.hub): an unlearned model derives from private data, so its repo is private unless asked.
+    hub_private_repo: bool | None = field(
+        default=True, metadata={"help": "Create the Hub repo private (default True; False: public)."}
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -63,6 +67,12 @@ class UnlearnConfig(TrainingArguments):
             raise ValueError(f"retain_loss must be 'nll', 'kl' or 'none', got {self.retain_loss!r}.")
         if self.retain_weight < 0:
             raise ValueError(f"retain_weight must be >= 0, got {self.retain_weight}.")
+
+
+def _zero3_enabled() -> bool:
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    return is_deepspeed_zero3_enabled()
 
 
 def is_peft_model(model) -> bool:
@@ -84,6 +94,8 @@ class UnlearnTrainer(Trainer):
     # Losses here are means over samples, not normalised by num_items_in_batch: Trainer divides by the
     # number of accumulation steps exactly once.
     loss_is_scaled_for_ga = False
+    #: Defaults for the model card (unlearn_trainer.hub.render_model_card), e.g. {"dataset": ..., "forget_split": ...}.
+    model_card_kwargs: dict | None = None
 
     def __init__(
         self,
@@ -111,7 +123,19 @@ class UnlearnTrainer(Trainer):
             raise ValueError("The forget set is empty: pass forget_dataset= with at least one row to unlearn.")
         if peft_config is not None:
             from peft import get_peft_model
+            from transformers import set_seed
 
+            # The adapter's random initialisation follows args.seed (Trainer seeds only later, in its __init__), so
+            # runs with the same seed start from the same adapter whatever the process count or RNG use before.
+            set_seed(args.seed)
+            if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
+                # QLoRA, as TRL does: freeze the quantized base, upcast its other weights to fp32, and make the
+                # inputs require grad so that gradient checkpointing (if asked) still reaches the adapter.
+                from peft import prepare_model_for_kbit_training
+
+                model = prepare_model_for_kbit_training(
+                    model, use_gradient_checkpointing=args.gradient_checkpointing,
+                    gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs)
             model = get_peft_model(model, peft_config)
         if args.retain_loss is None:
             args.retain_loss = "nll" if retain_dataset is not None else "none"
@@ -131,6 +155,14 @@ class UnlearnTrainer(Trainer):
 
         self._ref_model = None
         if self.uses_reference(args) and not is_peft_model(model):
+            if ref_model is None and _zero3_enabled():
+                # ZeRO-3 partitions parameters as the model loads: a deepcopy holds empty shards (as TRL, refuse).
+                raise ValueError(
+                    f"{type(self).__name__} needs a frozen reference model, and under DeepSpeed ZeRO-3 the model cannot "
+                    f"be copied: pass ref_model= (a second from_pretrained of the same checkpoint, loaded after the "
+                    f"training arguments), or train a LoRA adapter (peft_config=: the reference is then the model with "
+                    f"its adapter disabled)."
+                )
             self._ref_model = ref_model if ref_model is not None else copy.deepcopy(model)
             self._ref_model.requires_grad_(False).eval()
         elif ref_model is not None and is_peft_model(model):
@@ -147,13 +179,25 @@ class UnlearnTrainer(Trainer):
             processing_class=processing_class,
             **kwargs,
         )
+        self._check_launch()
         if self._ref_model is not None:
             if self.is_deepspeed_enabled:
                 from trl.models.utils import prepare_deepspeed
 
                 self._ref_model = prepare_deepspeed(self._ref_model, self.accelerator)
+            elif self.is_fsdp_enabled:
+                # As TRL's DPO/GRPO trainers: shard the frozen copy too (prepare_model would neither shard it nor move
+                # it to the device under FSDP).
+                from trl.models.utils import prepare_fsdp
+
+                self._ref_model = prepare_fsdp(self._ref_model, self.accelerator)
             else:
                 self._ref_model = self.accelerator.prepare_model(self._ref_model, evaluation_mode=True)
+        # Hub tags on the model itself, so that PEFT's card update in save_pretrained keeps them (unlearn_trainer.hub).
+        if hasattr(self.model, "add_model_tags"):
+            from ..hub import card_tags
+
+            self.model.add_model_tags(card_tags(self.method_name, adapter=is_peft_model(self.model)))
 
     # -- configuration -------------------------------------------------------------------------------------
     @classmethod
@@ -162,7 +206,23 @@ class UnlearnTrainer(Trainer):
         known = {f.name for f in dataclasses.fields(cls.config_class)}
         # rows carry images and metadata that Trainer's column removal would drop
         values["remove_unused_columns"] = False
+        if values.get("hub_private_repo") is None:  # unset in TrainingArguments: keep our private default
+            values.pop("hub_private_repo", None)
         return cls.config_class(**{k: v for k, v in values.items() if k in known})
+
+    def _check_launch(self) -> None:
+        """Fail when launched with several processes (torchrun / accelerate launch) that Trainer runs as independent
+        single-process jobs: without GPUs, accelerate selects multi-CPU (gloo) training only with ``use_cpu=True``;
+        otherwise every rank would unlearn alone on the whole forget set and write the same files."""
+        import os
+
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        if world_size > 1 and self.accelerator.num_processes == 1:
+            raise RuntimeError(
+                f"Launched with WORLD_SIZE={world_size} but Trainer runs a single process (no GPU found, so no "
+                f"distributed backend was chosen). On CPU pass use_cpu=True (--use_cpu) to train with {world_size} "
+                f"processes over gloo; on GPUs check that CUDA is visible."
+            )
 
     def uses_reference(self, args: UnlearnConfig | None = None) -> bool:
         """Whether this run needs the frozen reference model (the method's objective or a KL retain term)."""
@@ -200,7 +260,12 @@ class UnlearnTrainer(Trainer):
         cache = self._ref_cache[name]
         if self.args.cache_reference and index is not None:
             keys = [int(i) for i in index.tolist()]
-            if all(k in cache for k in keys):
+            hit = all(k in cache for k in keys)
+            if self.accelerator.num_processes > 1:
+                # Several processes: a reference forward is collective (DDP buffer broadcast, FSDP / ZeRO-3 parameter
+                # gathers), so a rank whose rows are cached computes anyway when another rank's are not (else: hang).
+                hit = bool(self.accelerator.gather(torch.tensor([float(hit)], device=self.accelerator.device)).min())
+            if hit:
                 return [cache[k] for k in keys]
         with torch.no_grad(), self.reference(model) as ref:
             values = compute(ref, batch)
@@ -279,18 +344,52 @@ class UnlearnTrainer(Trainer):
     # -- saving --------------------------------------------------------------------------------------------
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Save the model (the adapter only, for PEFT) as safetensors, with the training arguments as JSON
-        instead of the parent's pickled ``training_args.bin`` (checkpoints for resuming keep Trainer's files)."""
-        super().save_model(output_dir, _internal_call=_internal_call)
-        if _internal_call or not self.args.should_save:
-            return
-        import os
+        instead of the parent's pickled ``training_args.bin`` and the model card as README.md
+        (:mod:`unlearn_trainer.hub`); checkpoints for resuming keep Trainer's files."""
+        # The parent would push (args.push_to_hub) before our card exists: save without pushing, push below.
+        super().save_model(output_dir, _internal_call=True)
+        # push_to_hub saves with output_dir=None; Trainer's checkpoints pass their own folder.
+        final = not _internal_call or output_dir is None
+        if final and self.args.should_save:
+            import os
 
-        output_dir = output_dir or self.args.output_dir
-        pickled = os.path.join(output_dir, "training_args.bin")
-        if os.path.exists(pickled):
-            os.remove(pickled)
-        with open(os.path.join(output_dir, "training_args.json"), "w") as f:
-            f.write(self.args.to_json_string())
+            from ..hub import write_model_card
+
+            output_dir = output_dir or self.args.output_dir
+            pickled = os.path.join(output_dir, "training_args.bin")
+            if os.path.exists(pickled):
+                os.remove(pickled)
+            with open(os.path.join(output_dir, "training_args.json"), "w") as f:
+                f.write(self.args.to_json_string())
+            write_model_card(self, output_dir)  # after save_pretrained, which writes PEFT's own card
+        if self.args.push_to_hub and not _internal_call:
+            self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
+
+    def create_model_card(self, language: str | None = None, license: str | None = None,
+                          tags: str | list[str] | None = None, model_name: str | None = None,
+                          finetuned_from: str | None = None, tasks: str | list[str] | None = None,
+                          dataset_tags: str | list[str] | None = None, dataset: str | list[str] | None = None,
+                          dataset_args: str | list[str] | None = None, **card_kwargs) -> None:
+        """Write this package's model card (method and paper, hyperparameters, what was forgotten, before/after
+        evaluation; :func:`unlearn_trainer.hub.render_model_card`) to ``args.output_dir/README.md``, instead of
+        Trainer's generic card. ``tasks``, ``dataset_tags`` and ``dataset_args`` are accepted and unused."""
+        if not self.is_world_process_zero():
+            return
+        from ..hub import write_model_card
+
+        write_model_card(self, self.args.output_dir, language=language, license=license, tags=tags,
+                         model_name=model_name, finetuned_from=finetuned_from, dataset=dataset, **card_kwargs)
+
+    def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True,
+                    token: str | None = None, revision: str | None = None, private: bool | None = None, **kwargs):
+        """Upload the adapter (or model), its processor and this package's model card to ``args.hub_model_id``,
+        in a private repo unless ``hub_private_repo=False``. Unlike Trainer, only those files are uploaded: the
+        evaluation outputs (generated answers to forget questions), checkpoints and pickles stay local.
+        ``kwargs`` go to :meth:`create_model_card`."""
+        from ..hub import push_trainer_to_hub
+
+        return push_trainer_to_hub(self, commit_message=commit_message, blocking=blocking, token=token,
+                                   revision=revision, private=private, **kwargs)
 
     # -- logging -------------------------------------------------------------------------------------------
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:

@@ -1,0 +1,565 @@
+"""Model cards and Hub publishing for unlearned models.
+
+:meth:`UnlearnTrainer.save_model` writes the card (``README.md``, rendered from ``templates/model_card.md``) next
+to the adapter or model; :meth:`UnlearnTrainer.push_to_hub` uploads the adapter (or model), its processor and the
+card, and nothing else from the output folder: the evaluation outputs hold the model's generated answers to forget
+questions, so they, checkpoints, logs, results and pickles stay local. The card states the method (with its paper),
+every hyperparameter, what was forgotten (counts and ids, never a question, answer or attribute), the before/after
+evaluation, and the limits of unlearning. Repos are created private by default (``UnlearnConfig.hub_private_repo``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from string import Template
+from typing import Any
+
+__all__ = [
+    "Citation",
+    "METHOD_CITATIONS",
+    "DEMO_BASE_MODEL",
+    "card_tags",
+    "base_model_info",
+    "hyperparameters",
+    "forgotten_summary",
+    "render_model_card",
+    "write_model_card",
+    "upload_allow_patterns",
+    "push_trainer_to_hub",
+]
+
+DEMO_BASE_MODEL = "ToyWorld tiny LLaVA (offline demo)"
+#: Trainer.push_to_hub's own ignore patterns (private files and checkpoint folders), kept for ours.
+_IGNORE_PATTERNS = ["_*", "checkpoint-*"]
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?")
+
+
+@dataclass(frozen=True)
+class Citation:
+    """The paper a method implements, the method's display name and a one-line statement of its objective."""
+
+    name: str
+    title: str
+    authors: str
+    venue: str
+    url: str | None = None
+    summary: str = ""
+
+    def __str__(self) -> str:
+        text = f'{self.authors}. "{self.title}". {self.venue}.'
+        return f"{text} {self.url}" if self.url else text
+
+
+# Titles, authors and venues as printed in /work/shared/papers/*.md (the papers themselves, or their reference lists
+# for GA, NPO, FTTP and MMUnlearner); arXiv ids or URLs only where those texts give one.
+METHOD_CITATIONS: dict[str, Citation] = {
+    "ga": Citation(
+        "GA (gradient ascent)",
+        "Knowledge Unlearning for Mitigating Privacy Risks in Language Models",
+        "Joel Jang, Dongkeun Yoon, Sohee Yang, Sungmin Cha, Moontae Lee, Lajanugen Logeswaran, Minjoon Seo",
+        "ACL 2023 (the usual reference for the gradient-ascent baseline)",
+        "https://arxiv.org/abs/2210.01504",
+        "the standard unlearning baseline: maximise the negative log-likelihood of the forget "
+        "answers; optionally with a retain term (GradDiff: NLL on the retain set; KL_Min: KL to the original model).",
+    ),
+    "npo": Citation(
+        "NPO",
+        "Negative Preference Optimization: From Catastrophic Collapse to Effective Unlearning",
+        "Ruiqi Zhang, Licong Lin, Yu Bai, Song Mei",
+        "2024, arXiv:2404.05868",
+        "https://arxiv.org/abs/2404.05868",
+        "gradient ascent on each forget answer's sequence log-probability relative to the original model, "
+        "reweighted so that answers already forgotten stop driving the update (a loss bounded below, unlike GA).",
+    ),
+    "fttp": Citation(
+        "FTTP (Forget the Token and Pixel)",
+        "Forget the Token and Pixel: Rethinking Gradient Ascent for Concept Unlearning in Multimodal Generative Models",
+        "Jiaqi Li, Chuanyi Zhang, Miaozeng Du, Hui Zhang, Yongrui Chen, Qianshan Wei, Junfeng Fang, Ruipeng Wang, "
+        "Sheng Bi, Guilin Qi",
+        "Findings of ACL 2025, pages 12179-12200",
+        None,
+        "gradient ascent on the answer tokens that spell the forgotten concept and "
+        "gradient descent on the other answer tokens, so the model stays fluent without a retain set.",
+    ),
+    "viker": Citation(
+        "ViKeR (Visual-Guided Key-Token Regularization)",
+        "Visual-Guided Key-Token Regularization for Multimodal Large Language Model Unlearning",
+        "Chengyi Cai, Zesheng Ye, Peike Li, Bo Han, Jianzhong Qi, Feng Liu",
+        "venue and year not stated in the paper text",
+        None,
+        "gradient ascent regularised toward the original model's "
+        "token distributions given irrelevant reference images, which focuses unlearning on the key tokens.",
+    ),
+    "saliency": Citation(
+        "MMUnlearner (saliency-masked unlearning)",
+        "MMUnlearner: Reformulating Multimodal Machine Unlearning in the Era of Multimodal Large Language Models",
+        "Jiahao Huo, Yibo Yan, Xu Zheng, Yuanhuiyi Lyu, Xin Zou, Zhihua Wei, Xuming Hu",
+        "Findings of ACL 2025, pages 7190-7206",
+        None,
+        "gradient ascent gated by a weight-saliency mask (Fisher saliency of the forget set over a "
+        "preserved set), plus a retain loss that updates every trainable parameter.",
+    ),
+    "pubg": Citation(
+        "PUBG (Post-Unlearning Behavior Guidance)",
+        "Rethinking Post-Unlearning Behavior of Large Vision-Language Models",
+        "Anonymous",
+        "anonymous ACL submission, year not stated in the paper text",
+        None,
+        "gradient ascent on the private answers plus fine-tuning toward "
+        "privacy-preserving, visually grounded descriptions generated by the original model with an in-context prompt.",
+    ),
+    "sgpvt": Citation(
+        "SGPVT (Self-Generated Proximal Visual Tokens)",
+        "SGPVT: Self-Generated Proximal Visual Tokens for Mitigating Proximal Collateral Damage in MLLM Unlearning",
+        "Jiaqi Li, Zhijing Zhang, Jiahui Geng, Sheng Bi, Chuanyi Zhang, Fan Liu, Guilin Qi",
+        "venue and year not stated in the paper text",
+        "https://github.com/aoluming/sgpvt",
+        "gradient ascent on the forget samples plus distillation from "
+        "the original model on perturbed visual tokens near the target, protecting related concepts.",
+    ),
+}
+
+
+# -- what the card is made of --------------------------------------------------------------------------------------
+def _unwrap(trainer):
+    return trainer.accelerator.unwrap_model(trainer.model)
+
+
+def _is_peft(model) -> bool:
+    from .trainers.base import is_peft_model
+
+    return is_peft_model(model)
+
+
+def _active_peft_config(model):
+    adapter = getattr(model, "active_adapter", "default")
+    adapter = adapter[0] if isinstance(adapter, (list, tuple)) else adapter
+    return model.peft_config.get(adapter) or next(iter(model.peft_config.values()))
+
+
+def card_tags(method_name: str, adapter: bool, lora: bool = False, extra: Sequence[str] = ()) -> list[str]:
+    """Hub tags: ``unlearning``, the method, ``vision-language``, ``peft`` (and ``lora``) for an adapter, then
+    ``extra``; first occurrence wins."""
+    tags = ["unlearning", method_name, "vision-language"] + (["peft"] if adapter else []) + (["lora"] if lora else [])
+    return list(dict.fromkeys([*tags, *extra]))
+
+
+def _trainer_tags(trainer, extra: Sequence[str] = ()) -> list[str]:
+    model = _unwrap(trainer)
+    adapter = _is_peft(model)
+    lora = adapter and "LORA" in str(getattr(_active_peft_config(model), "peft_type", ""))
+    # a model reused across trainers carries every method's tag: keep only this trainer's method
+    other_methods = set(METHOD_CITATIONS) - {trainer.method_name}
+    model_tags = [t for t in getattr(model, "model_tags", None) or [] if t not in other_methods]
+    return card_tags(trainer.method_name, adapter, lora, [*extra, *model_tags])
+
+
+def _is_hub_id(name: str) -> bool:
+    return bool(_HUB_ID.fullmatch(name)) and ".." not in name and not os.path.exists(name)
+
+
+def base_model_info(model) -> tuple[str, str | None, bool]:
+    """``(display name, Hub id or None, is the ToyWorld demo)`` of the model an adapter/unlearning started from.
+
+    Local paths are reduced to their last component (a card must not reveal a home directory)."""
+    from .toyworld.full_model import COMPLETE
+
+    base = model.get_base_model() if _is_peft(model) else model
+    name = str(getattr(base, "name_or_path", "") or getattr(getattr(base, "config", None), "_name_or_path", "") or "")
+    if name and os.path.isfile(os.path.join(name, COMPLETE)):
+        return DEMO_BASE_MODEL, None, True
+    if name and _is_hub_id(name):
+        return name, name, False
+    if name:
+        return f"local model `{Path(name).name}`", None, False
+    return "a model built in memory (no `name_or_path`)", None, False
+
+
+def _public(value: Any) -> Any:
+    """A value as it may appear on a public card: local paths are cut to their last component."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if isinstance(value, str) and value and (
+        os.path.isabs(value) or value.startswith("~") or (os.sep in value and os.path.exists(value))
+    ):
+        return f".../{Path(value).name}"
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = sorted(value, key=str) if isinstance(value, (set, frozenset)) else value
+        return [_public(v) for v in items]
+    if isinstance(value, dict):
+        return {k: _public(v) for k, v in value.items()}
+    return getattr(value, "value", value)  # enums (lr_scheduler_type, optim, peft_type) by value
+
+
+def hyperparameters(trainer) -> dict[str, dict[str, Any]]:
+    """Every setting that defines the run: ``{"method": ..., "training": ..., "adapter": ...}``.
+
+    ``method`` holds every field the trainer's config adds to ``TrainingArguments`` (the shared unlearning fields and
+    the method's own); ``training`` the optimisation settings and the steps actually trained; ``adapter`` the PEFT
+    config and the trainable-parameter count (empty for a full model)."""
+    from transformers import TrainingArguments
+
+    args = trainer.args
+    base_fields = {f.name for f in dataclasses.fields(TrainingArguments)}
+    method = {f.name: _public(getattr(args, f.name)) for f in dataclasses.fields(args) if f.name not in base_fields}
+    per_device, accum, world = args.per_device_train_batch_size, args.gradient_accumulation_steps, args.world_size
+    training: dict[str, Any] = {
+        "learning_rate": args.learning_rate,
+        "lr_scheduler_type": _public(args.lr_scheduler_type),
+        "warmup_steps": args.warmup_steps,
+        "weight_decay": args.weight_decay,
+        "optim": _public(args.optim),
+        "max_grad_norm": args.max_grad_norm,
+    }
+    if args.max_steps > 0:
+        training["max_steps"] = args.max_steps
+    else:
+        training["num_train_epochs"] = args.num_train_epochs
+    training.update({
+        "steps_trained": trainer.state.global_step,
+        "per_device_train_batch_size": per_device,
+        "gradient_accumulation_steps": accum,
+        "num_processes": world,
+        "total_train_batch_size": per_device * accum * world,
+        "seed": args.seed,
+        "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
+        "gradient_checkpointing": args.gradient_checkpointing,
+    })
+    adapter: dict[str, Any] = {}
+    model = _unwrap(trainer)
+    if _is_peft(model):
+        config = _active_peft_config(model).to_dict()
+        keys = ("peft_type", "r", "lora_alpha", "lora_dropout", "target_modules", "exclude_modules", "bias",
+                "modules_to_save", "use_rslora", "use_dora", "init_lora_weights", "layers_to_transform",
+                "rank_pattern", "alpha_pattern", "task_type")
+        adapter = {k: _public(config[k]) for k in keys if k in config and config[k] not in (None, [], {}, "")}
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    share = f"{trainable:,} of {total:,} ({100 * trainable / max(total, 1):.3g}%)"
+    (adapter if adapter else training)["trainable_parameters"] = share
+    return {"method": method, "training": training, "adapter": adapter}
+
+
+def _column(rows, key: str) -> list | None:
+    """One field of every row, or None if no row has it; a ``datasets.Dataset`` is read by column (no image
+    decoding)."""
+    if rows is None:
+        return None
+    names = getattr(rows, "column_names", None)
+    if names is not None:
+        return list(rows[key]) if key in names else None
+    values = [row.get(key) if isinstance(row, dict) else None for row in (rows[i] for i in range(len(rows)))]
+    return values if any(v not in (None, "", []) for v in values) else None
+
+
+def _unique(values) -> list:
+    return list(dict.fromkeys(v for v in values if v not in (None, "")))
+
+
+def forgotten_summary(trainer, include_concept_names: bool = False) -> dict[str, Any]:
+    """What the trainer was asked to forget, as counts and identifiers only.
+
+    Row ids (``id``), identity ids (``identity_id``) and the number of distinct concepts (the config's
+    ``concept_key``, default ``concepts``) of the forget set; concept names only with ``include_concept_names``
+    (for identity unlearning a concept is the person's name). Questions, answers and attributes are never read."""
+    rows = trainer.forget_dataset
+    concept_key = getattr(trainer.args, "concept_key", "concepts")
+    concepts = _column(rows, concept_key)
+    groups = None
+    if concepts is not None:
+        groups = _unique(tuple(c) if isinstance(c, (list, tuple)) else (c,) for c in concepts if c)
+    retain = trainer.retain_dataset
+    return {
+        "rows": len(rows),
+        "row_ids": _unique(str(v) for v in (_column(rows, "id") or [])),
+        "identity_ids": _unique(str(v) for v in (_column(rows, "identity_id") or [])),
+        "concepts": None if groups is None else len(groups),
+        "concept_names": [g[0] for g in groups] if (groups and include_concept_names) else None,
+        "retain_rows": 0 if retain is None else len(retain),
+        "retain_loss": trainer.args.retain_loss,
+        "retain_weight": trainer.args.retain_weight,
+    }
+
+
+def _eval_callback(trainer):
+    from .evaluation.callback import UnlearningEvalCallback
+
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, UnlearningEvalCallback) and callback.history:
+            return callback
+    return None
+
+
+# -- rendering --------------------------------------------------------------------------------------------------
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        text = f"{value:g}"
+    elif isinstance(value, (list, tuple)):
+        text = ", ".join(_cell(v) for v in value) if value else "[]"
+    elif isinstance(value, dict):
+        text = ", ".join(f"{k}: {_cell(v)}" for k, v in value.items()) if value else "{}"
+    elif isinstance(value, str) and "`" not in value:
+        text = f"`{value}`"
+    else:
+        text = str(value)
+    return text.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+def _table(values: dict[str, Any]) -> str:
+    return "\n".join(["| name | value |", "|---|---|", *(f"| `{k}` | {_cell(v)} |" for k, v in values.items())])
+
+
+def _ids(values: list, limit: int) -> str:
+    shown = ", ".join(f"`{v}`" for v in values[:limit])
+    return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")
+
+
+def _dataset_text(dataset: str | None, forget_split: str | None) -> tuple[str | None, str | None]:
+    """(card line, Hub dataset id for the metadata) for a dataset given as a name, Hub id or local path."""
+    if not dataset:
+        return None, None
+    name, hub_id = f"`{dataset}`", None  # a registered loader name, e.g. mllmu_bench
+    if dataset == "toyworld":
+        name = "ToyWorld (the package's offline demo world)"
+    elif ":" in dataset:  # loader:local_path
+        name = f"`{dataset.partition(':')[0]}` (local copy)"
+    elif "/" in dataset and _is_hub_id(dataset):
+        hub_id = dataset
+    elif os.sep in dataset or os.path.exists(dataset):
+        name = f"local data `{Path(dataset).name}`"
+    split = f", forget split `{forget_split}`" if forget_split else ""
+    return f"- Data: {name}{split}", hub_id
+
+
+def _forgotten_text(summary: dict, dataset_line: str | None, max_listed_ids: int) -> str:
+    lines = [f"- Forget set: **{summary['rows']} rows**"
+             + (f"; row ids: {_ids(summary['row_ids'], max_listed_ids)}" if summary["row_ids"]
+                else " (the rows carry no `id` field)")]
+    if summary["identity_ids"]:
+        lines.append(f"- Identities: **{len(summary['identity_ids'])}**; identity ids: "
+                     f"{_ids(summary['identity_ids'], max_listed_ids)}")
+    if summary["concepts"] is not None:
+        names = (f"names: {_ids(summary['concept_names'], max_listed_ids)}" if summary["concept_names"]
+                 else "names withheld")
+        lines.append(f"- Concepts: **{summary['concepts']}** ({names})")
+    if summary["retain_rows"]:
+        lines.append(f"- Retain set: **{summary['retain_rows']} rows**, retain term `{summary['retain_loss']}` "
+                     f"with weight {summary['retain_weight']:g}")
+    else:
+        lines.append("- Retain set: none")
+    if dataset_line:
+        lines.append(dataset_line)
+    return "\n".join(lines)
+
+
+def _evaluation_text(trainer) -> str:
+    callback = _eval_callback(trainer)
+    labelled = {h["label"]: h for h in callback.history} if callback else {}
+    if not any(k in labelled for k in ("before", "after")):
+        return ("Not evaluated: no `UnlearningEvalCallback` with a before/after evaluation was attached to the "
+                "trainer. Evaluate the model on your own forget and retain data before use.")
+    first = labelled.get("before") or labelled["after"]
+    sizes = ", ".join(f"{split} ({int(m['n'])} rows)" if "n" in m else split for split, m in first["metrics"].items())
+    steps = ", ".join(f"{k} at step {labelled[k]['step']}" for k in ("before", "after") if k in labelled)
+    return (f"Generation-based evaluation by `unlearn_trainer.evaluation.UnlearningEvalCallback` ({steps}) on: "
+            f"{sizes}.\n\n{callback.table()}\n\nThe goal is lower scores on the forget splits (the model no longer "
+            f"reproduces what it was asked to forget) with unchanged scores on the retain splits.")
+
+
+def _usage(adapter: bool, base_hub_id: str | None, demo: bool, repo: str) -> str:
+    if not adapter:
+        return (f'from transformers import AutoModelForImageTextToText, AutoProcessor\n\n'
+                f'model = AutoModelForImageTextToText.from_pretrained("{repo}")\n'
+                f'processor = AutoProcessor.from_pretrained("{repo}")')
+    if demo:
+        return ("from peft import PeftModel\nfrom unlearn_trainer.toyworld.full_model import load_full_model\n\n"
+                "base, processor = load_full_model()  # the ToyWorld demo model, built offline on first use\n"
+                f'model = PeftModel.from_pretrained(base, "{repo}")')
+    base = f'"{base_hub_id}"' if base_hub_id else '"<the base model this adapter was trained on>"'
+    return (f"from peft import PeftModel\nfrom transformers import AutoModelForImageTextToText, AutoProcessor\n\n"
+            f"base = AutoModelForImageTextToText.from_pretrained({base})\n"
+            f'model = PeftModel.from_pretrained(base, "{repo}")\n'
+            f'processor = AutoProcessor.from_pretrained("{repo}")')
+
+
+def _versions(adapter: bool) -> str:
+    import huggingface_hub
+    import torch
+    import transformers
+
+    from . import __version__
+
+    versions = [("unlearn_trainer", __version__), ("Transformers", transformers.__version__)]
+    if adapter:
+        import peft
+
+        versions.append(("PEFT", peft.__version__))
+    versions += [("PyTorch", torch.__version__), ("huggingface_hub", huggingface_hub.__version__)]
+    return "\n".join(f"- {name} {version}" for name, version in versions)
+
+
+def _template() -> Template:
+    return Template((resources.files("unlearn_trainer") / "templates" / "model_card.md").read_text(encoding="utf-8"))
+
+
+def render_model_card(
+    trainer,
+    model_name: str | None = None,
+    tags: str | Sequence[str] | None = None,
+    license: str | None = None,
+    language: str | Sequence[str] | None = None,
+    finetuned_from: str | None = None,
+    dataset: str | None = None,
+    forget_split: str | None = None,
+    include_concept_names: bool = False,
+    max_listed_ids: int = 100,
+) -> str:
+    """The model card (YAML front matter + Markdown) of an :class:`UnlearnTrainer`'s current model.
+
+    Defaults for these arguments can be set on ``trainer.model_card_kwargs`` (the examples set ``dataset`` and
+    ``forget_split``); explicit arguments win. ``finetuned_from`` overrides the detected base model; the license is
+    the one given (the ToyWorld demo model is Apache-2.0, like this package) or left out."""
+    from huggingface_hub import ModelCardData
+
+    from . import __version__
+
+    defaults = dict(getattr(trainer, "model_card_kwargs", None) or {})
+    given = dict(model_name=model_name, tags=tags, license=license, language=language, finetuned_from=finetuned_from,
+                 dataset=dataset, forget_split=forget_split)
+    kw = {**defaults, **{k: v for k, v in given.items() if v is not None}}
+    include_concept_names = include_concept_names or bool(defaults.get("include_concept_names", False))
+
+    model = _unwrap(trainer)
+    adapter = _is_peft(model)
+    base_display, base_hub_id, demo = base_model_info(model)
+    if kw.get("finetuned_from"):
+        base_display = kw["finetuned_from"]
+        base_hub_id = kw["finetuned_from"] if _is_hub_id(kw["finetuned_from"]) else None
+        demo = False
+    extra_tags = [kw["tags"]] if isinstance(kw.get("tags"), str) else list(kw.get("tags") or [])
+    tags = _trainer_tags(trainer, extra_tags)
+    dataset_line, dataset_hub_id = _dataset_text(kw.get("dataset"), kw.get("forget_split"))
+    license = kw.get("license") or ("apache-2.0" if demo else None)
+    metadata = ModelCardData(
+        base_model=base_hub_id,
+        library_name="peft" if adapter else "transformers",
+        license=license,
+        language=kw.get("language"),
+        tags=tags,
+        datasets=[dataset_hub_id] if dataset_hub_id else None,
+        pipeline_tag="image-text-to-text",
+    ).to_yaml()
+
+    args = trainer.args
+    repo = trainer.hub_model_id or args.hub_model_id
+    title = kw.get("model_name") or (repo or "").split("/")[-1] or Path(args.output_dir).name
+    citation = METHOD_CITATIONS.get(trainer.method_name)
+    method_display = trainer.method_name if citation is None else citation.name
+    summary = forgotten_summary(trainer, include_concept_names=include_concept_names)
+    params = hyperparameters(trainer)
+    sections = [f"### Method ({type(args).__name__})\n\n{_table(params['method'])}",
+                f"### Optimisation\n\n{_table(params['training'])}"]
+    if params["adapter"]:
+        sections.append(f"### Adapter (PEFT)\n\n{_table(params['adapter'])}")
+    kind = "A LoRA adapter" if "lora" in tags else "A PEFT adapter" if adapter else "A model"
+    base_ref = f"[{base_hub_id}](https://huggingface.co/{base_hub_id})" if base_hub_id else base_display
+    text = _template().substitute(
+        metadata=metadata,
+        title=title,
+        summary=(f"{kind} for {base_ref}, unlearned with **{method_display}** "
+                 f"(`{type(trainer).__name__}` from `unlearn_trainer`) to forget {summary['rows']} training rows."),
+        method_display=method_display,
+        method_summary=(citation.summary if citation
+                        else f"the `{trainer.method_name}` objective of `{type(trainer).__name__}`."),
+        citation=str(citation) if citation else "no paper is registered for this method in `unlearn_trainer.hub`.",
+        forgotten=_forgotten_text(summary, dataset_line, max_listed_ids),
+        evaluation=_evaluation_text(trainer),
+        hyperparameters="\n\n".join(sections),
+        usage=_usage(adapter, base_hub_id, demo, repo or f"path/to/{title}"),
+        demo_note=("- This is the ToyWorld demo: a 1-million-parameter LLaVA that memorised a synthetic world of "
+                   "invented people. It is a toy to try the methods offline and says nothing about real models.\n"
+                   if demo else ""),
+        package_version=__version__,
+        versions=_versions(adapter),
+    )
+    return text
+
+
+def write_model_card(trainer, output_dir: str | None = None, **kwargs) -> str:
+    """Render the card (see :func:`render_model_card`) into ``output_dir/README.md``; returns the path."""
+    output_dir = output_dir or trainer.args.output_dir
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, "README.md")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(render_model_card(trainer, **kwargs))
+    return path
+
+
+# -- publishing -------------------------------------------------------------------------------------------------
+def upload_allow_patterns(trainer, folder: str) -> list[str]:
+    """The files of ``folder`` that a push publishes: the card, the adapter (every adapter of a PEFT model) or the
+    model's safetensors and configs, and the files the processor writes. Everything else stays local."""
+    model = _unwrap(trainer)
+    names = ["README.md"]
+    if _is_peft(model):
+        for adapter in model.peft_config:
+            prefix = "" if adapter == "default" else f"{adapter}/"
+            names += [f"{prefix}adapter_model.safetensors", f"{prefix}adapter_config.json"]
+    else:
+        names += ["config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json",
+                  "model-*-of-*.safetensors"]
+    if trainer.processing_class is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            trainer.processing_class.save_pretrained(tmp)
+            names += sorted(p.relative_to(tmp).as_posix() for p in Path(tmp).rglob("*") if p.is_file())
+    if not any(Path(folder).glob(n) for n in names if n.endswith(".safetensors")):
+        raise FileNotFoundError(f"No safetensors weights in {folder} to push; expected one of "
+                                f"{[n for n in names if n.endswith('.safetensors')]}.")
+    return list(dict.fromkeys(names))
+
+
+def push_trainer_to_hub(trainer, commit_message: str | None = "End of training", blocking: bool = True,
+                        token: str | None = None, revision: str | None = None, private: bool | None = None,
+                        **card_kwargs):
+    """``Trainer.push_to_hub`` with this package's card and an allow-list upload (see the module docstring).
+
+    Creates the repo (private unless ``private=False`` / ``hub_private_repo=False``), saves the model into
+    ``args.output_dir``, writes the card with ``card_kwargs`` and uploads the allowed files in one commit."""
+    try:
+        from transformers.utils import hf_api
+    except ImportError:  # older transformers: a plain client
+        from huggingface_hub import HfApi
+
+        def hf_api():
+            return HfApi()
+
+    args = trainer.args
+    trainer.callback_handler.on_push_begin(args, trainer.state, trainer.control)
+    model_name = card_kwargs.pop("model_name", None)
+    if model_name is None and args.should_save:
+        model_name = (args.hub_model_id or Path(args.output_dir).name).split("/")[-1]
+    token = token if token is not None else args.hub_token
+    if trainer.hub_model_id is None:
+        trainer.init_hf_repo(token=token, private=private)
+    trainer.save_model(_internal_call=True)
+    if not trainer.is_world_process_zero():
+        return None
+    trainer.create_model_card(model_name=model_name, **card_kwargs)
+    trainer._finish_current_push()
+    return hf_api().upload_folder(
+        repo_id=trainer.hub_model_id,
+        folder_path=args.output_dir,
+        commit_message=commit_message,
+        token=token,
+        run_as_future=not blocking,
+        allow_patterns=upload_allow_patterns(trainer, args.output_dir),
+        ignore_patterns=list(_IGNORE_PATTERNS),
+        revision=revision if revision is not None else args.hub_revision,
+    )
