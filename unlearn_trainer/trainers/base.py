@@ -336,7 +336,7 @@ class UnlearnTrainer(Trainer):
         index = forget.get("sample_index")
         rows = f" (forget rows {index.tolist()})" if index is not None else ""
         raise NonFiniteLossError(
-            f"Non-finite unlearning loss at step {self.state.global_step}{rows}: {float(loss)}; non-finite terms: "
+            f"Non-finite unlearning loss at step {self.state.global_step}{rows}: {float(loss.detach())}; non-finite terms: "
             f"{bad or 'none (the sum overflowed)'}. Training stopped before applying the update. Lower the learning "
             f"rate or set a forget_loss_ceiling."
         )
