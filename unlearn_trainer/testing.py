@@ -227,29 +227,29 @@ def _llava(cfg: TinyModelConfig):
     return model, processor
 
 
-def _image_only_qwen_processor_class():
-    from transformers import Qwen2VLProcessor
+def _image_only_qwen_processor_class(base_name: str = "Qwen2VLProcessor"):
+    """A Qwen-VL processor class (``base_name`` in transformers) without the video processor, which needs
+    torchvision."""
+    import transformers
     from transformers.processing_utils import ProcessorMixin
 
-    class ImageOnlyQwen2VLProcessor(Qwen2VLProcessor):
-        """Qwen2-VL processor without the video processor (which needs torchvision)."""
+    base = getattr(transformers, base_name)
 
-        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-            self.image_token, self.video_token = tokenizer.image_token, tokenizer.video_token
-            self.image_token_id, self.video_token_id = tokenizer.image_token_id, tokenizer.video_token_id
-            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        self.image_token, self.video_token = tokenizer.image_token, tokenizer.video_token
+        self.image_token_id, self.video_token_id = tokenizer.image_token_id, tokenizer.video_token_id
+        ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
 
-    return ImageOnlyQwen2VLProcessor
+    name = "ImageOnly" + base_name
+    return type(name, (base,), {"__init__": __init__, "__doc__": f"{base_name} without the video processor."})
 
 
-def _qwen2_vl(cfg: TinyModelConfig):
-    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessorPil
-
+def _qwen_tokenizer(cfg: TinyModelConfig):
     specials = (
         "<pad>", "<unk>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
         "<|image_pad|>", "<|video_pad|>",
     )  # fmt: skip
-    tok = build_tokenizer(
+    return build_tokenizer(
         cfg.corpus,
         cfg.subword_words,
         special_tokens=specials,
@@ -257,9 +257,19 @@ def _qwen2_vl(cfg: TinyModelConfig):
         eos_token="<|im_end|>",
         extra_special_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>"},
     )
-    head_dim = cfg.hidden_size // cfg.num_heads
-    quarter = head_dim // 4
-    mrope = [head_dim // 2 - 2 * quarter, quarter, quarter]  # sums to head_dim / 2
+
+
+def _mrope_section(cfg: TinyModelConfig) -> list[int]:
+    """M-RoPE sections (temporal, height, width) summing to head_dim / 2."""
+    quarter = cfg.hidden_size // cfg.num_heads // 4
+    return [cfg.hidden_size // cfg.num_heads // 2 - 2 * quarter, quarter, quarter]
+
+
+def _qwen2_vl(cfg: TinyModelConfig):
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessorPil
+
+    tok = _qwen_tokenizer(cfg)
+    mrope = _mrope_section(cfg)
     config = Qwen2VLConfig(
         text_config=dict(
             vocab_size=len(tok),
@@ -442,39 +452,11 @@ def _llava_next(cfg: TinyModelConfig):
     return model, processor
 
 
-def _image_only_qwen2_5_processor_class():
-    from transformers import Qwen2_5_VLProcessor
-    from transformers.processing_utils import ProcessorMixin
-
-    class ImageOnlyQwen2_5_VLProcessor(Qwen2_5_VLProcessor):
-        """Qwen2.5-VL processor without the video processor (which needs torchvision)."""
-
-        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-            self.image_token, self.video_token = tokenizer.image_token, tokenizer.video_token
-            self.image_token_id, self.video_token_id = tokenizer.image_token_id, tokenizer.video_token_id
-            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
-
-    return ImageOnlyQwen2_5_VLProcessor
-
-
 def _qwen2_5_vl(cfg: TinyModelConfig):
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLImageProcessorPil
 
-    specials = (
-        "<pad>", "<unk>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-        "<|image_pad|>", "<|video_pad|>",
-    )  # fmt: skip
-    tok = build_tokenizer(
-        cfg.corpus,
-        cfg.subword_words,
-        special_tokens=specials,
-        bos_token=None,
-        eos_token="<|im_end|>",
-        extra_special_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>"},
-    )
-    head_dim = cfg.hidden_size // cfg.num_heads
-    quarter = head_dim // 4
-    mrope = [head_dim // 2 - 2 * quarter, quarter, quarter]  # sums to head_dim / 2
+    tok = _qwen_tokenizer(cfg)
+    mrope = _mrope_section(cfg)
     merge = 2
     config = Qwen2_5_VLConfig(
         text_config=_text_config(
@@ -506,7 +488,7 @@ def _qwen2_5_vl(cfg: TinyModelConfig):
         temporal_patch_size=2,
         size={"shortest_edge": pixels, "longest_edge": pixels},
     )
-    processor = _image_only_qwen2_5_processor_class()(
+    processor = _image_only_qwen_processor_class("Qwen2_5_VLProcessor")(
         image_processor=image_processor, tokenizer=tok, chat_template=QWEN_CHAT_TEMPLATE
     )
     return model, processor
