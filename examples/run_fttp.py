@@ -1,0 +1,30 @@
+"""Unlearn with FTTP (Forget the Token and Pixel): gradient ascent on the tokens that spell the concept (the
+person's name), plain NLL on every other answer token of the same sample (FTTP Eq. 7); no retain set needed.
+
+    python examples/run_fttp.py                      # offline ToyWorld demo (concepts: each row's name + surname)
+    python examples/run_fttp.py --model_name_or_path llava-hf/llava-1.5-7b-hf --dataset my_forget_data \
+        --forget_split forget --retain_split none --concept_key name --learning_rate 3e-4 \
+        --per_device_train_batch_size 2 --max_steps 20
+    accelerate launch examples/run_fttp.py ...        # on GPUs; torchrun --nproc_per_node 2 on CPU
+
+The concept of each forget row is read from the column named by --concept_key (a string, or a list of aliases
+such as ["Donald Trump", "Trump"]); an answer that does not contain it is an error unless --missing_concept gd.
+Run with --help for every option.
+"""
+
+from unlearn_trainer import FTTPConfig, FTTPTrainer
+from unlearn_trainer.cli import run_method
+
+# ToyWorld defaults (used only when no --model_name_or_path is given). The paper's weights (GA 0.8 on concept
+# tokens, GD 0.5 on the others) and no retain set; LoRA r=8 as in the paper's MLLM setup, whose lr 3e-4 x 10-20
+# steps of batch 2 is scaled to the world's 64 forget rows.
+DEMO_DEFAULTS = dict(learning_rate=1e-3, max_steps=40, per_device_train_batch_size=8, retain_split="none",
+                     lr_scheduler_type="constant", seed=0)
+
+def main(argv=None):
+    """Run the example (``argv``: command-line arguments, default ``sys.argv[1:]``); returns the trainer."""
+    return run_method(FTTPTrainer, FTTPConfig, DEMO_DEFAULTS, argv=argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Unlearn with PUBG (Post-Unlearning Behavior Guidance): gradient ascent on the private answers plus fine-tuning
+toward o*, what the frozen model answers when an in-context prompt asks it to describe only what is visible
+(PUBG Eq. 3), plus the retain NLL (Eq. 12).
+
+    python examples/run_pubg.py                      # offline ToyWorld demo (o*: the world's picture descriptions)
+    python examples/run_pubg.py --model_name_or_path llava-hf/llava-v1.6-mistral-7b-hf --dataset my_forget_data \
+        --forget_split forget --retain_split retain --lora_r 128 --lora_alpha 256 --learning_rate 2e-5 \
+        --per_device_train_batch_size 8 --max_steps 30 --reference_cache_dir pubg_cache
+    accelerate launch examples/run_pubg.py ...        # on GPUs; torchrun --nproc_per_node 2 on CPU
+
+o* is generated once at start by the reference model (--query, --incontext_prompt; cached with
+--reference_cache_dir), or read from --reference_answers (a JSON list of strings, a JSON/JSONL file of rows
+with an 'answer', or a split of --dataset), one per forget row in the forget set's order.
+Run with --help for every option.
+"""
+
+import json
+import os
+from dataclasses import dataclass, field
+
+from unlearn_trainer import PUBGConfig, PUBGTrainer
+from unlearn_trainer.cli import ScriptArguments, data_split, run_method
+
+
+@dataclass
+class PUBGArguments(ScriptArguments):
+    """ScriptArguments plus where PUBG's reference answers o* come from."""
+
+    reference_answers: str | None = field(
+        default=None,
+        metadata={"help": "o*, one per forget row in order: a .json (list of strings or rows) / .jsonl file of rows "
+                          "with 'answer', or a split of --dataset; unset: generated at start (paper)."},
+    )
+
+
+def _read_answers(path: str) -> list:
+    with open(path, encoding="utf-8") as f:
+        if path.endswith(".jsonl"):
+            return [json.loads(line) for line in f if line.strip()]
+        return json.load(f)
+
+
+def method_kwargs(script_args: PUBGArguments, data, model, processor) -> dict:
+    """``reference_answers=`` for PUBGTrainer when given; otherwise the trainer generates them."""
+    source = script_args.reference_answers
+    if source is None:
+        return {}
+    if source.endswith((".json", ".jsonl")) and os.path.isfile(source):
+        answers = _read_answers(source)
+    else:
+        split = data_split(script_args, data, source)
+        answers = [dict(split[i]) for i in range(len(split))]
+    return {"reference_answers": answers}
+
+
+# ToyWorld defaults (used only when no --model_name_or_path is given). The tiny world model only speaks its
+# grammar, so the paper's English query and Fig. 2 prompt become the world's own: q = "tell me about this person ."
+# (the open question) and c = "describe the picture ." after it ([q, c], Algorithm 1); the reference model then
+# answers with the picture's visual description, the o* the paper asks for. o* sampled (seeded) as in Algorithm 1;
+# guidance weight 1 and retain NLL as in Eq. 3 / 12; LoRA r=8 (paper: r=128 on a 7B model); the paper's lr
+# 2e-5 x 30 steps of batch 8 is scaled to the world.
+DEMO_DEFAULTS = dict(learning_rate=1e-3, max_steps=40, per_device_train_batch_size=8,
+                     query="tell me about this person .", incontext_prompt="describe the picture .",
+                     reference_max_new_tokens=32, lr_scheduler_type="constant", seed=0)
+
+def main(argv=None):
+    """Run the example (``argv``: command-line arguments, default ``sys.argv[1:]``); returns the trainer."""
+    return run_method(PUBGTrainer, PUBGConfig, DEMO_DEFAULTS, argv=argv, trainer_kwargs=method_kwargs,
+                      script_args_cls=PUBGArguments)
+
+
+if __name__ == "__main__":
+    main()
