@@ -5,7 +5,7 @@ person's name), plain NLL on every other answer token of the same sample (FTTP E
     python examples/run_fttp.py --model_name_or_path llava-hf/llava-1.5-7b-hf --dataset my_forget_data \
         --forget_split forget --retain_split none --concept_key name --learning_rate 3e-4 \
         --per_device_train_batch_size 2 --max_steps 20
-    accelerate launch examples/run_fttp.py ...        # on GPUs; torchrun --nproc_per_node 2 on CPU
+    accelerate launch examples/run_fttp.py ...        # on GPUs; on CPU: torchrun --nproc_per_node 2 ... --use_cpu
 
 The concept of each forget row is read from the column named by --concept_key (a string, or a list of aliases
 such as ["Donald Trump", "Trump"]); an answer that does not contain it is an error unless --missing_concept gd.

@@ -6,7 +6,7 @@ toward o*, what the frozen model answers when an in-context prompt asks it to de
     python examples/run_pubg.py --model_name_or_path llava-hf/llava-v1.6-mistral-7b-hf --dataset my_forget_data \
         --forget_split forget --retain_split retain --lora_r 128 --lora_alpha 256 --learning_rate 2e-5 \
         --per_device_train_batch_size 8 --max_steps 30 --reference_cache_dir pubg_cache
-    accelerate launch examples/run_pubg.py ...        # on GPUs; torchrun --nproc_per_node 2 on CPU
+    accelerate launch examples/run_pubg.py ...        # on GPUs; on CPU: torchrun --nproc_per_node 2 ... --use_cpu
 
 o* is generated once at start by the reference model (--query, --incontext_prompt; cached with
 --reference_cache_dir), or read from --reference_answers (a JSON list of strings, a JSON/JSONL file of rows

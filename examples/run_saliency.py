@@ -5,7 +5,7 @@ entries whose forget saliency exceeds the preserved set's, plus the retain NLL (
     python examples/run_saliency.py --model_name_or_path llava-hf/llava-1.5-7b-hf --dataset my_forget_data \
         --forget_split forget --retain_split retain --preserve_splits text_forget,retain,text_retain \
         --use_lora false --learning_rate 2e-5 --per_device_train_batch_size 4 --num_train_epochs 2
-    accelerate launch examples/run_saliency.py ...    # on GPUs; torchrun --nproc_per_node 2 on CPU
+    accelerate launch examples/run_saliency.py ...    # on GPUs; on CPU: torchrun --nproc_per_node 2 ... --use_cpu
 
 The mask m = 1[S(T)/S(P) >= beta] is computed once, before training, from the forget rows (T) and the preserved
 set P given by --preserve_splits (Eq. 6: text-only QA about the forget people, retain VQA, text-only QA about

@@ -6,7 +6,7 @@ of other people (ViKeR Eq. 4-5).
     python examples/run_viker.py --model_name_or_path llava-hf/llava-1.5-7b-hf --dataset my_forget_data \
         --forget_split forget --retain_split none --reference_images_split other_people --lam 0.05 \
         --learning_rate 5e-6 --per_device_train_batch_size 2 --num_train_epochs 1
-    accelerate launch examples/run_viker.py ...       # on GPUs; torchrun --nproc_per_node 2 on CPU
+    accelerate launch examples/run_viker.py ...       # on GPUs; on CPU: torchrun --nproc_per_node 2 ... --use_cpu
 
 The reference images I' come from a split of --dataset (--reference_images_split; only its image column is read):
 pictures of people who are neither forgotten nor retained (the paper uses celebrities from another dataset).
