@@ -103,7 +103,7 @@ class RunSpec:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Everything below up to the orchestration runs inside worker processes (torch is imported there only).
+# Worker side: torch and the package are imported inside the functions, so the orchestrating process stays light.
 # ----------------------------------------------------------------------------------------------------------------
 def _method(name: str) -> Method:
     return next(m for m in METHODS if m.name == name)
