@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from unlearn_trainer.cli import ScriptArguments, load_data
+from unlearn_trainer.cli import load_data
 from unlearn_trainer.testing import tiny_model_and_processor, tiny_vqa_rows
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -60,10 +60,13 @@ def check_outputs(out: Path, method: str, weights: str = "adapter_model.safetens
 
 def test_fttp_example_reads_concepts_from_a_column(assets):
     out = assets / "fttp"
-    trainer = example("fttp")["main"](argv_for(assets, out, "--concept_key", "person", "--learning_rate", "123"))
-    assert trainer.args.concept_key == "person" and trainer.args.learning_rate == 123  # no demo defaults here
-    logged = [h for h in trainer.state.log_history if "concept_logp" in h]
-    assert logged and all(h["concept_logp"] < 0 for h in logged)  # the GA term saw the 'cat' / 'dog' tokens
+    ns = example("fttp")
+    trainer = ns["main"](argv_for(assets, out, "--concept_key", "person"))
+    assert trainer.args.concept_key == "person" and trainer.args.max_steps == 2
+    # the ToyWorld defaults stay out of the real-model path
+    assert trainer.args.learning_rate != ns["DEMO_DEFAULTS"]["learning_rate"] and trainer.args.forget_loss_ceiling == 20
+    assert trainer.args.retain_loss == "nll"
+    assert any("K_C" in h for h in trainer.state.log_history)  # concept tokens ('cat' / 'dog') were found
     check_outputs(out, "fttp")
 
 
@@ -112,7 +115,8 @@ def test_saliency_example_builds_the_preserved_set_from_splits(assets):
     out = assets / "saliency"
     trainer = example("saliency")["main"](argv_for(assets, out, "--preserve_splits", "text_forget,retain",
                                                    "--use_lora", "false"))
-    assert trainer.saliency_mask.metadata  # computed from T = forget and P = text_forget + retain
+    meta = trainer.saliency_mask.metadata  # computed from T = forget and P = text_forget (2) + retain (3)
+    assert meta["n_forget"] == 2 and meta["n_preserve"] == 5
     assert Path(trainer.args.saliency_mask).exists()
     check_outputs(out, "saliency", weights="model.safetensors")
 
@@ -132,4 +136,3 @@ def test_method_kwargs_on_the_toyworld_splits():
                                        len(splits["text_retain"])]
     forget_ids = {r["identity"] for r in data.forget}
     assert {r["identity"] for r in parts[0]} == forget_ids and not forget_ids & {r["identity"] for r in parts[1]}
-    assert isinstance(ScriptArguments(), ScriptArguments)
