@@ -2,6 +2,7 @@
 
     python benchmarks/quality.py                       # all methods, ratios, seeds (tens of minutes on 2 cores)
     python benchmarks/quality.py --methods npo,ga --ratios forget10 --seeds 0
+    python benchmarks/quality.py --resume              # continue a stopped run (finished runs are kept)
 
 Each run is the method's example (``examples/run_<method>.py``) with its ToyWorld defaults (the paper's
 defaults scaled to the world), in a fresh subprocess, with ``--seed`` changing the unlearning run (LoRA init,
@@ -143,14 +144,31 @@ def main(argv=None):
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--output", default=str(RESULTS))
     parser.add_argument("--extra", default="", help="extra arguments passed to every example")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse the finished runs recorded in <output>/quality_runs/runs.jsonl")
     args = parser.parse_args(argv)
     out = Path(args.output)
     (out / "quality_runs").mkdir(parents=True, exist_ok=True)
+    # every finished run is appended to runs.jsonl at once, so a stopped benchmark resumes where it stopped
+    log = out / "quality_runs" / "runs.jsonl"
+    done = {}
+    if args.resume and log.exists():
+        for line in log.read_text().splitlines():
+            r = json.loads(line)
+            if "error" not in r and r.get("extra", "") == args.extra:
+                done[(r["method"], r["split"], r["seed"])] = r
+    elif log.exists():
+        log.unlink()
     runs = []
     for method in args.methods.split(","):
         for split in args.ratios.split(","):
             for seed in [int(s) for s in args.seeds.split(",")]:
-                r = run_one(method, split, seed, out / "quality_runs", args.extra.split())
+                r = done.get((method, split, seed))
+                if r is None:
+                    r = run_one(method, split, seed, out / "quality_runs", args.extra.split())
+                    r["extra"] = args.extra
+                    with log.open("a") as f:
+                        f.write(json.dumps(r) + "\n")
                 status = "error" if "error" in r else f"forget {r['after']['forget'].get('name_recall', float('nan')):.2f}"
                 print(f"{method:9s} {split} seed {seed}: {status} ({r['seconds']:.0f} s)", flush=True)
                 runs.append(r)
