@@ -59,7 +59,8 @@ class Method:
     config: dict = field(default_factory=dict)
     passes: int | None = None  # trainable forward+backward passes of the objective (None: comparison only)
     target: float | None = None  # allowed factor over passes x SFT step
-    group: str = "main"  # "baseline", "main", "cache" (reference recomputed each step), "k" (ViKeR k sweep)
+    group: str = "main"  # "baseline", "main", "cache" (reference recomputed each step), "k" (ViKeR k sweep),
+    # "backward" (one backward of the summed loss instead of one per pass)
     retain: bool = False
     note: str = ""
 
@@ -78,12 +79,17 @@ METHODS = (
            note="reference log-probs recomputed every step"),
     Method("viker_recompute", "viker", {"num_reference_images": 5, "cache_reference": False}, group="cache",
            note="k=5 reference forwards every step"),
+    Method("ga_gd_sum", "ga", {"variant": "ga_gd", "backward_per_pass": False}, group="backward", retain=True,
+           note="GA + retain NLL, one backward of the summed loss"),
+    Method("pubg_sum", "pubg", {"reference_max_new_tokens": PUBG_MAX_NEW_TOKENS, "backward_per_pass": False},
+           group="backward", note="forget + o* passes, one backward of the summed loss"),
     Method("viker_k1", "viker", {"num_reference_images": 1}, 1, 1.15, group="k"),
     Method("viker_k2", "viker", {"num_reference_images": 2}, 1, 1.15, group="k"),
     Method("viker_k10", "viker", {"num_reference_images": 10}, 1, 1.15, group="k"),
 )
 MEMORY_TARGET = 1.15
 CACHED_OF = {"npo_recompute": "npo", "viker_recompute": "viker"}
+PER_PASS_OF = {"ga_gd_sum": "ga_gd", "pubg_sum": "pubg"}
 K_SWEEP = (("viker_k1", 1), ("viker_k2", 2), ("viker", 5), ("viker_k10", 10))
 
 
@@ -632,6 +638,19 @@ def markdown(results: dict) -> str:
                 lines.append(f"| {c} | {_ms(rc.get('step', {}).get('median_s'))} | "
                              f"{_ms(rn.get('step', {}).get('median_s'))} | {_x(rn.get('x_cached'))} | "
                              f"{_ms(rn.get('reference_per_step_s'))} ms | {_x(rn.get('x_sft'))} |")
+        sum_rows = [(n, p) for n, p in PER_PASS_OF.items() if n in mr["methods"] and p in mr["methods"]]
+        if sum_rows:
+            lines += ["", "One backward per trainable pass (default, `backward_per_pass=True`) vs one backward of the "
+                      "summed loss (`backward_per_pass=False`, both passes' activations alive at once):", "",
+                      "| method | per-pass step ms | summed step ms | per-pass peak MB above base (x SFT) "
+                      "| summed peak MB above base (x SFT) |", "|---|---|---|---|---|"]
+            for n, p in sum_rows:
+                rs, rp = mr["methods"][n], mr["methods"][p]
+                ms, mp = rs.get("memory", {}), rp.get("memory", {})
+                lines.append(f"| {p} | {_ms(rp.get('step', {}).get('median_s'))} | "
+                             f"{_ms(rs.get('step', {}).get('median_s'))} | "
+                             f"{_mb(mp.get('steady_above_base_kb'))} ({_x(mp.get('x_sft_above_base'))}) | "
+                             f"{_mb(ms.get('steady_above_base_kb'))} ({_x(ms.get('x_sft_above_base'))}) |")
         k_rows = [(n, k) for n, k in K_SWEEP if n in mr["methods"]]
         if k_rows:
             lines += ["", "ViKeR as k (`num_reference_images`) grows:", "",

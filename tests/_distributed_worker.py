@@ -75,11 +75,10 @@ def _recording(trainer_cls):
             self.seen_steps: list[list[int]] = []
             self.cache_lookups: list[dict] = []
 
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        def training_step(self, model, inputs, num_items_in_batch=None):
             if "forget" in inputs:
                 self.seen_steps.append([int(i) for i in inputs["forget"]["sample_index"]])
-            return super().compute_loss(model, inputs, return_outputs=return_outputs,
-                                        num_items_in_batch=num_items_in_batch)
+            return super().training_step(model, inputs, num_items_in_batch)
 
         def cached_reference(self, name, model, batch, compute):
             keys = [int(i) for i in batch["sample_index"]]

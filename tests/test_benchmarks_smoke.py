@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ["sft", "ga", "npo", "npo_recompute", "viker", "viker_k1"]
+METHODS = ["sft", "ga", "ga_gd", "ga_gd_sum", "npo", "npo_recompute", "viker", "viker_k1"]
 
 
 def test_speed_quick_tiny_writes_json_and_markdown(tmp_path):
@@ -48,7 +48,9 @@ def test_speed_quick_tiny_writes_json_and_markdown(tmp_path):
     md = (tmp_path / "speed.md").read_text()
     assert md.startswith("# Speed and memory") and "## tiny" in md
     main_rows = [line for line in md.splitlines() if line.startswith("| ") and line.count("|") == 14]
-    assert [row.split("|")[1].strip() for row in main_rows[1:]] == ["sft", "ga", "npo", "viker"]
+    assert [row.split("|")[1].strip() for row in main_rows[1:]] == ["sft", "ga", "ga_gd", "npo", "viker"]
+    assert tiny["methods"]["ga_gd"]["passes"] == 2 and tiny["methods"]["ga_gd_sum"]["passes"] is None
+    assert "\n| ga_gd | " in md.split("One backward per trainable pass")[1]
     assert "| npo | " in md.split("Reference cached vs recomputed")[1]
     k_table = md.split("ViKeR as k")[1]
     assert "\n| 1 | " in k_table and "\n| 5 | " in k_table

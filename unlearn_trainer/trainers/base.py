@@ -1,9 +1,11 @@
 """The base of every unlearning trainer: forget/retain plumbing, the reference model, caches, guards, logging.
 
 A method subclasses :class:`UnlearnTrainer`, sets ``needs_reference`` if its objective uses the frozen
-model, and implements ``unlearning_loss(model, inputs) -> (loss, terms)``. Everything else (retain term,
-reference model without a second copy under PEFT, per-sample reference caches, non-finite guard,
-logging of every term, gradient accumulation) lives here.
+model, and implements ``unlearning_loss(model, inputs) -> (loss, terms)``; a method whose objective needs
+several trainable forward passes (PUBG's guidance pass, SGPVT's distillation pass) yields them one by one from
+``method_passes`` instead. Everything else (retain term, one backward per pass so that only one pass's
+activations are alive, reference model without a second copy under PEFT, per-sample reference caches,
+non-finite guard, logging of every term, gradient accumulation) lives here.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import contextlib
 import copy
 import dataclasses
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +57,12 @@ class UnlearnConfig(TrainingArguments):
         default=None,
         metadata={"help": "Path to a saliency mask (safetensors from unlearn_trainer.saliency): the forget-loss "
                           "gradient reaches only the parameter entries it selects; the retain gradient is not masked."},
+    )
+    backward_per_pass: bool = field(
+        default=True,
+        metadata={"help": "Backpropagate each trainable forward pass (forget, retain, guidance, ...) as soon as its "
+                          "loss exists, so only one pass's activations are in memory; same gradients as one backward "
+                          "of the sum. False: one backward of the summed loss. Always one backward under DeepSpeed."},
     )
     # Hub (unlearn_trainer.hub): an unlearned model derives from private data, so its repo is private unless asked.
     hub_private_repo: bool | None = field(
@@ -311,23 +319,83 @@ class UnlearnTrainer(Trainer):
         (and "retain" if a retain set is used; the base adds the retain term itself)."""
         raise NotImplementedError(f"{type(self).__name__} must implement unlearning_loss(model, inputs).")
 
+    def method_passes(self, model, inputs: dict) -> Iterator[tuple[torch.Tensor, dict[str, Any]]]:
+        """Yield ``(loss, terms)`` for each trainable forward pass of the method's objective; the objective is the
+        sum of the yielded losses. Default: one pass, :meth:`unlearning_loss`. A method with several passes
+        yields each as soon as it is computed: the training step backpropagates it before the next pass runs."""
+        yield self.unlearning_loss(model, inputs)
+
+    def unlearning_passes(self, model, inputs: dict) -> Iterator[tuple[torch.Tensor, dict[str, Any]]]:
+        """The method's passes, then the retain pass (``retain_weight * retain term``) if a retain set is used."""
+        yield from self.method_passes(model, inputs)
+        retain = inputs.get("retain")
+        if retain is not None and self.args.retain_loss != "none":
+            r = self.retain_term(model, retain)
+            yield self.args.retain_weight * r, {f"retain_{self.args.retain_loss}": r}
+
+    @staticmethod
+    def sum_passes(passes) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Sum of the passes' losses and the union of their terms (for a single backward, or evaluation)."""
+        total, terms = None, {}
+        for loss, t in passes:
+            total = loss if total is None else total + loss
+            terms.update(t)
+        return total, terms
+
+    def _record_terms(self, terms: dict) -> None:
+        for k, v in terms.items():
+            self._terms[k].append(float(v.detach()) if torch.is_tensor(v) else float(v))
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if "forget" not in inputs:
             return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)
-        loss, terms = self.unlearning_loss(model, inputs)
-        terms = dict(terms)
-        retain = inputs.get("retain")
-        if retain is not None and self.args.retain_loss != "none":
-            r = self.retain_term(model, retain)
-            terms[f"retain_{self.args.retain_loss}"] = r
-            loss = loss + self.args.retain_weight * r
+        loss, terms = self.sum_passes(self.unlearning_passes(model, inputs))
         self._check_finite(loss, terms, inputs["forget"])
-        for k, v in terms.items():
-            self._terms[k].append(float(v.detach()) if torch.is_tensor(v) else float(v))
+        self._record_terms(terms)
         if return_outputs:
             return loss, {"terms": terms}
         return loss
+
+    def _backward_per_pass(self, inputs) -> bool:
+        from accelerate.utils import DistributedType
+
+        return (
+            self.args.backward_per_pass
+            and isinstance(inputs, dict) and "forget" in inputs
+            and self.accelerator.distributed_type != DistributedType.DEEPSPEED  # DeepSpeed: one backward per step
+            and self.args.n_gpu <= 1  # nn.DataParallel averages one loss over replicas
+            and type(self).compute_loss is UnlearnTrainer.compute_loss  # a subclass's own loss keeps the default
+            and not str(self.args.optim).lower().endswith("lomo")  # LOMO optimisers update inside backward
+        )
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """One unlearning step, backpropagating each trainable pass before the next one runs.
+
+        Peak activation memory is then that of the largest pass instead of the sum of all passes (GA+GD, PUBG,
+        SGPVT and any method with a retain set run two or more trainable passes). The gradient is the same as
+        one backward of the summed loss; each pass is checked for NaN/inf before its backward and the optimizer
+        step only runs after the whole step, so a non-finite pass still stops training before any update.
+        """
+        if not self._backward_per_pass(inputs):
+            return super().training_step(model, inputs, num_items_in_batch)
+        model.train()
+        if hasattr(self.optimizer, "train") and callable(self.optimizer.train):
+            self.optimizer.train()
+        inputs = self._prepare_inputs(inputs)
+        total = torch.zeros((), device=self.args.device)
+        terms_all: dict[str, Any] = {}
+        with self.compute_loss_context_manager():
+            for loss, terms in self.unlearning_passes(model, inputs):
+                self._check_finite(loss, terms, inputs["forget"])
+                # detach the logged terms now: nothing of this pass's graph outlives its backward
+                terms_all.update({k: v.detach() if torch.is_tensor(v) else v for k, v in terms.items()})
+                scaled = loss / self.current_gradient_accumulation_steps
+                self.accelerator.backward(scaled)
+                total += scaled.detach()
+                del loss, terms, scaled
+        self._record_terms(terms_all)
+        return total
 
     def _check_finite(self, loss: torch.Tensor, terms: dict, forget: dict) -> None:
         if torch.isfinite(loss).all():

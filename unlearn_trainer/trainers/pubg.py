@@ -166,6 +166,11 @@ class PUBGTrainer(UnlearnTrainer):
         return (mean_nll if self.args.token_reduction == "mean" else -logps.sum(-1)), mean_nll
 
     def unlearning_loss(self, model, inputs):
+        return self.sum_passes(self.method_passes(model, inputs))
+
+    def method_passes(self, model, inputs):
+        """Two trainable passes: GA on the forget answer, then NLL on the guidance answer o* (backpropagated one
+        after the other by the training step)."""
         guidance = inputs.get("guidance")
         if guidance is None:
             raise ValueError("PUBG batches need 'guidance' (the o* rows): use PUBGDataset / PUBGCollator.")
@@ -175,9 +180,9 @@ class PUBGTrainer(UnlearnTrainer):
         if ceiling is not None:  # samples already pushed past the ceiling stop receiving the GA gradient
             forget_loss = torch.where(forget_nll.detach() > ceiling, forget_loss.detach(), forget_loss)
         ga = -forget_loss.mean()
+        yield ga, {"forget_nll": forget_nll.mean(), "ga_loss": ga}
+        del forget_loss, forget_nll, ga
         # the guidance pass is not the forget pass: gradient gating of the forget objective does not apply to it
         guidance_loss, guidance_nll = self._per_sample_nll(self.forward_logits(model, guidance), guidance["labels"])
         bg = guidance_loss.mean()
-        loss = ga + self.args.guidance_weight * bg
-        return loss, {"forget_nll": forget_nll.mean(), "guidance_nll": guidance_nll.mean(), "ga_loss": ga,
-                      "guidance_loss": bg}
+        yield self.args.guidance_weight * bg, {"guidance_nll": guidance_nll.mean(), "guidance_loss": bg}

@@ -170,11 +170,17 @@ class SGPVTTrainer(UnlearnTrainer):
 
     # -- the objective -------------------------------------------------------------------------------------
     def unlearning_loss(self, model, inputs):
+        return self.sum_passes(self.method_passes(model, inputs))
+
+    def method_passes(self, model, inputs):
+        """The GA pass (Eq. 10), then one distillation pass per perturbation (Eq. 11, weighted lambda_k / M):
+        the training step backpropagates each before the next runs. Eq. 12 is their sum."""
         forget = inputs["forget"]
         samples = self.cached_reference("sgpvt_sample", model, forget, self._sample_infos)
         with self.site.capture(model, forget) as box:
             logits = self.forget_logits(model, forget)
         nll = losses.sequence_nll(logits, forget["labels"])
+        del logits
         ga_term = losses.ga_loss(nll, ceiling=self.args.forget_loss_ceiling)  # Eq. 10
         t = self.state.global_step
         s_min = torch.tensor([s.s_min for s in samples])
@@ -183,13 +189,18 @@ class SGPVTTrainer(UnlearnTrainer):
         terms = {"ga_term": ga_term, "s_t": s_t.mean(), "s_min": s_min.mean()}
         self._sgpvt_calls += 1
         if self.args.lambda_k == 0:
-            return ga_term, terms
+            yield ga_term, terms
+            return
         if "rows" not in box:
             raise RuntimeError("SGPVT: the forward pass on the forget batch never reached the visual tokens.")
         rows, shape = box["rows"].detach(), box["shape"]
+        del box, nll
+        yield ga_term, terms
+        del ga_term, terms
         index, cos = self._selected_rows(samples, s_t, rows.shape[0], forget)
-        kl_term = 0.0
-        for j in range(self.args.num_perturbations):  # Eq. 11: E_m over perturbed samples
+        m = self.args.num_perturbations
+        kl_values = []
+        for j in range(m):  # Eq. 11: E_m over perturbed samples
             generator = torch.Generator().manual_seed(self._seed(j))
             perturbed = rows.clone()
             perturbed[index] = perturb_tokens(rows[index], cos.to(rows.device), self.args.noise_std, generator)
@@ -197,10 +208,12 @@ class SGPVTTrainer(UnlearnTrainer):
                 student = self.forward_logits(model, forget)
             with torch.no_grad(), self.reference(model) as ref, self.site.replace(ref, perturbed, shape):
                 teacher = self.forward_logits(ref, forget).detach()
-            kl_term = kl_term + losses.teacher_kl_loss(student, teacher, forget["labels"])
-        kl_term = kl_term / self.args.num_perturbations
-        terms["kl_term"] = kl_term
-        return ga_term + self.args.lambda_k * kl_term, terms  # Eq. 12
+            kl = losses.teacher_kl_loss(student, teacher, forget["labels"])
+            del student, teacher
+            kl_values.append(kl.detach())
+            logged = {"kl_term": sum(kl_values) / m} if j == m - 1 else {}
+            yield self.args.lambda_k * kl / m, logged  # Eq. 12: GA + lambda_k * mean_m KL
+            del kl
 
     def _selected_rows(self, samples, s_t, total: int, forget) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch row indices of every sample's selected tokens and their target cosine."""
