@@ -184,3 +184,15 @@ def test_plain_training_arguments_and_train_dataset_are_accepted(tmp_path):
     # evaluation on plain rows uses the ordinary fine-tuning loss
     metrics = trainer.evaluate(eval_dataset=tiny_vqa_rows(2))
     assert metrics["eval_loss"] > 0
+
+
+def test_every_config_renders_help_with_plain_hf_argument_parser():
+    """Help texts are argparse format strings under HfArgumentParser: a bare '%' would crash `--help`."""
+    from transformers import HfArgumentParser
+
+    import unlearn_trainer.trainers as t
+
+    configs = [getattr(t, n) for n in dir(t) if n.endswith("Config")]
+    assert len(configs) >= 7
+    for config in configs:
+        assert "--learning_rate" in HfArgumentParser((config,)).format_help(), config.__name__

@@ -72,7 +72,7 @@ class ViKeRConfig(UnlearnConfig):
     """ViKeR. Paper defaults: k = 5; lam = 0.05 for MLLMU 10% (0.5 for MLLMU 15%, 10 for CLEAR); LoRA r=8,
     alpha=16 on the language model, lr 5e-6, batch 2, 1 epoch, AdamW."""
 
-    lam: float = field(default=0.05, metadata={"help": "Regularization strength (0.05 MLLMU 10%, 0.5 15%, 10 CLEAR)."})
+    lam: float = field(default=0.05, metadata={"help": "Regularization strength (0.05 MLLMU forget10, 0.5 forget15, 10 CLEAR)."})
     num_reference_images: int = field(default=5, metadata={"help": "k reference images averaged in R_i (Eq. 4)."})
     regularizer: str = field(default="kl", metadata={"help": "D(R||Q): 'kl' (paper), 'jsd' or 'cosine'."})
     cache_top_k: int | None = field(
