@@ -83,12 +83,22 @@ def aggregate(runs: list[dict]) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict], full: dict | None) -> str:
+def full_model_metrics(runs: list[dict]) -> dict[str, dict]:
+    """The memorizing model's metrics before unlearning, per forget split (the forget, retain and proximal
+    people differ between splits; the model is the same)."""
+    full = {}
+    for r in runs:
+        if "before" in r:
+            full.setdefault(r["split"], r["before"])
+    return dict(sorted(full.items()))
+
+
+def markdown(rows: list[dict], full: dict[str, dict]) -> str:
     head = "| method | forget % | " + " | ".join(f"{s} {m}" for s, m in COLUMNS) + " | s/run |"
     lines = [head, "|---|---|" + "---|" * (len(COLUMNS) + 1)]
-    if full:
-        cells = [f"{full[s][m]:.2f}" if m in full.get(s, {}) else "" for s, m in COLUMNS]
-        lines.append("| full model | – | " + " | ".join(cells) + " | |")
+    for split, before in full.items():
+        cells = [f"{before[s][m]:.2f}" if m in before.get(s, {}) else "" for s, m in COLUMNS]
+        lines.append(f"| full model | {split.removeprefix('forget')} | " + " | ".join(cells) + " | |")
     for row in rows:
         cells = []
         for s, m in COLUMNS:
@@ -173,7 +183,7 @@ def main(argv=None):
                 print(f"{method:9s} {split} seed {seed}: {status} ({r['seconds']:.0f} s)", flush=True)
                 runs.append(r)
     rows = aggregate(runs)
-    full = next((r["before"] for r in runs if "before" in r), None)
+    full = full_model_metrics(runs)
     (out / "quality.json").write_text(json.dumps({"runs": runs, "aggregate": rows, "full_model": full}, indent=1))
     table = markdown(rows, full)
     (out / "quality.md").write_text(
