@@ -94,3 +94,44 @@ def test_non_finite_retain_pass_stops_before_any_update(tmp_path):
     assert len(calls) == 1  # the forget pass was backpropagated, the NaN retain pass was not
     for n, p in model.named_parameters():
         assert torch.equal(p.detach(), before[n]), n
+
+
+class _SavedActivations:
+    """Bytes of tensors autograd holds for backward, live now and at peak (saved_tensors_hooks)."""
+
+    def __init__(self):
+        self.live = self.peak = 0
+
+    def pack(self, tensor):
+        tracker = self
+
+        class Held:
+            def __init__(self, t):
+                self.t, self.n = t, t.numel() * t.element_size()
+                tracker.live += self.n
+                tracker.peak = max(tracker.peak, tracker.live)
+
+            def __del__(self):
+                tracker.live -= self.n
+
+        return Held(tensor)
+
+    @staticmethod
+    def unpack(held):
+        return held.t
+
+
+@pytest.mark.parametrize("name", ["ga_gd", "pubg_gd"])
+def test_per_pass_backward_frees_each_pass_before_the_next(name, tmp_path):
+    peaks = {}
+    for per_pass in (True, False):
+        trainer, model, _, calls, passes = _run(name, tmp_path, per_pass)
+        batch = trainer.data_collator([trainer.train_dataset[0], trainer.train_dataset[1]])
+        trainer.current_gradient_accumulation_steps = 1
+        saved = _SavedActivations()
+        with torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack):
+            trainer.training_step(model, batch)
+        assert saved.live == 0  # nothing of any pass's graph outlives the step
+        peaks[per_pass] = saved.peak
+    # summed: every pass's activations are alive before the one backward; per pass: only the largest pass's
+    assert peaks[True] < 0.75 * peaks[False], peaks
