@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from accelerate.utils import DistributedType
 from transformers import Trainer, TrainingArguments
 
 from .. import losses
@@ -316,7 +317,10 @@ class UnlearnTrainer(Trainer):
     # -- the method's objective ----------------------------------------------------------------------------
     def unlearning_loss(self, model, inputs: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Return the method's forget objective and its named terms for logging. ``inputs`` has "forget"
-        (and "retain" if a retain set is used; the base adds the retain term itself)."""
+        (and "retain" if a retain set is used; the base adds the retain term itself). A method that yields its
+        passes from :meth:`method_passes` instead gets their sum here."""
+        if type(self).method_passes is not UnlearnTrainer.method_passes:
+            return self.sum_passes(self.method_passes(model, inputs))
         raise NotImplementedError(f"{type(self).__name__} must implement unlearning_loss(model, inputs).")
 
     def method_passes(self, model, inputs: dict) -> Iterator[tuple[torch.Tensor, dict[str, Any]]]:
@@ -358,8 +362,6 @@ class UnlearnTrainer(Trainer):
         return loss
 
     def _backward_per_pass(self, inputs) -> bool:
-        from accelerate.utils import DistributedType
-
         return (
             self.args.backward_per_pass
             and isinstance(inputs, dict) and "forget" in inputs

@@ -165,9 +165,6 @@ class PUBGTrainer(UnlearnTrainer):
         mean_nll = -losses.masked_mean_per_sample(logps, mask)
         return (mean_nll if self.args.token_reduction == "mean" else -logps.sum(-1)), mean_nll
 
-    def unlearning_loss(self, model, inputs):
-        return self.sum_passes(self.method_passes(model, inputs))
-
     def method_passes(self, model, inputs):
         """Two trainable passes: GA on the forget answer, then NLL on the guidance answer o* (backpropagated one
         after the other by the training step)."""

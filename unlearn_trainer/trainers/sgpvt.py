@@ -169,9 +169,6 @@ class SGPVTTrainer(UnlearnTrainer):
         self._sgpvt_calls = 0
 
     # -- the objective -------------------------------------------------------------------------------------
-    def unlearning_loss(self, model, inputs):
-        return self.sum_passes(self.method_passes(model, inputs))
-
     def method_passes(self, model, inputs):
         """The GA pass (Eq. 10), then one distillation pass per perturbation (Eq. 11, weighted lambda_k / M):
         the training step backpropagates each before the next runs. Eq. 12 is their sum."""
