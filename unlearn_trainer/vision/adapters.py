@@ -386,6 +386,13 @@ _IDEFICS_LAYOUT = dict(
     notes="images are split into tiles plus a global view; the connector pixel-shuffles then projects",
 )
 
+_QWEN_LAYOUT = dict(
+    vision_tower_path="model.visual",
+    projector_path="model.visual.merger",
+    language_model_path="model.language_model",
+    image_token="<|image_pad|>",
+)
+
 _REGISTRY: dict[str, VisionAdapter] = {
     "llava": VisionAdapter(**_LLAVA_LAYOUT, image_token="<image>", feature_size_fn=_llava_feature_size),
     "llava_next": VisionAdapter(
@@ -396,18 +403,10 @@ _REGISTRY: dict[str, VisionAdapter] = {
         notes="visual embeddings include the unpadded crop grid and image_newline tokens",
     ),
     "qwen2_vl": VisionAdapter(
-        vision_tower_path="model.visual",
-        projector_path="model.visual.merger",
-        language_model_path="model.language_model",
-        image_token="<|image_pad|>",
-        split_features=_qwen_per_image,
-        feature_size_fn=lambda c: c.vision_config.embed_dim,
+        **_QWEN_LAYOUT, split_features=_qwen_per_image, feature_size_fn=lambda c: c.vision_config.embed_dim
     ),
     "qwen2_5_vl": VisionAdapter(
-        vision_tower_path="model.visual",
-        projector_path="model.visual.merger",
-        language_model_path="model.language_model",
-        image_token="<|image_pad|>",
+        **_QWEN_LAYOUT,
         split_features=_qwen2_5_per_image,
         notes="window attention re-orders patches; features are restored to the processor's order",
     ),
