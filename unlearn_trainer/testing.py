@@ -254,25 +254,42 @@ def _mrope_section(cfg: TinyModelConfig) -> list[int]:
     return [cfg.hidden_size // cfg.num_heads // 2 - 2 * quarter, quarter, quarter]
 
 
+def _qwen_special_ids(tok) -> dict:
+    """The image/video token ids every Qwen-VL config takes."""
+    return dict(
+        image_token_id=tok.convert_tokens_to_ids("<|image_pad|>"),
+        video_token_id=tok.convert_tokens_to_ids("<|video_pad|>"),
+        vision_start_token_id=tok.convert_tokens_to_ids("<|vision_start|>"),
+        vision_end_token_id=tok.convert_tokens_to_ids("<|vision_end|>"),
+    )
+
+
+def _qwen_processor(cfg: TinyModelConfig, tok, merge: int, base_name: str = "Qwen2VLProcessor"):
+    """The family's image-only processor, one fixed resolution (``image_size`` squared pixels)."""
+    from transformers import Qwen2VLImageProcessorPil
+
+    pixels = cfg.image_size * cfg.image_size
+    image_processor = Qwen2VLImageProcessorPil(
+        patch_size=cfg.patch_size,
+        merge_size=merge,
+        temporal_patch_size=2,
+        size={"shortest_edge": pixels, "longest_edge": pixels},
+    )
+    return _image_only_qwen_processor_class(base_name)(
+        image_processor=image_processor, tokenizer=tok, chat_template=QWEN_CHAT_TEMPLATE
+    )
+
+
+def _qwen_rope(cfg: TinyModelConfig) -> dict:
+    return {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": _mrope_section(cfg)}
+
+
 def _qwen2_vl(cfg: TinyModelConfig):
-    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessorPil
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
     tok = _qwen_tokenizer(cfg)
-    mrope = _mrope_section(cfg)
     config = Qwen2VLConfig(
-        text_config=dict(
-            vocab_size=len(tok),
-            hidden_size=cfg.hidden_size,
-            intermediate_size=cfg.intermediate_size,
-            num_hidden_layers=cfg.num_layers,
-            num_attention_heads=cfg.num_heads,
-            num_key_value_heads=cfg.num_kv_heads,
-            max_position_embeddings=cfg.max_position_embeddings,
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope},
-            bos_token_id=None,
-            eos_token_id=tok.eos_token_id,
-            pad_token_id=tok.pad_token_id,
-        ),
+        text_config=_text_config(cfg, tok, rope_parameters=_qwen_rope(cfg), bos_token_id=None),
         vision_config=dict(
             depth=cfg.vision_layers,
             embed_dim=cfg.vision_hidden_size,
@@ -283,23 +300,9 @@ def _qwen2_vl(cfg: TinyModelConfig):
             spatial_merge_size=2,
             temporal_patch_size=2,
         ),
-        image_token_id=tok.convert_tokens_to_ids("<|image_pad|>"),
-        video_token_id=tok.convert_tokens_to_ids("<|video_pad|>"),
-        vision_start_token_id=tok.convert_tokens_to_ids("<|vision_start|>"),
-        vision_end_token_id=tok.convert_tokens_to_ids("<|vision_end|>"),
+        **_qwen_special_ids(tok),
     )
-    model = Qwen2VLForConditionalGeneration(config)
-    pixels = cfg.image_size * cfg.image_size
-    image_processor = Qwen2VLImageProcessorPil(
-        patch_size=cfg.patch_size,
-        merge_size=2,
-        temporal_patch_size=2,
-        size={"shortest_edge": pixels, "longest_edge": pixels},
-    )
-    processor = _image_only_qwen_processor_class()(
-        image_processor=image_processor, tokenizer=tok, chat_template=QWEN_CHAT_TEMPLATE
-    )
-    return model, processor
+    return Qwen2VLForConditionalGeneration(config), _qwen_processor(cfg, tok, merge=2)
 
 
 # -- more families ------------------------------------------------------------------------------------------
@@ -442,15 +445,12 @@ def _llava_next(cfg: TinyModelConfig):
 
 
 def _qwen2_5_vl(cfg: TinyModelConfig):
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLImageProcessorPil
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     tok = _qwen_tokenizer(cfg)
-    mrope = _mrope_section(cfg)
     merge = 2
     config = Qwen2_5_VLConfig(
-        text_config=_text_config(
-            cfg, tok, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope}
-        ),
+        text_config=_text_config(cfg, tok, rope_parameters=_qwen_rope(cfg)),
         vision_config=dict(
             depth=cfg.vision_layers,
             hidden_size=cfg.vision_hidden_size,
@@ -464,23 +464,9 @@ def _qwen2_5_vl(cfg: TinyModelConfig):
             window_size=2 * merge * cfg.patch_size,
             fullatt_block_indexes=[cfg.vision_layers - 1],
         ),
-        image_token_id=tok.convert_tokens_to_ids("<|image_pad|>"),
-        video_token_id=tok.convert_tokens_to_ids("<|video_pad|>"),
-        vision_start_token_id=tok.convert_tokens_to_ids("<|vision_start|>"),
-        vision_end_token_id=tok.convert_tokens_to_ids("<|vision_end|>"),
+        **_qwen_special_ids(tok),
     )
-    model = Qwen2_5_VLForConditionalGeneration(config)
-    pixels = cfg.image_size * cfg.image_size
-    image_processor = Qwen2VLImageProcessorPil(
-        patch_size=cfg.patch_size,
-        merge_size=merge,
-        temporal_patch_size=2,
-        size={"shortest_edge": pixels, "longest_edge": pixels},
-    )
-    processor = _image_only_qwen_processor_class("Qwen2_5_VLProcessor")(
-        image_processor=image_processor, tokenizer=tok, chat_template=QWEN_CHAT_TEMPLATE
-    )
-    return model, processor
+    return Qwen2_5_VLForConditionalGeneration(config), _qwen_processor(cfg, tok, merge, "Qwen2_5_VLProcessor")
 
 
 _IDEFICS_SPECIALS = ("<pad>", "<unk>", "<|begin_of_text|>", "<|im_start|>", "<end_of_utterance>",
