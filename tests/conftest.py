@@ -5,6 +5,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from peft import get_peft_model  # noqa: E402
+
+from unlearn_trainer import VLMUnlearningCollator, losses  # noqa: E402
+from unlearn_trainer.data import model_inputs  # noqa: E402
+from unlearn_trainer.testing import lora_config_for, tiny_model_and_processor  # noqa: E402
 
 # tiny models gain nothing from intra-op threads, and spinning threads hurt on a busy 2-core machine
 torch.set_num_threads(1)
@@ -33,3 +38,18 @@ def train_args(config_cls, tmp_path, **overrides):
     )
     kwargs.update(overrides)
     return config_cls(**kwargs)
+
+
+def tiny_model(family, lora=False):
+    """A tiny model of ``family`` and its processor, with a fresh LoRA adapter on the language model if ``lora``."""
+    model, processor = tiny_model_and_processor(family)
+    if lora:
+        model = get_peft_model(model, lora_config_for(model))
+    return model, processor
+
+
+def answer_logprob(model, processor, rows) -> float:
+    """Mean over ``rows`` of the answer's log-probability under ``model`` (images passed)."""
+    batch = VLMUnlearningCollator(processor)(rows)
+    with torch.no_grad():
+        return losses.sequence_logprob(model(**model_inputs(batch)).logits, batch["labels"]).mean().item()

@@ -3,10 +3,10 @@ LoRA on the language model only, and GA / NPO unlearning end to end."""
 
 import pytest
 import torch
-from conftest import train_args
+from conftest import answer_logprob, train_args
 from peft import get_peft_model
 
-from unlearn_trainer import GAConfig, GATrainer, NPOConfig, NPOTrainer, VLMUnlearningCollator, losses
+from unlearn_trainer import GAConfig, GATrainer, NPOConfig, NPOTrainer, VLMUnlearningCollator
 from unlearn_trainer.data import model_inputs
 from unlearn_trainer.testing import TINY_FAMILIES, lora_config_for, tiny_model_and_processor, tiny_vqa_rows
 from unlearn_trainer.vision import get_adapter
@@ -76,12 +76,6 @@ def test_answer_logits_do_not_see_later_tokens(family):
     assert not torch.allclose(changed, model(**model_inputs(batch)).logits[0, last])
 
 
-def _forget_logprob(model, processor, rows):
-    batch = VLMUnlearningCollator(processor)(rows)
-    with torch.no_grad():
-        return losses.sequence_logprob(model(**model_inputs(batch)).logits, batch["labels"]).mean().item()
-
-
 @pytest.mark.parametrize("family", ALL_FAMILIES)
 def test_ga_and_npo_with_lora_lower_forget_logprob(family, tmp_path):
     forget = tiny_vqa_rows(2)
@@ -91,10 +85,10 @@ def test_ga_and_npo_with_lora_lower_forget_logprob(family, tmp_path):
         lm_path = get_adapter(model).language_model_path
         lora = [n for n, _ in model.named_modules() if n.endswith(".lora_A")]
         assert lora and all(f".{lm_path}." in n for n in lora), lora  # LoRA on the language model only
-        before = _forget_logprob(model, processor, forget)
+        before = answer_logprob(model, processor, forget)
         # a constant 1e-2 (Adam) moves every family by > 0.9 nats in 3 steps; 1e-1 overshoots on some
         args = train_args(config_cls, tmp_path, max_steps=3, learning_rate=1e-2, lr_scheduler_type="constant")
         trainer = trainer_cls(model=model, args=args, forget_dataset=forget, processing_class=processor)
         trainer.train()
-        after = _forget_logprob(model, processor, forget)
+        after = answer_logprob(model, processor, forget)
         assert after < before - 0.5, (trainer_cls.__name__, before, after)

@@ -2,10 +2,10 @@ import json
 
 import pytest
 import torch
-from conftest import train_args
+from conftest import answer_logprob, train_args
 from peft import get_peft_model
 
-from unlearn_trainer import VLMUnlearningCollator, losses
+from unlearn_trainer import VLMUnlearningCollator
 from unlearn_trainer.data import model_inputs
 from unlearn_trainer.data.pubg import (
     DEFAULT_INCONTEXT_PROMPT,
@@ -96,12 +96,6 @@ def test_cache_reloads_without_generating(tmp_path):
     assert len(key["rows"]) == 2 and key["rows"][0][0] == "ent-0"
 
 
-def _logp(model, processor, rows):
-    batch = VLMUnlearningCollator(processor)(rows)
-    with torch.no_grad():
-        return losses.sequence_logprob(model(**model_inputs(batch)).logits, batch["labels"]).mean().item()
-
-
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
 def test_pubg_forgets_r_and_learns_o_star(family, lora, tmp_path):
     model, processor = tiny_model_and_processor(family)
@@ -124,10 +118,10 @@ def test_pubg_forgets_r_and_learns_o_star(family, lora, tmp_path):
     batch = trainer.data_collator([trainer.train_dataset[i] for i in (2, 0)])
     assert batch["guidance"]["sample_index"].tolist() == batch["forget"]["sample_index"].tolist() == [2, 0]
     assert "pixel_values" in batch["guidance"]
-    f0, g0 = _logp(model, processor, forget), _logp(model, processor, guidance)
+    f0, g0 = answer_logprob(model, processor, forget), answer_logprob(model, processor, guidance)
     trainer.train()
     assert len(spy.calls) == 1
-    f1, g1 = _logp(model, processor, forget), _logp(model, processor, guidance)
+    f1, g1 = answer_logprob(model, processor, forget), answer_logprob(model, processor, guidance)
     assert f1 < f0 - 0.3, (f0, f1)
     assert g1 > g0 + 0.3, (g0, g1)
     logged = [h for h in trainer.state.log_history if "loss" in h]

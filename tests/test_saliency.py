@@ -3,11 +3,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import train_args
+from conftest import answer_logprob, train_args
 from peft import get_peft_model
 
 from unlearn_trainer import NPOConfig, NPOTrainer, VLMUnlearningCollator, losses
-from unlearn_trainer.data import model_inputs
 from unlearn_trainer.saliency import (
     SaliencyMask,
     _Target,
@@ -28,12 +27,6 @@ CONNECTOR_AND_LM = ["multi_modal_projector|merger", "language_model"]
 def preserved_rows():
     """P of Eq. 6 in miniature: VQA rows of other images plus text-only QA."""
     return tiny_vqa_rows(3, seed=7) + tiny_vqa_rows(3, with_images=False)
-
-
-def forget_logprob(model, processor, rows):
-    batch = VLMUnlearningCollator(processor)(rows)
-    with torch.no_grad():
-        return losses.sequence_logprob(model(**model_inputs(batch)).logits, batch["labels"]).mean().item()
 
 
 # -- the Fisher diagonal on a model small enough to differentiate by hand ----------------------------------------
@@ -245,7 +238,7 @@ def test_mask_gates_only_the_forget_gradient(tmp_path):
 def test_saliency_trainer_unlearns_and_leaves_unmasked_entries(family, lora, tmp_path):
     model, processor = tiny_model_and_processor(family)
     forget = tiny_vqa_rows(4)
-    before = forget_logprob(model, processor, forget)
+    before = answer_logprob(model, processor, forget)
     extra = {} if lora else {"trainable_modules": CONNECTOR_AND_LM}
     args = train_args(SaliencyConfig, tmp_path, max_steps=8, learning_rate=1e-1 if lora else 5e-3, plot_saliency=True,
                       **extra)
@@ -255,7 +248,7 @@ def test_saliency_trainer_unlearns_and_leaves_unmasked_entries(family, lora, tmp
     start = {n: p.detach().clone() for n, p in model.named_parameters()}
     mask = trainer.saliency_mask
     trainer.train()
-    after = forget_logprob(model, processor, forget)
+    after = answer_logprob(model, processor, forget)
     assert after < before - 0.3, (before, after)
     moved = 0
     for n, p in model.named_parameters():

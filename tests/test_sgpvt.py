@@ -6,32 +6,18 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import train_args
-from peft import get_peft_model
+from conftest import answer_logprob, tiny_model, train_args
 from transformers.models.llama.modeling_llama import repeat_kv
 
 import unlearn_trainer.trainers.sgpvt as sgpvt_trainer_module
 from unlearn_trainer import VLMUnlearningCollator, losses
 from unlearn_trainer.data import model_inputs
-from unlearn_trainer.testing import TINY_FAMILIES, lora_config_for, tiny_images, tiny_model_and_processor, tiny_vqa_rows
+from unlearn_trainer.testing import TINY_FAMILIES, tiny_images, tiny_vqa_rows
 from unlearn_trainer.trainers.sgpvt import SGPVTConfig, SGPVTTrainer
 from unlearn_trainer.vision import count_hooks, get_adapter
 from unlearn_trainer.vision import sgpvt as sg
 
 IMAGE_FAMILIES = [f for f in sorted(TINY_FAMILIES) if f != "mllama"]
-
-
-def _model(family, lora=False):
-    model, processor = tiny_model_and_processor(family)
-    if lora:
-        model = get_peft_model(model, lora_config_for(model))
-    return model, processor
-
-
-def _forget_logprob(model, processor, rows):
-    batch = VLMUnlearningCollator(processor)(rows)
-    with torch.no_grad():
-        return losses.sequence_logprob(model(**model_inputs(batch)).logits, batch["labels"]).mean().item()
 
 
 def _trainer(model, processor, tmp_path, rows=None, distant=3, **overrides):
@@ -167,7 +153,7 @@ def test_attention_scores_select_planted_image_keys_with_gqa():
 def test_probed_attention_equals_the_models_eager_attention(family):
     """q/k captured at the attention function (after norms and RoPE / M-RoPE) give exactly the model's own
     attention probabilities, without eager attention in the other layers."""
-    model, processor = _model(family)
+    model, processor = tiny_model(family)
     batch = VLMUnlearningCollator(processor)(tiny_vqa_rows(2))
     answer = batch["labels"] != -100
     image = get_adapter(model).image_token_mask(model, batch["input_ids"])
@@ -188,7 +174,7 @@ def test_probed_attention_equals_the_models_eager_attention(family):
 
 
 def test_probe_is_undone_when_the_forward_raises():
-    model, processor = _model("llava")
+    model, processor = tiny_model("llava")
     batch = VLMUnlearningCollator(processor)(tiny_vqa_rows(1))
     configs, hooks = _attn_configs(model), _hooks_after_warmup(model, processor)
     layer0 = get_adapter(model).language_model(model).layers[0]
@@ -208,13 +194,13 @@ def test_probe_is_undone_when_the_forward_raises():
 
 # -- where tokens live -------------------------------------------------------------------------------------------
 def test_dependency_maps_rows_to_image_tokens():
-    llava, p = _model("llava")
+    llava, p = tiny_model("llava")
     dep = sg.TokenSite(llava).dependency(llava, VLMUnlearningCollator(p)(tiny_vqa_rows(1)))
     assert torch.equal(dep, torch.eye(16, dtype=torch.bool))
-    qwen, p = _model("qwen2_vl")
+    qwen, p = tiny_model("qwen2_vl")
     dep = sg.TokenSite(qwen).dependency(qwen, VLMUnlearningCollator(p)(tiny_vqa_rows(1)))
     assert dep.shape == (4, 16) and (dep.sum(1) == 4).all() and (dep.sum(0) == 1).all()  # 2x2 merge, a partition
-    internvl, p = _model("internvl")
+    internvl, p = tiny_model("internvl")
     dep = sg.TokenSite(internvl).dependency(internvl, VLMUnlearningCollator(p)(tiny_vqa_rows(1)))
     assert dep.shape == (4, 17) and not dep[:, 0].any() and dep[:, 1:].any(0).all()  # the class token feeds nothing
     # an image token's attention is split among the rows that feed it
@@ -224,7 +210,7 @@ def test_dependency_maps_rows_to_image_tokens():
 
 def test_pre_projector_rows_go_through_the_projector():
     """Replacing one pre-projector row of LLaVA changes exactly that image token at the language model's input."""
-    model, processor = _model("llava")
+    model, processor = tiny_model("llava")
     batch = VLMUnlearningCollator(processor)(tiny_vqa_rows(2))
     pre, post = sg.TokenSite(model, "pre_projector"), sg.TokenSite(model, "post_projector")
     with torch.no_grad():
@@ -265,12 +251,12 @@ def test_teacher_kl_loss_values_and_gradient():
 # -- the trainer -------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
 def test_sgpvt_forget_logprob_drops(family, lora, tmp_path):
-    model, processor = _model(family, lora)
+    model, processor = tiny_model(family, lora)
     forget = tiny_vqa_rows(4)
-    before = _forget_logprob(model, processor, forget)
+    before = answer_logprob(model, processor, forget)
     trainer = _trainer(model, processor, tmp_path, rows=forget, max_steps=8, learning_rate=1e-1 if lora else 5e-3)
     trainer.train()
-    after = _forget_logprob(model, processor, forget)
+    after = answer_logprob(model, processor, forget)
     assert after < before - 0.3, (before, after)
     logged = [h for h in trainer.state.log_history if "loss" in h]
     assert all({"ga_term", "kl_term", "s_t", "s_min"} <= set(h) for h in logged)
@@ -284,7 +270,7 @@ def test_sgpvt_forget_logprob_drops(family, lora, tmp_path):
 
 
 def test_perturbation_touches_only_selected_rows_at_cosine_s_t(tmp_path, monkeypatch):
-    model, processor = _model("qwen2_vl")
+    model, processor = tiny_model("qwen2_vl")
     trainer = _trainer(model, processor, tmp_path, rows=tiny_vqa_rows(2), noise_std=0.0, num_perturbations=2,
                        topk_ratio=0.3)
     seen, calls = [], {"forward": 0}
@@ -326,7 +312,7 @@ def test_perturbation_touches_only_selected_rows_at_cosine_s_t(tmp_path, monkeyp
 def test_attention_queries_are_the_concept_tokens_when_the_batch_marks_them(tmp_path, monkeypatch):
     from unlearn_trainer import ConceptMaskCollator
 
-    model, processor = _model("llava")
+    model, processor = tiny_model("llava")
     rows = [dict(tiny_vqa_rows(2)[1], concepts="dog"), dict(tiny_vqa_rows(1)[0], concepts="mat")]
     trainer = SGPVTTrainer(model=model, args=train_args(SGPVTConfig, tmp_path, damage_boundary=0.5),
                            forget_dataset=rows, processing_class=processor,
@@ -350,7 +336,7 @@ def test_attention_queries_are_the_concept_tokens_when_the_batch_marks_them(tmp_
 
 
 def test_damage_boundary_computed_once_per_sample(tmp_path, monkeypatch):
-    model, processor = _model("llava", lora=True)
+    model, processor = tiny_model("llava", lora=True)
     calls = {"boundary": 0, "pooled": 0}
     boundary, pooled = sgpvt_trainer_module.damage_boundary, sg.TokenSite.pooled
 
@@ -387,7 +373,7 @@ def test_damage_boundary_computed_once_per_sample(tmp_path, monkeypatch):
 
 
 def test_no_hook_leaks_after_steps_and_after_an_error(tmp_path, monkeypatch):
-    model, processor = _model("llava", lora=True)
+    model, processor = tiny_model("llava", lora=True)
     hooks, configs = _hooks_after_warmup(model, processor), _attn_configs(model)
     trainer = _trainer(model, processor, tmp_path, max_steps=2)
     trainer.train()
@@ -410,7 +396,7 @@ def test_no_hook_leaks_after_steps_and_after_an_error(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("family", IMAGE_FAMILIES)
 def test_sgpvt_runs_on_every_image_token_family(family, tmp_path):
-    model, processor = _model(family, lora=True)
+    model, processor = tiny_model(family, lora=True)
     rows = tiny_vqa_rows(3)
     collate = VLMUnlearningCollator(processor)
     site = sg.TokenSite(model)
@@ -426,12 +412,12 @@ def test_sgpvt_runs_on_every_image_token_family(family, tmp_path):
 
 
 def test_mllama_and_configuration_errors(tmp_path):
-    model, processor = _model("mllama")
+    model, processor = tiny_model("mllama")
     with pytest.raises(NotImplementedError, match="cross-attention"):
         _trainer(model, processor, tmp_path)
     with pytest.raises(NotImplementedError, match="cross-attention"):
         sg.TokenSite(model)
-    llava, processor = _model("llava")
+    llava, processor = tiny_model("llava")
     with pytest.raises(ValueError, match="distant_images"):
         _trainer(llava, processor, tmp_path, distant=0)
     for bad in (dict(perturb="middle"), dict(topk_ratio=0.0), dict(curriculum_eps=0.5), dict(num_perturbations=0),

@@ -1,7 +1,7 @@
 import pytest
 import torch
-from conftest import train_args
-from peft import PeftModel, get_peft_model
+from conftest import answer_logprob, tiny_model, train_args
+from peft import PeftModel
 
 from unlearn_trainer import (
     GAConfig,
@@ -10,37 +10,23 @@ from unlearn_trainer import (
     NPOConfig,
     NPOTrainer,
     VLMUnlearningCollator,
-    losses,
 )
 from unlearn_trainer.data import model_inputs
-from unlearn_trainer.testing import lora_config_for, tiny_model_and_processor, tiny_vqa_rows
+from unlearn_trainer.testing import tiny_model_and_processor, tiny_vqa_rows
 
 TRAINERS = [(GATrainer, GAConfig), (NPOTrainer, NPOConfig)]
-
-
-def forget_logprob(model, processor, rows):
-    batch = VLMUnlearningCollator(processor)(rows)
-    with torch.no_grad():
-        return losses.sequence_logprob(model(**model_inputs(batch)).logits, batch["labels"]).mean().item()
-
-
-def _model(family, lora):
-    model, processor = tiny_model_and_processor(family)
-    if lora:
-        model = get_peft_model(model, lora_config_for(model))
-    return model, processor
 
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
 @pytest.mark.parametrize("trainer_cls,config_cls", TRAINERS, ids=["ga", "npo"])
 def test_forget_logprob_drops(family, lora, trainer_cls, config_cls, tmp_path):
-    model, processor = _model(family, lora)
+    model, processor = tiny_model(family, lora)
     forget = tiny_vqa_rows(4)
-    before = forget_logprob(model, processor, forget)
+    before = answer_logprob(model, processor, forget)
     args = train_args(config_cls, tmp_path, max_steps=8, learning_rate=1e-1 if lora else 5e-3)
     trainer = trainer_cls(model=model, args=args, forget_dataset=forget, processing_class=processor)
     trainer.train()
-    after = forget_logprob(model, processor, forget)
+    after = answer_logprob(model, processor, forget)
     assert after < before - 0.3, (before, after)
     logged = [h for h in trainer.state.log_history if "loss" in h]
     key = "forget_nll" if trainer_cls is GATrainer else "npo_loss"
@@ -48,7 +34,7 @@ def test_forget_logprob_drops(family, lora, trainer_cls, config_cls, tmp_path):
 
 
 def test_peft_reference_is_the_disabled_adapter_not_a_copy(family, tmp_path):
-    model, processor = _model(family, lora=True)
+    model, processor = tiny_model(family, lora=True)
     base_ptrs = {p.data_ptr() for p in model.parameters()}
     trainer = NPOTrainer(model=model, args=train_args(NPOConfig, tmp_path), forget_dataset=tiny_vqa_rows(2),
                          processing_class=processor)
@@ -64,7 +50,7 @@ def test_peft_reference_is_the_disabled_adapter_not_a_copy(family, tmp_path):
 
 
 def test_full_model_reference_is_a_frozen_separate_copy(tmp_path):
-    model, processor = _model("llava", lora=False)
+    model, processor = tiny_model("llava", lora=False)
     trainer = NPOTrainer(model=model, args=train_args(NPOConfig, tmp_path), forget_dataset=tiny_vqa_rows(2),
                          processing_class=processor)
     ref = trainer._ref_model
@@ -78,7 +64,7 @@ def test_full_model_reference_is_a_frozen_separate_copy(tmp_path):
 
 
 def test_npo_reference_logprobs_cached_once(tmp_path):
-    model, processor = _model("llava", lora=True)
+    model, processor = tiny_model("llava", lora=True)
     calls = []
     trainer = NPOTrainer(model=model, args=train_args(NPOConfig, tmp_path, max_steps=4), forget_dataset=tiny_vqa_rows(2),
                          processing_class=processor)
@@ -89,7 +75,7 @@ def test_npo_reference_logprobs_cached_once(tmp_path):
     assert set(trainer._ref_cache["npo_ref_logp"]) == {0, 1}
 
     calls.clear()
-    model2, _ = _model("llava", lora=True)
+    model2, _ = tiny_model("llava", lora=True)
     t2 = NPOTrainer(model=model2, args=train_args(NPOConfig, tmp_path, max_steps=4, cache_reference=False),
                     forget_dataset=tiny_vqa_rows(2), processing_class=processor)
     original2 = t2._ref_logp
@@ -99,7 +85,7 @@ def test_npo_reference_logprobs_cached_once(tmp_path):
 
 
 def test_adapter_saves_as_safetensors_and_reloads(family, tmp_path):
-    model, processor = _model(family, lora=True)
+    model, processor = tiny_model(family, lora=True)
     trainer = GATrainer(model=model, args=train_args(GAConfig, tmp_path, max_steps=3), forget_dataset=tiny_vqa_rows(2),
                         processing_class=processor)
     trainer.train()
@@ -142,7 +128,7 @@ def test_gradient_accumulation_matches_larger_batch(trainer_cls, config_cls, ext
 
 
 def test_non_finite_loss_stops_with_step(tmp_path):
-    model, processor = _model("llava", lora=False)
+    model, processor = tiny_model("llava", lora=False)
     with torch.no_grad():
         model.lm_head.weight[0, 0] = float("nan")
     trainer = GATrainer(model=model, args=train_args(GAConfig, tmp_path), forget_dataset=tiny_vqa_rows(2),
@@ -152,7 +138,7 @@ def test_non_finite_loss_stops_with_step(tmp_path):
 
 
 def test_retain_configuration_errors(tmp_path):
-    model, processor = _model("llava", lora=False)
+    model, processor = tiny_model("llava", lora=False)
     with pytest.raises(ValueError, match="needs a retain set"):
         GATrainer(model=model, args=train_args(GAConfig, tmp_path, variant="ga_gd"), forget_dataset=tiny_vqa_rows(2),
                   processing_class=processor)
@@ -164,7 +150,7 @@ def test_retain_configuration_errors(tmp_path):
 
 def test_ga_variants_log_their_retain_term(tmp_path):
     for variant, key in [("ga_gd", "retain_nll"), ("ga_kl", "retain_kl")]:
-        model, processor = _model("llava", lora=True)
+        model, processor = tiny_model("llava", lora=True)
         trainer = GATrainer(model=model, args=train_args(GAConfig, tmp_path, variant=variant, max_steps=2),
                             forget_dataset=tiny_vqa_rows(2), retain_dataset=tiny_vqa_rows(2, seed=3),
                             processing_class=processor)
@@ -175,7 +161,7 @@ def test_ga_variants_log_their_retain_term(tmp_path):
 def test_plain_training_arguments_and_train_dataset_are_accepted(tmp_path):
     from transformers import TrainingArguments
 
-    model, processor = _model("llava", lora=True)
+    model, processor = tiny_model("llava", lora=True)
     args = TrainingArguments(output_dir=str(tmp_path / "o"), max_steps=1, report_to="none", disable_tqdm=True,
                              per_device_train_batch_size=2)
     trainer = NPOTrainer(model=model, args=args, train_dataset=tiny_vqa_rows(2), processing_class=processor)

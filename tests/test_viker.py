@@ -4,13 +4,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import train_args
-from peft import get_peft_model
+from conftest import answer_logprob, tiny_model, train_args
 
 from unlearn_trainer import VLMUnlearningCollator, losses
 from unlearn_trainer.data import model_inputs
 from unlearn_trainer.data.reference_images import ReferenceImagePool, reference_rows
-from unlearn_trainer.testing import lora_config_for, tiny_images, tiny_model_and_processor, tiny_vqa_rows
+from unlearn_trainer.testing import tiny_images, tiny_model_and_processor, tiny_vqa_rows
 from unlearn_trainer.trainers.viker import ViKeRConfig, ViKeRTrainer
 
 
@@ -190,30 +189,19 @@ def test_reference_pool_accepts_rows_and_datasets_and_errors():
 
 
 # -- trainer -------------------------------------------------------------------------------------------------
-def _model(family, lora):
-    model, processor = tiny_model_and_processor(family)
-    if lora:
-        model = get_peft_model(model, lora_config_for(model))
-    return model, processor
-
-
-def forget_logprob(model, processor, rows):
-    batch = VLMUnlearningCollator(processor)(rows)
-    with torch.no_grad():
-        return losses.sequence_logprob(model(**model_inputs(batch)).logits, batch["labels"]).mean().item()
 
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
 def test_forget_logprob_drops(family, lora, tmp_path):
-    model, processor = _model(family, lora)
+    model, processor = tiny_model(family, lora)
     forget = tiny_vqa_rows(4)
-    before = forget_logprob(model, processor, forget)
+    before = answer_logprob(model, processor, forget)
     args = train_args(ViKeRConfig, tmp_path, max_steps=8, learning_rate=1e-1 if lora else 5e-3,
                       cache_top_k=8 if lora else None, key_token_entropy_threshold=4.5)
     trainer = ViKeRTrainer(model=model, args=args, forget_dataset=forget, processing_class=processor,
                            reference_images=tiny_images(6, seed=11))
     trainer.train()
-    after = forget_logprob(model, processor, forget)
+    after = answer_logprob(model, processor, forget)
     assert after < before - 0.3, (before, after)
     logged = [h for h in trainer.state.log_history if "loss" in h]
     assert logged and all({"ga_term", "reg_kl", "key_token_fraction"} <= set(h) for h in logged)
@@ -222,7 +210,7 @@ def test_forget_logprob_drops(family, lora, tmp_path):
 
 
 def test_key_token_fraction_is_logged_from_the_reference_entropy(tmp_path):
-    model, processor = _model("llava", lora=True)
+    model, processor = tiny_model("llava", lora=True)
     trainer = ViKeRTrainer(model=model, args=train_args(ViKeRConfig, tmp_path), forget_dataset=tiny_vqa_rows(2),
                            processing_class=processor, reference_images=tiny_images(5, seed=12))
     batch = trainer._prepare_inputs(trainer.data_collator([trainer.train_dataset[0], trainer.train_dataset[1]]))
@@ -247,7 +235,7 @@ def _spy(method, calls):
 
 def test_reference_computed_once_per_sample(tmp_path):
     for cache, expected_calls in [(True, 2), (False, 6)]:
-        model, processor = _model("llava", lora=True)
+        model, processor = tiny_model("llava", lora=True)
         args = train_args(ViKeRConfig, tmp_path, max_steps=-1, num_train_epochs=3, cache_reference=cache)
         trainer = ViKeRTrainer(model=model, args=args, forget_dataset=tiny_vqa_rows(2), processing_class=processor,
                                reference_images=tiny_images(5, seed=2))
@@ -260,7 +248,7 @@ def test_reference_computed_once_per_sample(tmp_path):
 
 
 def test_reference_uses_the_reference_images_not_the_forget_image(family, tmp_path):
-    model, processor = _model(family, lora=True)
+    model, processor = tiny_model(family, lora=True)
     forget = tiny_vqa_rows(2)
     refs = tiny_images(7, seed=21)
     trainer = ViKeRTrainer(model=model, args=train_args(ViKeRConfig, tmp_path, max_steps=1, cache_top_k=None,
@@ -302,7 +290,7 @@ def test_reference_uses_the_reference_images_not_the_forget_image(family, tmp_pa
 def test_sparse_cache_is_the_top_k_of_the_exact_one(tmp_path):
     caches = {}
     for top_k in (None, 8):
-        model, processor = _model("qwen2_vl", lora=True)
+        model, processor = tiny_model("qwen2_vl", lora=True)
         trainer = ViKeRTrainer(model=model, args=train_args(ViKeRConfig, tmp_path, max_steps=1, cache_top_k=top_k),
                                forget_dataset=tiny_vqa_rows(2), processing_class=processor,
                                reference_images=tiny_images(5, seed=8))
@@ -321,7 +309,7 @@ def test_sparse_cache_is_the_top_k_of_the_exact_one(tmp_path):
 
 
 def test_viker_input_errors(tmp_path):
-    model, processor = _model("llava", lora=True)
+    model, processor = tiny_model("llava", lora=True)
     args = train_args(ViKeRConfig, tmp_path, max_steps=1)
     with pytest.raises(ValueError, match="needs num_reference_images=5 reference images but .* only 4"):
         ViKeRTrainer(model=model, args=args, forget_dataset=tiny_vqa_rows(2), processing_class=processor,
@@ -348,7 +336,7 @@ def test_viker_input_errors(tmp_path):
 
 @pytest.mark.parametrize("regularizer", ["jsd", "cosine"])
 def test_other_regularizers_train(regularizer, tmp_path):
-    model, processor = _model("llava", lora=True)
+    model, processor = tiny_model("llava", lora=True)
     trainer = ViKeRTrainer(model=model, args=train_args(ViKeRConfig, tmp_path, max_steps=2, regularizer=regularizer,
                                                         lam=1.0, learning_rate=1e-1),
                            forget_dataset=tiny_vqa_rows(2), processing_class=processor,
