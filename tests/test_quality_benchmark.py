@@ -56,4 +56,6 @@ def test_resume_reuses_finished_runs(tmp_path, monkeypatch):
     assert quality.main(argv + ["--seeds", "0,1,2", "--resume"]) == 0 and calls[-1] == ("npo", "forget10", 2)
     data = json.loads((tmp_path / "quality.json").read_text())
     assert [r["seed"] for r in data["runs"]] == [0, 1, 2]
+    assert list(data["full_model"]) == ["forget10"]
+    assert "| full model | 10 |" in (tmp_path / "quality.md").read_text()
     assert quality.main(argv) == 0 and len(calls) == 5  # without --resume both seeds run again
