@@ -411,6 +411,61 @@ class UnlearnTrainer(Trainer):
             f"rate or set a forget_loss_ceiling."
         )
 
+    # -- resuming ------------------------------------------------------------------------------------------
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        """Restore a full-parameter model's weights from a Trainer checkpoint through the model's own
+        ``from_pretrained``, which maps the key names ``save_pretrained`` converted (transformers 5 saves LLaVA- and
+        Qwen-VL-style checkpoints under their original Hub names; the parent's non-strict ``load_state_dict`` would
+        match none and resume on the base weights). Adapters, DeepSpeed and FSDP keep the parent's loading."""
+        model = self.model if model is None else model
+        if not self._loads_full_weights(model, resume_from_checkpoint):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        self._load_full_weights(model, resume_from_checkpoint)
+
+    def _load_best_model(self) -> None:
+        """As :meth:`_load_from_checkpoint`, for ``load_best_model_at_end`` (the parent has the same non-strict load)."""
+        if not self._loads_full_weights(self.model, self.state.best_model_checkpoint):
+            return super()._load_best_model()
+        self._load_full_weights(self.model, self.state.best_model_checkpoint)
+
+    def _loads_full_weights(self, model, checkpoint: str | None) -> bool:
+        import os
+
+        from transformers import PreTrainedModel
+        from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME
+
+        return (
+            checkpoint is not None
+            and isinstance(model, PreTrainedModel) and not is_peft_model(model)
+            and not (self.is_deepspeed_enabled or self.is_fsdp_enabled)
+            and any(os.path.isfile(os.path.join(checkpoint, name))
+                    for name in (SAFE_WEIGHTS_NAME, WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_INDEX_NAME))
+        )
+
+    @staticmethod
+    def _load_full_weights(model, checkpoint: str) -> None:
+        """Load ``checkpoint`` into ``model`` by key-renaming ``from_pretrained`` and a strict copy; raise naming the
+        checkpoint and the keys if any parameter or buffer of the model was not matched (never resume silently
+        from other weights)."""
+        loaded, info = type(model).from_pretrained(checkpoint, dtype="auto", output_loading_info=True)
+        state = loaded.state_dict()
+        expected = model.state_dict()
+        missing = sorted(set(info.get("missing_keys") or ()) | (set(expected) - set(state)))
+        unexpected = sorted(set(info.get("unexpected_keys") or ()) | (set(state) - set(expected)))
+        mismatched = sorted(str(m[0] if isinstance(m, tuple) else m) for m in info.get("mismatched_keys") or ())
+        mismatched += sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+        if missing or unexpected or mismatched:
+            def show(keys):
+                return f"{len(keys)} ({', '.join(keys[:5])}{', ...' if len(keys) > 5 else ''})"
+
+            raise RuntimeError(
+                f"Cannot resume from {checkpoint}: its weights do not match {type(model).__name__}. Missing: "
+                f"{show(missing)}; unexpected: {show(unexpected)}; wrong shape: {show(mismatched)}. Resume with the "
+                f"model this checkpoint was trained from (same architecture and size)."
+            )
+        model.load_state_dict(state, strict=True)
+        del loaded, state
+
     # -- saving --------------------------------------------------------------------------------------------
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Save the model (the adapter only, for PEFT) as safetensors, with the training arguments as JSON
