@@ -228,6 +228,24 @@ def data_split(script_args: ScriptArguments, data: DemoData, name: str):
     return splits[name]
 
 
+def _checkpoint_to_resume(config) -> str | None:
+    """``--resume_from_checkpoint``: a checkpoint folder, or ``True`` for the latest ``checkpoint-*`` in
+    ``--output_dir`` (as Hugging Face's example scripts); unset or ``False``: train from the start."""
+    value = config.resume_from_checkpoint
+    if value is None or str(value).lower() in ("", "false"):
+        return None
+    if str(value).lower() != "true":
+        return value
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(config.output_dir) if os.path.isdir(config.output_dir) else None
+    if last is None:
+        raise ValueError(f"--resume_from_checkpoint True: no checkpoint-* folder in --output_dir {config.output_dir}. "
+                         f"Pass the checkpoint folder itself, or write checkpoints with --save_strategy steps "
+                         f"--save_steps N.")
+    return last
+
+
 def run_method(trainer_cls, config_cls, demo_defaults: dict | None = None, argv=None,
                trainer_kwargs: Callable[[ScriptArguments, DemoData, object, object], dict] | None = None,
                script_args_cls=None):
@@ -258,7 +276,7 @@ def run_method(trainer_cls, config_cls, demo_defaults: dict | None = None, argv=
                           processing_class=processor, peft_config=peft_config, callbacks=[callback], **extra)
     # model card (unlearn_trainer.hub): save_model writes README.md and, with --push_to_hub, uploads it privately
     trainer.model_card_kwargs = {"dataset": script_args.dataset, "forget_split": script_args.forget_split}
-    trainer.train()
+    trainer.train(resume_from_checkpoint=_checkpoint_to_resume(config))
     trainer.save_model(config.output_dir)
     if trainer.is_world_process_zero():
         summary = {"method": trainer.method_name, "dataset": script_args.dataset,
