@@ -3,6 +3,7 @@ the weights and loss logs of an uninterrupted run (LoRA and full-parameter; LLaV
 transformers 5 writes under converted key names), and the example scripts pass --resume_from_checkpoint through."""
 
 import runpy
+import shutil
 import sys
 from pathlib import Path
 
@@ -98,6 +99,23 @@ def test_a_checkpoint_that_does_not_match_the_model_is_refused(tmp_path):
     assert "Missing: 1" in str(error.value) and trainer.state.global_step == 0
 
 
+def test_load_best_model_at_end_restores_the_best_checkpoint(tmp_path):
+    """Trainer's load_best_model_at_end has the same non-strict load: the best full-parameter checkpoint must load."""
+    model, processor = tiny_model_and_processor("llava")
+    forget = tiny_vqa_rows(4)
+    best, last = Snapshot(1, "end"), Snapshot(2, "end")  # gradient ascent raises the forget loss: step 1 is best
+    args = train_args(GAConfig, tmp_path, max_steps=2, save_strategy="steps", save_steps=1, eval_strategy="steps",
+                      eval_steps=1, load_best_model_at_end=True, metric_for_best_model="loss", greater_is_better=False)
+    trainer = GATrainer(model=model, args=args, forget_dataset=forget, eval_dataset=forget, processing_class=processor,
+                        callbacks=[best, last])
+    trainer.train()
+    assert trainer.state.best_model_checkpoint.endswith("checkpoint-1")
+    end = trainable(trainer.model)
+    assert any(not torch.equal(last.weights[n], v) for n, v in best.weights.items())  # the last step moved them
+    for name, value in best.weights.items():
+        torch.testing.assert_close(end[name], value, rtol=0, atol=0, msg=name)
+
+
 @pytest.fixture
 def saved_model_and_data(tmp_path):
     import datasets
@@ -139,7 +157,7 @@ def test_example_resumes_from_the_latest_checkpoint(saved_model_and_data, monkey
     assert run_ga() == [0, 1, 2, 3]
     for name in ("checkpoint-4", "model.safetensors"):  # "killed" after checkpoint-2: no later state on disk
         path = out / name
-        path.unlink() if path.is_file() else __import__("shutil").rmtree(path)
+        path.unlink() if path.is_file() else shutil.rmtree(path)
     checkpoint_2 = (out / "checkpoint-2" / "trainer_state.json").read_text()
     assert run_ga("--resume_from_checkpoint", "True") == [2, 3]  # continues at step 3, keeps checkpoint-2
     assert (out / "checkpoint-2" / "trainer_state.json").read_text() == checkpoint_2
