@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import train_args
 from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback
 
 from unlearn_trainer import GAConfig, GATrainer, NPOConfig, NPOTrainer
 from unlearn_trainer.testing import lora_config_for, tiny_model_and_processor, tiny_vqa_rows
-
-from conftest import train_args
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 MAX_STEPS, SAVE_STEPS = 4, 3  # 2 steps per epoch: checkpoint-3 is mid-epoch, so resuming also skips a seen batch
@@ -94,7 +93,7 @@ def test_a_checkpoint_that_does_not_match_the_model_is_refused(tmp_path):
     save_file(weights, checkpoint / "model.safetensors", metadata={"format": "pt"})
     trainer = GATrainer(model=model, args=train_args(GAConfig, tmp_path), forget_dataset=tiny_vqa_rows(2),
                         processing_class=processor)
-    with pytest.raises(RuntimeError, match="Cannot resume from .*checkpoint-1") as error:
+    with pytest.raises(RuntimeError, match="Cannot restore the weights of .*checkpoint-1") as error:
         trainer.train(resume_from_checkpoint=str(checkpoint))
     assert "Missing: 1" in str(error.value) and trainer.state.global_step == 0
 

@@ -459,8 +459,8 @@ class UnlearnTrainer(Trainer):
                 return f"{len(keys)} ({', '.join(keys[:5])}{', ...' if len(keys) > 5 else ''})"
 
             raise RuntimeError(
-                f"Cannot resume from {checkpoint}: its weights do not match {type(model).__name__}. Missing: "
-                f"{show(missing)}; unexpected: {show(unexpected)}; wrong shape: {show(mismatched)}. Resume with the "
+                f"Cannot restore the weights of {checkpoint}: they do not match {type(model).__name__}. Missing: "
+                f"{show(missing)}; unexpected: {show(unexpected)}; wrong shape: {show(mismatched)}. Load it into the "
                 f"model this checkpoint was trained from (same architecture and size)."
             )
         model.load_state_dict(state, strict=True)
