@@ -2,6 +2,7 @@
 the weights and loss logs of an uninterrupted run (LoRA and full-parameter; LLaVA and Qwen2-VL, whose checkpoints
 transformers 5 writes under converted key names), and the example scripts pass --resume_from_checkpoint through."""
 
+import json
 import runpy
 import shutil
 import sys
@@ -145,8 +146,9 @@ def test_example_resumes_from_the_latest_checkpoint(saved_model_and_data, monkey
     def run_ga(*extra):
         argv = ["run_ga.py", "--model_name_or_path", str(root / "model"), "--dataset", str(root / "data"),
                 "--forget_split", "forget", "--retain_split", "retain", "--use_lora", "false",
-                "--per_device_train_batch_size", "2", "--max_steps", "4", "--save_strategy", "steps",
-                "--save_steps", "2", "--output_dir", str(out), "--max_new_tokens", "2", "--max_eval_rows", "1",
+                "--per_device_train_batch_size", "2", "--max_steps", "4",
+                "--save_steps", "2",  # alone: implies --save_strategy steps
+                "--output_dir", str(out), "--max_new_tokens", "2", "--max_eval_rows", "1",
                 "--disable_tqdm", "true", "--logging_steps", "1", *extra]
         monkeypatch.setattr(sys, "argv", argv)
         steps_run.clear()
@@ -161,6 +163,10 @@ def test_example_resumes_from_the_latest_checkpoint(saved_model_and_data, monkey
     assert run_ga("--resume_from_checkpoint", "True") == [2, 3]  # continues at step 3, keeps checkpoint-2
     assert (out / "checkpoint-2" / "trainer_state.json").read_text() == checkpoint_2
     assert (out / "checkpoint-4").is_dir() and (out / "model.safetensors").exists()
+    # the first evaluation of a resumed run is of the checkpoint's weights: not labelled "before"
+    labels = list(json.loads((out / "results.json").read_text())["evaluation"])
+    assert labels == ["resumed", "after"]
+    assert "| resumed | after |" in (out / "unlearning_eval.md").read_text()
     assert run_ga("--resume_from_checkpoint", str(out / "checkpoint-2")) == [2, 3]
 
 

@@ -80,8 +80,10 @@ def parse_args(config_cls, demo_defaults: dict | None = None, argv=None, script_
         if action.help:
             action.help = re.sub(r"%(?!\()", "%%", action.help)
     script_args = parser.parse_args_into_dataclasses(args=argv + _needs_output_dir(argv), return_remaining_strings=True)[0]
+    # No checkpoints unless asked; --save_steps alone asks (it would otherwise be ignored under save_strategy "no").
+    save_strategy = "steps" if any(a.startswith("--save_steps") for a in argv) else "no"
     defaults = {"output_dir": f"outputs/{config_cls.__name__.replace('Config', '').lower()}-{_dataset_tag(script_args)}",
-                "report_to": "none", "logging_steps": 10, "save_strategy": "no"}
+                "report_to": "none", "logging_steps": 10, "save_strategy": save_strategy}
     if script_args.model_name_or_path is None:
         defaults.update(demo_defaults or {})
     parser.set_defaults(**defaults)

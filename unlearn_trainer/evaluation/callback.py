@@ -11,7 +11,10 @@ from transformers import TrainerCallback
 
 from .evaluator import evaluate_splits, format_table
 
-__all__ = ["UnlearningEvalCallback", "plot_tradeoff"]
+__all__ = ["UnlearningEvalCallback", "plot_tradeoff", "RESUMED"]
+
+#: Label of the first evaluation of a run resumed from a checkpoint (its weights are already partly unlearned).
+RESUMED = "resumed"
 
 
 def _is_sharded(model) -> bool:
@@ -74,7 +77,9 @@ class UnlearningEvalCallback(TrainerCallback):
             evaluate_splits(model, self.processor, self.splits, self.is_well_formed, **self.eval_kwargs)
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        self._evaluate_everywhere(model, "before", state)
+        # A resumed run starts from a checkpoint's weights, not the model before unlearning: label it as such.
+        label = "before" if state.global_step == 0 else RESUMED
+        self._evaluate_everywhere(model, label, state)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if self.eval_steps and state.global_step % self.eval_steps == 0 and state.global_step < state.max_steps:
@@ -86,7 +91,7 @@ class UnlearningEvalCallback(TrainerCallback):
             self.write(self.output_dir or args.output_dir)
 
     def table(self) -> str:
-        return format_table({h["label"]: h["metrics"] for h in self.history if h["label"] in ("before", "after")})
+        return format_table({h["label"]: h["metrics"] for h in self.history if h["label"] in ("before", RESUMED, "after")})
 
     def write(self, output_dir: str) -> dict[str, str]:
         os.makedirs(output_dir, exist_ok=True)
