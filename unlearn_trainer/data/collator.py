@@ -14,6 +14,7 @@ any mismatch raises an error naming the row.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -277,10 +278,22 @@ class VLMUnlearningCollator:
 
 
 class ForgetRetainDataset(torch.utils.data.Dataset):
-    """Pairs each forget row with a retain row (deterministic, seeded); length = the forget set's.
+    """Pairs each forget row with a retain row; length = the forget set's.
 
     Items are ``{"forget": row, "retain": row or None}``; each row gets ``__index__`` (its position in its own
     set) so trainers can cache per-sample reference quantities.
+
+    The retain rows rotate so that training walks the whole retain set, not only |forget| of its rows: epochs are
+    grouped in cycles of ``ceil(|retain| / |forget|)``; each cycle draws a permutation of the retain set (seeded by
+    ``seed`` and the cycle number) and its epochs consume it |forget| rows at a time (the last epoch of a cycle wraps
+    to the start of the permutation). Every retain row is paired at least once per cycle, and no retain row twice in
+    one epoch unless |forget| > |retain|. The pair of forget row ``i`` is a function of (``seed``, epoch, ``i``)
+    only, so 1 or N processes, gradient accumulation and a resumed run see the same pairs.
+
+    :meth:`set_epoch` selects the epoch (0 until called): ``UnlearnTrainer`` calls it at the start of every epoch.
+    DataLoader workers read their own copy of the dataset, made when they start: Trainer starts them anew each
+    epoch (after ``set_epoch``), so they follow the rotation, except with ``dataloader_persistent_workers=True``,
+    where they keep the epoch they started in and every epoch repeats the first epoch's pairs.
     """
 
     def __init__(self, forget, retain=None, seed: int = 0):
@@ -289,12 +302,34 @@ class ForgetRetainDataset(torch.utils.data.Dataset):
         if retain is not None and len(retain) == 0:
             raise ValueError("The retain set is empty: pass retain_dataset=None to train without a retain term.")
         self.forget, self.retain = forget, retain
-        if retain is not None:
-            g = torch.Generator().manual_seed(seed)
-            self._perm = torch.randperm(len(retain), generator=g).tolist()
+        self.seed = int(seed)
+        self.epoch = 0
+        self._cycle: tuple[int, list[int]] | None = None  # (cycle number, its permutation of the retain rows)
 
     def __len__(self) -> int:
         return len(self.forget)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Pair the forget rows with the retain rows of ``epoch`` (see the class docstring)."""
+        self.epoch = int(epoch)
+
+    @property
+    def epochs_per_cycle(self) -> int:
+        """Epochs in which the pairing walks the whole retain set: ``ceil(|retain| / |forget|)``."""
+        return -(-len(self.retain) // len(self.forget)) if self.retain is not None else 1
+
+    def _permutation(self, cycle: int) -> list[int]:
+        if self._cycle is None or self._cycle[0] != cycle:
+            digest = hashlib.sha256(f"forget-retain pairing {self.seed} {cycle}".encode()).digest()
+            g = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
+            self._cycle = (cycle, torch.randperm(len(self.retain), generator=g).tolist())
+        return self._cycle[1]
+
+    def retain_index(self, i: int, epoch: int | None = None) -> int:
+        """Position in the retain set of the row paired with forget row ``i`` in ``epoch`` (default: the current)."""
+        epoch = self.epoch if epoch is None else int(epoch)
+        cycle, slot = divmod(epoch, self.epochs_per_cycle)
+        return self._permutation(cycle)[(slot * len(self.forget) + i) % len(self.retain)]
 
     @staticmethod
     def _with_index(row, index: int) -> dict:
@@ -305,7 +340,7 @@ class ForgetRetainDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         item = {"forget": self._with_index(self.forget[i], i), "retain": None}
         if self.retain is not None:
-            j = self._perm[i % len(self.retain)]
+            j = self.retain_index(i)
             item["retain"] = self._with_index(self.retain[j], j)
         return item
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import logging
+import math
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,12 +22,14 @@ from typing import Any
 
 import torch
 from accelerate.utils import DistributedType
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from .. import losses
 from ..data.collator import ForgetRetainCollator, ForgetRetainDataset, VLMUnlearningCollator, model_inputs
 
 __all__ = ["UnlearnConfig", "UnlearnTrainer", "NonFiniteLossError", "is_peft_model"]
+
+logger = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -52,7 +56,10 @@ class UnlearnConfig(TrainingArguments):
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: unlearning rows carry images and metadata the collator needs."}
     )
-    pairing_seed: int = field(default=0, metadata={"help": "Seed of the forget-to-retain row pairing."})
+    pairing_seed: int = field(
+        default=0, metadata={"help": "Seed of the forget-to-retain row pairing (a fresh retain order every "
+                                     "ceil(|retain|/|forget|) epochs, so that training walks the whole retain set)."}
+    )
     # Any method: gate the forget-loss gradient by a saved weight-saliency mask (MMUnlearner Eq. 3).
     saliency_mask: str | None = field(
         default=None,
@@ -87,6 +94,60 @@ def _zero3_enabled() -> bool:
 def is_peft_model(model) -> bool:
     """True for a PEFT model (its reference is itself with the adapter disabled)."""
     return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
+
+
+def _trainable_outside_adapter(model) -> list[str]:
+    """Names of the trainable parameters of a PEFT model that its adapter-disabled forward still uses: all but the
+    tuner layers' adapter weights (``adapter_layer_names``: LoRA A/B, DoRA magnitudes, ...), prompt-learning
+    encoders and the trained copies of auxiliary wrappers (``modules_to_save``, trainable tokens), whose
+    ``original_module`` serves the disabled forward."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    from peft.utils.other import AuxiliaryTrainingWrapper
+
+    adapter: set[int] = set()
+    for module in model.modules():
+        if isinstance(module, BaseTunerLayer):
+            for name in module.adapter_layer_names:
+                part = getattr(module, name, None)
+                if isinstance(part, torch.nn.Module):
+                    adapter.update(id(p) for p in part.parameters())
+        elif isinstance(module, AuxiliaryTrainingWrapper):
+            original = {id(p) for p in module.original_module.parameters()}
+            adapter.update(id(p) for p in module.parameters() if id(p) not in original)
+    prompt = getattr(model, "prompt_encoder", None)
+    if isinstance(prompt, torch.nn.Module):
+        adapter.update(id(p) for p in prompt.parameters())
+    return [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in adapter]
+
+
+@contextlib.contextmanager
+def _eval_mode(module: torch.nn.Module):
+    """Run ``module`` in eval mode (no dropout), then give every submodule back its own training flag."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:  # parents first: train(mode) also resets the children, fixed in turn after it
+            if m.training != mode:
+                m.train(mode)
+
+
+class _UnlearnCallback(TrainerCallback):
+    """The base trainer's hooks into the training loop: re-check the reference at train start (the trainable set may
+    have changed since construction) and rotate the retain rows at every epoch start."""
+
+    def __init__(self, trainer: "UnlearnTrainer", paired: ForgetRetainDataset):
+        self.trainer, self.paired = trainer, paired
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.trainer._check_reference_is_frozen()
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        # Trainer passes no epoch number; state.epoch is the epochs done so far (fractional when resuming mid-epoch),
+        # so its floor is the epoch starting now. accelerate's DataLoaderShard.set_epoch forwards to the dataset only
+        # in a single process (not under a distributed sampler), hence this call.
+        self.paired.set_epoch(math.floor(state.epoch + 1e-9))
 
 
 class UnlearnTrainer(Trainer):
@@ -179,6 +240,10 @@ class UnlearnTrainer(Trainer):
 
         self._ref_cache: dict[str, dict[int, Any]] = defaultdict(dict)
         self._terms: dict[str, list[float]] = defaultdict(list)
+        if paired.retain is not None and args.dataloader_num_workers > 0 and args.dataloader_persistent_workers:
+            logger.warning("dataloader_persistent_workers=True: the workers keep the forget/retain pairing of the "
+                           "first epoch, so training uses only |forget| retain rows. Set it to False to walk the "
+                           "whole retain set.")
         super().__init__(
             model=model,
             args=args,
@@ -189,6 +254,8 @@ class UnlearnTrainer(Trainer):
             **kwargs,
         )
         self._check_launch()
+        self.add_callback(_UnlearnCallback(self, paired))
+        self._check_reference_is_frozen()
         if self._ref_model is not None:
             if self.is_deepspeed_enabled:
                 from trl.models.utils import prepare_deepspeed
@@ -242,9 +309,11 @@ class UnlearnTrainer(Trainer):
     @contextlib.contextmanager
     def reference(self, model):
         """Context giving the frozen pre-unlearning model: the adapter-disabled PEFT model (no copy) or the
-        frozen copy. Use under ``torch.no_grad()``."""
+        frozen copy, in eval mode (no dropout; each module's training flag is restored on exit). Use under
+        ``torch.no_grad()``."""
         if self._ref_model is not None:
-            yield self._ref_model
+            with _eval_mode(self._ref_model):
+                yield self._ref_model
             return
         unwrapped = self.accelerator.unwrap_model(model)
         if not is_peft_model(unwrapped):
@@ -252,8 +321,25 @@ class UnlearnTrainer(Trainer):
                 f"{type(self).__name__} needs a reference model but none was built; this is a bug in the method "
                 f"(set needs_reference = True)."
             )
-        with unwrapped.disable_adapter():
+        with unwrapped.disable_adapter(), _eval_mode(model):
             yield model
+
+    def _check_reference_is_frozen(self) -> None:
+        """Refuse a run that uses the reference when it is a PEFT model with trainable parameters outside its adapter:
+        the adapter-disabled model would move with every update while per-sample reference caches still fill."""
+        model = self.accelerator.unwrap_model(self.model)
+        if not self.uses_reference() or not is_peft_model(model):
+            return
+        moving = _trainable_outside_adapter(model)
+        if moving:
+            shown = ", ".join(moving[:3]) + (f" and {len(moving) - 3} more" if len(moving) > 3 else "")
+            raise ValueError(
+                f"{type(self).__name__} uses the reference model (with PEFT: the model with its adapter disabled), but "
+                f"{len(moving)} parameter(s) outside the adapter are trainable ({shown}), so the reference would change "
+                f"with every update. Freeze them (requires_grad_(False); Saliency: leave them out of trainable_modules; "
+                f"LoraConfig: bias='none'), train whole modules as adapter copies with LoraConfig(modules_to_save=[...]), "
+                f"or train without PEFT (the reference is then a frozen copy of the model)."
+            )
 
     def reference_logits(self, model, batch: dict) -> torch.Tensor:
         with torch.no_grad(), self.reference(model) as ref:

@@ -111,6 +111,7 @@ class SaliencyTrainer(UnlearnTrainer):
         check_checkpointing(a)
         if a.trainable_modules:
             set_trainable(self.model, a.trainable_modules)
+            self._check_reference_is_frozen()  # a KL retain term under PEFT needs the non-adapter weights frozen
         model = self.accelerator.unwrap_model(self.model)
         if a.saliency_mask is not None:
             self.saliency_mask = SaliencyMask.load(a.saliency_mask)
