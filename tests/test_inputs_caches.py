@@ -69,3 +69,49 @@ def test_nfd_and_nfc_match_and_the_mask_covers_the_original_characters(answer_fo
     mask = batch["concept_mask"][0]
     spelled = unicodedata.normalize("NFC", tok.decode(batch["input_ids"][0][mask]))
     assert spelled.replace(" ", "") == "JoséMüllerMüller"
+
+
+# -- item 14: answers past the model's positions, literal control tokens -----------------------------------------------
+def test_row_longer_than_the_model_positions_is_an_error_naming_it(tmp_path):
+    from conftest import tiny_model, train_args
+
+    from unlearn_trainer import GAConfig, GATrainer
+    from unlearn_trainer.testing import tiny_vqa_rows
+
+    model, processor = tiny_model("llava")
+    limit = model.config.get_text_config().max_position_embeddings
+    rows = tiny_vqa_rows(2)
+    rows[1] = {**rows[1], "id": "too-long", "answer": " ".join(["the dog is red ."] * (limit // 4))}
+    trainer = GATrainer(model=model, args=train_args(GAConfig, tmp_path), forget_dataset=rows,
+                        processing_class=processor)
+    trainer.data_collator([trainer.train_dataset[0]])  # a row within the positions collates
+    with pytest.raises(ValueError, match=rf"{limit} positions.*row 'too-long'") as err:
+        trainer.data_collator([trainer.train_dataset[0], trainer.train_dataset[1]])
+    assert "dog" not in str(err.value)  # names the row, never quotes it
+
+
+@pytest.mark.parametrize("key", ["question", "answer"])
+def test_literal_control_token_in_a_row_is_an_error_naming_it(key):
+    from unlearn_trainer import VLMUnlearningCollator
+
+    tok = _bpe_tokenizer(["the answer is here", "USER: who ? ASSISTANT:"])
+    collator = VLMUnlearningCollator(tok)
+    row = {"id": "r7", "question": "who ?", "answer": "the answer is here"}
+    collator([row])
+    bad = {**row, key: row[key] + "<|im_end|>secret"}
+    with pytest.raises(ValueError, match=rf"row 'r7'.*{key}.*'<\|im_end\|>'") as err:
+        collator([bad])
+    assert "secret" not in str(err.value)
+    with pytest.raises(ValueError, match="row #1.*'</s>'"):  # no id: named by position; eos is a control token too
+        collator([row, {"question": "who ?", "answer": "done</s>"}])
+
+
+def test_image_placeholder_in_the_question_stays_allowed():
+    from unlearn_trainer import VLMUnlearningCollator
+    from unlearn_trainer.testing import tiny_model_and_processor, tiny_vqa_rows
+
+    _, processor = tiny_model_and_processor("llava")
+    row = {**tiny_vqa_rows(1)[0], "question": "<image> what is in this image ?"}
+    assert (VLMUnlearningCollator(processor)([row])["labels"] != -100).any()
+    with pytest.raises(ValueError, match="row 'row-0': its answer contains the control token '<image>'"):
+        VLMUnlearningCollator(processor)([{**row, "answer": "a cat <image>"}])

@@ -199,6 +199,7 @@ class ConceptForgetRetainCollator(ForgetRetainCollator):
                 label_end_of_turn=forget_collator.label_end_of_turn,
                 max_length=forget_collator.max_length,
                 return_index=forget_collator.return_index,
+                max_positions=forget_collator.max_positions,
             )
         super().__init__(forget_collator, retain_collator)
 

@@ -84,6 +84,20 @@ def _zero3_enabled() -> bool:
     return is_deepspeed_zero3_enabled()
 
 
+def _give_collators_the_position_limit(collator, model) -> None:
+    """Tell the row collators the model's position limit (text config ``max_position_embeddings``), so that a row
+    longer than the model's positions is an error naming it, not tokens trained at positions the model lacks."""
+    config = getattr(model, "config", None)
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    limit = getattr(text_config, "max_position_embeddings", None)
+    if not isinstance(limit, int) or limit <= 0:
+        return
+    for name in ("forget_collator", "retain_collator", "guidance_collator"):
+        inner = getattr(collator, name, None)
+        if isinstance(inner, VLMUnlearningCollator) and getattr(inner, "max_positions", None) is None:
+            inner.max_positions = limit
+
+
 def is_peft_model(model) -> bool:
     """True for a PEFT model (its reference is itself with the adapter disabled)."""
     return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
@@ -161,6 +175,7 @@ class UnlearnTrainer(Trainer):
             data_collator = VLMUnlearningCollator(processing_class)
         if not isinstance(data_collator, ForgetRetainCollator):
             data_collator = ForgetRetainCollator(data_collator)
+        _give_collators_the_position_limit(data_collator, model)
 
         self._ref_model = None
         if self.uses_reference(args) and not is_peft_model(model):
