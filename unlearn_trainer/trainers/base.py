@@ -176,6 +176,13 @@ class UnlearnTrainer(Trainer):
         if not isinstance(data_collator, ForgetRetainCollator):
             data_collator = ForgetRetainCollator(data_collator)
         _give_collators_the_position_limit(data_collator, model)
+        if args.saliency_mask is not None:
+            # Checked now, on the weights about to be unlearned (not at the first step, which may follow a resume)
+            from ..saliency import SaliencyMask
+
+            self._saliency_mask = SaliencyMask.load(args.saliency_mask)
+            self._saliency_mask.check_fingerprint(model, args.saliency_mask)
+            self._saliency_mask_path = args.saliency_mask
 
         self._ref_model = None
         if self.uses_reference(args) and not is_peft_model(model):
