@@ -57,7 +57,8 @@ class UnlearnConfig(TrainingArguments):
     saliency_mask: str | None = field(
         default=None,
         metadata={"help": "Path to a saliency mask (safetensors from unlearn_trainer.saliency): the forget-loss "
-                          "gradient reaches only the parameter entries it selects; the retain gradient is not masked."},
+                          "gradient reaches only the parameter entries it selects; the retain gradient is not masked. It must "
+                          "have been computed on this model's weights (fingerprint checked at init)."},
     )
     backward_per_pass: bool = field(
         default=True,
