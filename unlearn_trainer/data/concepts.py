@@ -7,6 +7,9 @@ tokens through the tokenizer's offsets: an answer token is a concept token if it
 a concept occurrence. This handles names split into several tokens and tokenizers that merge the leading
 space into the token (byte-level BPE ``"Ġname"``, SentencePiece ``"▁name"``): the token covering
 ``" name"`` overlaps ``"name"``. A token made only of the space before the name does not overlap it.
+Both sides are compared in NFC (an accent typed as a combining mark matches the precomposed letter; spans are
+mapped back to the text as given), and in scripts written without spaces (Chinese, Japanese, Thai...) a name is
+found by its characters, since there is no word boundary to look for.
 """
 
 from __future__ import annotations
