@@ -39,6 +39,7 @@ import torch
 
 from . import losses
 from .data.collator import model_inputs, row_images, row_name
+from .fingerprint import image_digest, model_fingerprint
 
 __all__ = [
     "FISHER_MODES",
@@ -232,10 +233,9 @@ def _json(value) -> str:
     return json.dumps(value, sort_keys=True, default=default)
 
 
-def model_fingerprint(model, samples_per_tensor: int = 64) -> str:
-    """Hash of the model's class, config, PEFT config, parameter names/shapes/dtypes/trainability and a few
-    evenly spaced values of every parameter (cheap, yet changes with any checkpoint). LoRA A matrices whose B is
-    exactly zero are skipped: they do not change the model's function, so a fresh adapter hits the cache."""
+def _config_digest(model) -> str:
+    """Hash of the model's class, config (without its path and version) and PEFT config: what, besides the weights,
+    changes the gradients a Fisher diagonal is made of."""
     h = hashlib.sha256(type(model).__name__.encode())
     config = getattr(model, "config", None)
     if config is not None and hasattr(config, "to_dict"):
@@ -244,31 +244,7 @@ def model_fingerprint(model, samples_per_tensor: int = 64) -> str:
     peft_config = getattr(model, "peft_config", None)
     if isinstance(peft_config, dict):
         h.update(_json({k: v.to_dict() for k, v in peft_config.items()}).encode())
-    inert = set()
-    for module in model.modules():
-        lora_a, lora_b = getattr(module, "lora_A", None), getattr(module, "lora_B", None)
-        if isinstance(lora_a, torch.nn.ModuleDict) and isinstance(lora_b, torch.nn.ModuleDict):
-            for adapter, a in lora_a.items():
-                if adapter in lora_b and all(not p.any() for p in lora_b[adapter].parameters()):
-                    inert.update(id(p) for p in a.parameters())
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            h.update(f"{name}:{tuple(p.shape)}:{p.dtype}:{p.requires_grad};".encode())
-            if id(p) in inert or p.numel() == 0:
-                continue
-            flat = p.detach().reshape(-1)
-            idx = torch.linspace(0, flat.numel() - 1, steps=min(flat.numel(), samples_per_tensor)).long()
-            h.update(flat[idx.to(flat.device)].float().cpu().numpy().tobytes())
     return h.hexdigest()
-
-
-def _image_digest(image) -> str:
-    if isinstance(image, str):
-        return "path:" + image
-    tobytes = getattr(image, "tobytes", None)
-    if tobytes is not None:
-        return f"{getattr(image, 'mode', '')}{getattr(image, 'size', '')}:" + hashlib.sha1(tobytes()).hexdigest()
-    return "obj:" + hashlib.sha1(repr(image).encode()).hexdigest()
 
 
 def data_fingerprint(rows: Sequence[dict], collator=None) -> str:
@@ -284,7 +260,7 @@ def data_fingerprint(rows: Sequence[dict], collator=None) -> str:
     for i in range(len(rows)):
         row = rows[i]
         h.update(_json({k: row.get(k) for k in ("id", "question", "answer")}).encode())
-        h.update(_json([_image_digest(im) for im in row_images(row)]).encode())
+        h.update(_json([image_digest(im) for im in row_images(row)]).encode())
     return h.hexdigest()
 
 
@@ -318,17 +294,27 @@ def saliency_scores(
         targets = saliency_targets(model)[0]
     path = None
     if cache_dir is not None:
-        key = _json({"format": _FORMAT, "model": model_fp or model_fingerprint(model),
+        key = _json({"format": _FORMAT, "model": model_fp or model_fingerprint(model), "config": _config_digest(model),
                      "data": data_fp or data_fingerprint(rows, collator), "mode": mode,
                      "batch_size": batch_size if mode == "batch" else None, "targets": list(targets)})
         path = os.path.join(cache_dir, f"fisher-{hashlib.sha256(key.encode()).hexdigest()[:24]}.safetensors")
         if os.path.exists(path):
             from safetensors.torch import load_file
 
-            scores = load_file(path)
-            if set(scores) == set(targets):
-                logger.info("Loaded cached saliency %s from %s", desc, path)
-                return scores
+            try:
+                scores = load_file(path)
+            except Exception as err:  # truncated or not safetensors: the cache is ours, rebuild it
+                logger.warning("The cached Fisher diagonal %s cannot be read (%s: %s); recomputing it and overwriting "
+                               "the file.", path, type(err).__name__, err)
+                scores = None
+            if scores is not None:
+                if set(scores) == set(targets) and all(
+                    tuple(scores[k].shape) == tuple(t.shape) for k, t in targets.items()
+                ):
+                    logger.info("Loaded cached saliency %s from %s", desc, path)
+                    return scores
+                logger.warning("The cached Fisher diagonal %s does not fit the model's parameters; recomputing it.",
+                               path)
     scores = fisher_diagonal(model, rows, collator, targets=targets, mode=mode, batch_size=batch_size,
                              progress=progress, desc=desc)
     if path is not None:
@@ -534,14 +520,45 @@ class SaliencyMask:
 
         if not os.path.exists(path):
             raise FileNotFoundError(f"Saliency mask file {path!r} does not exist (UnlearnConfig.saliency_mask).")
-        with safe_open(path, framework="pt") as f:
-            meta = f.metadata() or {}
-            masks = {k: f.get_tensor(k) for k in f.keys()}
-        if meta.get("format") != _FORMAT:
+        try:
+            with safe_open(path, framework="pt") as f:
+                meta = f.metadata() or {}
+                masks = {k: f.get_tensor(k) for k in f.keys()}
+            fmt = meta.get("format")
+            metadata = {k: json.loads(v) for k, v in meta.items() if k != "format"} if fmt == _FORMAT else {}
+        except Exception as err:  # truncated, or not a safetensors file
+            raise ValueError(
+                f"The saliency mask file {path!r} cannot be read ({type(err).__name__}: {err}); it is truncated or "
+                f"not a mask. Delete it and recompute the mask (SaliencyTrainer without saliency_mask=, or "
+                f"unlearn_trainer.saliency.compute_saliency_mask), or point saliency_mask= to an intact file."
+            ) from err
+        if fmt != _FORMAT:
             raise ValueError(f"{path!r} is not a saliency mask saved by unlearn_trainer.saliency (format "
-                             f"{meta.get('format')!r}).")
-        metadata = {k: json.loads(v) for k, v in meta.items() if k != "format"}
+                             f"{fmt!r}).")
         return cls(masks, metadata)
+
+    def check_fingerprint(self, model, path: str | None = None) -> None:
+        """Refuse a mask computed on other weights than ``model``'s (MMUnlearner computes it on the initial model,
+        the one about to be unlearned): the stored ``model_fingerprint`` must equal this model's."""
+        where = f" {path!r}" if path else ""
+        stored = self.metadata.get("model_fingerprint")
+        if stored is None:
+            raise ValueError(
+                f"The saliency mask{where} carries no model fingerprint, so nothing says it was computed on this "
+                f"model. Recompute it on this model with unlearn_trainer.saliency.compute_saliency_mask (or "
+                f"SaliencyTrainer without saliency_mask=)."
+            )
+        actual = model_fingerprint(model)
+        if stored != actual:
+            names = {n for n, _ in model.named_parameters()}
+            hint = ("" if set(self.masks) <= names else " Its parameter names differ too (e.g. a mask of the PEFT "
+                    "model used on the base model, or the other way round).")
+            raise ValueError(
+                f"The saliency mask{where} was computed on other weights than the model it is applied to (model "
+                f"fingerprint {str(stored)[:12]}... vs {actual[:12]}...).{hint} A mask holds only for the weights it "
+                f"was computed on: delete it and recompute it on this model (SaliencyTrainer without saliency_mask=, "
+                f"or compute_saliency_mask), or train the model it was computed on."
+            )
 
     # use during training
     def check(self, model) -> None:

@@ -122,9 +122,15 @@ class VLMUnlearningCollator:
         max_length: raise an error naming the row if a sequence is longer (no silent truncation that could
             cut image tokens or the answer).
         return_index: add ``sample_index`` (from the row's ``__index__``) so trainers can cache per-sample values.
+        max_positions: the model's position limit (its text config's ``max_position_embeddings``; the trainers fill
+            it from the model): a longer row raises an error naming it instead of training past the positions.
+
+    A question or answer that contains a control token of the tokenizer as text (``"<|im_end|>"``, ``"</s>"``, ...)
+    raises an error naming the row: the tokenizer would encode it as that token, not as text.
     """
 
-    def __init__(self, processor, label_end_of_turn: bool = False, max_length: int | None = None, return_index=True):
+    def __init__(self, processor, label_end_of_turn: bool = False, max_length: int | None = None, return_index=True,
+                 max_positions: int | None = None):
         self.processor = processor
         self.tokenizer = getattr(processor, "tokenizer", processor)
         if getattr(processor, "chat_template", None) is None and getattr(self.tokenizer, "chat_template", None) is None:
@@ -132,6 +138,7 @@ class VLMUnlearningCollator:
         self.label_end_of_turn = label_end_of_turn
         self.max_length = max_length
         self.return_index = return_index
+        self.max_positions = max_positions
         ids = {self.tokenizer.eos_token_id}
         for t in END_OF_TURN_TOKENS:
             tid = self.tokenizer.convert_tokens_to_ids(t)
@@ -191,12 +198,14 @@ class VLMUnlearningCollator:
             index = row.get("__index__", i) if isinstance(row, dict) else i
             if not isinstance(row, dict):
                 raise TypeError(f"row #{i} is a {type(row).__name__}, expected a dict with question/answer.")
+            self._check_control_tokens(row, index)
             full = self.render(row, include_answer=True, index=index)
             prompt = self.render(row, include_answer=False, index=index)
             located.append(self._locate(row, full, prompt, row["answer"], index))
             texts.append(full)
             images.extend(row_images(row))
         batch = self._run_processor(rows, texts, images)
+        self._check_positions(rows, batch)
         input_ids = batch["input_ids"]
         labels = torch.full_like(input_ids, -100)
         spans = []
@@ -263,6 +272,43 @@ class VLMUnlearningCollator:
                 f"raise max_length. Sequences are never truncated silently."
             )
         return batch
+
+    def _control_tokens(self) -> list[str]:
+        """The tokenizer's special tokens and added tokens marked special, longest first."""
+        tokens = set(getattr(self.tokenizer, "all_special_tokens", None) or [])
+        added = getattr(self.tokenizer, "added_tokens_decoder", None) or {}
+        tokens.update(str(t) for t in added.values() if getattr(t, "special", False))
+        return sorted((t for t in tokens if t and t.strip()), key=len, reverse=True)
+
+    def _check_control_tokens(self, row: dict, index) -> None:
+        tokens = self._control_tokens()
+        image_token = _image_token(self.processor)
+        for key in ("question", "answer"):
+            text = row.get(key)
+            if not isinstance(text, str):
+                continue
+            # the image token is how a question places its images (build_messages); nowhere else is it text
+            found = next((t for t in tokens if t in text and not (key == "question" and t == image_token)), None)
+            if found is not None:
+                raise ValueError(
+                    f"{row_name(row, index)}: its {key} contains the control token {found!r} of the tokenizer as "
+                    f"text; it would be encoded as that token (not as text) and trained as such. Remove or escape it "
+                    f"in that row."
+                )
+
+    def _check_positions(self, rows, batch) -> None:
+        if self.max_positions is None:
+            return
+        lengths = batch["attention_mask"].sum(1).tolist()
+        long = [f"{row_name(r, r.get('__index__', i))} ({int(n)} tokens)" for i, (r, n) in enumerate(zip(rows, lengths))
+                if n > self.max_positions]
+        if long:
+            raise ValueError(
+                f"Longer than the model's {self.max_positions} positions (max_position_embeddings; image tokens "
+                f"included): {', '.join(long)}. Their tokens past the last position would be trained at positions the "
+                f"model does not have: shorten the question or answer of these rows, or give them fewer or smaller "
+                f"images."
+            )
 
     def _check_images(self, rows, batch) -> None:
         image_token_id = getattr(self.processor, "image_token_id", None)

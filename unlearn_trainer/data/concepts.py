@@ -7,11 +7,15 @@ tokens through the tokenizer's offsets: an answer token is a concept token if it
 a concept occurrence. This handles names split into several tokens and tokenizers that merge the leading
 space into the token (byte-level BPE ``"Ġname"``, SentencePiece ``"▁name"``): the token covering
 ``" name"`` overlaps ``"name"``. A token made only of the space before the name does not overlap it.
+Both sides are compared in NFC (an accent typed as a combining mark matches the precomposed letter; spans are
+mapped back to the text as given), and in scripts written without spaces (Chinese, Japanese, Thai...) a name is
+found by its characters, since there is no word boundary to look for.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -30,28 +34,90 @@ __all__ = [
 MISSING_CONCEPT_OPTIONS = ("error", "gd")
 
 
+#: Scripts written without spaces between words (Han, Hiragana, Katakana, Thai, Lao, Khmer, Myanmar, Tibetan,
+#: Bopomofo, Yi) and Hangul, whose particles attach to the name. Python counts their characters as ``\w``, so a word
+#: boundary next to a name written in them never holds: a concept edge in these scripts is matched by characters.
+_UNSPACED = (
+    "\u0e00-\u0eff"  # Thai, Lao
+    "\u0f00-\u0fff"  # Tibetan
+    "\u1000-\u109f"  # Myanmar
+    "\u1100-\u11ff"  # Hangul Jamo
+    "\u1780-\u17ff"  # Khmer
+    "\u2e80-\u2fdf"  # CJK radicals
+    "\u3005-\u3007\u3021-\u3029\u3031-\u3035\u3038-\u303c"  # CJK iteration marks and numerals
+    "\u3040-\u30ff"  # Hiragana, Katakana
+    "\u3100-\u31ff"  # Bopomofo, Hangul compatibility Jamo, Katakana extensions
+    "\u3400-\u4dbf\u4e00-\u9fff"  # CJK unified ideographs
+    "\ua000-\ua4cf"  # Yi
+    "\uac00-\ud7af"  # Hangul syllables
+    "\uf900-\ufaff"  # CJK compatibility ideographs
+    "\uff66-\uff9f"  # half-width Katakana
+    "\U00020000-\U0003ffff"  # CJK extensions
+)
+_UNSPACED_CHAR = re.compile(f"[{_UNSPACED}]")
+# Not preceded / followed by a word character of a spaced script ("Ann" not inside "Annual", but "Trump" right after
+# a Chinese character is found).
+_NO_WORD_BEFORE = rf"(?<![^\W{_UNSPACED}])"
+_NO_WORD_AFTER = rf"(?![^\W{_UNSPACED}])"
+
+
 def _pattern(concept: str, whole_words: bool) -> re.Pattern:
     words = concept.split()
     body = r"\s+".join(re.escape(w) for w in words)
     if whole_words:
-        if re.match(r"\w", words[0][0]):
-            body = r"(?<!\w)" + body
-        if re.match(r"\w", words[-1][-1]):
-            body = body + r"(?!\w)"
+        first, last = words[0][0], words[-1][-1]
+        if re.match(r"\w", first) and not _UNSPACED_CHAR.match(first):
+            body = _NO_WORD_BEFORE + body
+        if re.match(r"\w", last) and not _UNSPACED_CHAR.match(last):
+            body = body + _NO_WORD_AFTER
     return re.compile(body, re.IGNORECASE)
+
+
+def _nfc(text: str) -> tuple[str, list[int], list[int]]:
+    """``text`` in NFC, and for every position of the NFC text the start and the end (in ``text``) of the original
+    characters it came from.
+
+    NFC composes a letter with its combining marks ("e" + U+0301 -> one character), so positions shift. The text is
+    cut into pieces that normalize on their own (a piece ends before a character that does not combine with it);
+    every character of a normalized piece maps to the whole original piece.
+    """
+    if unicodedata.is_normalized("NFC", text):
+        identity = list(range(len(text) + 1))
+        return text, identity[:-1], identity[1:]
+    pieces, start = [], 0
+    for i in range(1, len(text)):
+        head, ch = text[start:i], text[i]
+        if unicodedata.combining(ch) == 0 and unicodedata.normalize("NFC", head + ch) == (
+            unicodedata.normalize("NFC", head) + unicodedata.normalize("NFC", ch)
+        ):
+            pieces.append((start, i))
+            start = i
+    pieces.append((start, len(text)))
+    norm, starts, ends = [], [], []
+    for s, e in pieces:
+        piece = unicodedata.normalize("NFC", text[s:e])
+        norm.append(piece)
+        starts.extend([s] * len(piece))
+        ends.extend([e] * len(piece))
+    return "".join(norm), starts, ends
 
 
 def find_concept_spans(text: str, concepts: Iterable[str], whole_words: bool = True) -> list[tuple[int, int]]:
     """Character spans ``[start, end)`` of every occurrence of any concept in ``text``, sorted and merged.
 
-    Matching is case-insensitive and tolerant of the whitespace between a name's words. With ``whole_words``
-    a match must not continue a longer word ("Ann" does not match inside "Annual"; "Trump's" matches "Trump").
+    Matching is case-insensitive, tolerant of the whitespace between a name's words, and runs on the NFC form of
+    both sides (a name typed with combining accents matches its precomposed form, and back); the spans are
+    positions in ``text`` as given. With ``whole_words`` a match must not continue a longer word ("Ann" does not
+    match inside "Annual"; "Trump's" matches "Trump"); an edge of the name in a script written without spaces
+    (Chinese, Japanese, Thai...; see ``_UNSPACED``) is matched by characters, wherever it occurs.
     """
+    norm, starts, ends = _nfc(text)
     spans = []
     for concept in concepts:
         if not isinstance(concept, str) or not concept.strip():
             raise ValueError(f"Concepts must be non-empty strings, got {concept!r}.")
-        spans.extend(m.span() for m in _pattern(concept.strip(), whole_words).finditer(text))
+        pattern = _pattern(unicodedata.normalize("NFC", concept.strip()), whole_words)
+        spans.extend((starts[m.start()], ends[m.end() - 1]) for m in pattern.finditer(norm) if m.end() > m.start())
     merged: list[tuple[int, int]] = []
     for s, e in sorted(spans):
         if merged and s <= merged[-1][1]:
@@ -136,6 +202,7 @@ class ConceptForgetRetainCollator(ForgetRetainCollator):
                 label_end_of_turn=forget_collator.label_end_of_turn,
                 max_length=forget_collator.max_length,
                 return_index=forget_collator.return_index,
+                max_positions=forget_collator.max_positions,
             )
         super().__init__(forget_collator, retain_collator)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -31,6 +32,8 @@ __all__ = [
     "eval_rows",
     "eval_splits",
 ]
+
+logger = logging.getLogger(__name__)
 
 MODEL_VERSION = "tinyllava-1"
 COMPLETE = "toyworld_build.json"
@@ -181,7 +184,8 @@ def _heldout_rows(world: ToyWorld, identities):
 
 def load_full_model(world: ToyWorld | None = None, spec: FullModelSpec | None = None, build: bool = True,
                     progress: bool = True):
-    """``(model, processor)`` of the full model, building it first if it is missing."""
+    """``(model, processor)`` of the full model, building it first if it is missing, and rebuilding it (with a
+    warning naming the folder) if the cached files cannot be loaded (truncated, corrupted)."""
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
     world, spec = world or ToyWorld(), spec or FullModelSpec()
@@ -190,8 +194,20 @@ def load_full_model(world: ToyWorld | None = None, spec: FullModelSpec | None = 
         if not build:
             raise FileNotFoundError(f"No ToyWorld full model at {path}; run `python -m unlearn_trainer.toyworld build`.")
         path = build_full_model(world, spec, progress=progress)
-    model = LlavaForConditionalGeneration.from_pretrained(path)
-    processor = AutoProcessor.from_pretrained(path)
+    try:
+        model = LlavaForConditionalGeneration.from_pretrained(path)
+        processor = AutoProcessor.from_pretrained(path)
+    except Exception as err:  # the cache is ours: a damaged copy is rebuilt, never half-loaded
+        if not build:
+            raise ValueError(
+                f"The cached ToyWorld full model at {path} cannot be loaded ({type(err).__name__}: {err}). Delete "
+                f"that folder and run `python -m unlearn_trainer.toyworld build`."
+            ) from err
+        logger.warning("The cached ToyWorld full model at %s cannot be loaded (%s: %s); rebuilding it.", path,
+                       type(err).__name__, err)
+        path = build_full_model(world, spec, force=True, progress=progress)
+        model = LlavaForConditionalGeneration.from_pretrained(path)
+        processor = AutoProcessor.from_pretrained(path)
     return model, processor
 
 

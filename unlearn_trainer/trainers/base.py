@@ -64,7 +64,8 @@ class UnlearnConfig(TrainingArguments):
     saliency_mask: str | None = field(
         default=None,
         metadata={"help": "Path to a saliency mask (safetensors from unlearn_trainer.saliency): the forget-loss "
-                          "gradient reaches only the parameter entries it selects; the retain gradient is not masked."},
+                          "gradient reaches only the parameter entries it selects; the retain gradient is not masked. It must "
+                          "have been computed on this model's weights (fingerprint checked at init)."},
     )
     backward_per_pass: bool = field(
         default=True,
@@ -89,6 +90,20 @@ def _zero3_enabled() -> bool:
     from transformers.integrations import is_deepspeed_zero3_enabled
 
     return is_deepspeed_zero3_enabled()
+
+
+def _give_collators_the_position_limit(collator, model) -> None:
+    """Tell the row collators the model's position limit (text config ``max_position_embeddings``), so that a row
+    longer than the model's positions is an error naming it, not tokens trained at positions the model lacks."""
+    config = getattr(model, "config", None)
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    limit = getattr(text_config, "max_position_embeddings", None)
+    if not isinstance(limit, int) or limit <= 0:
+        return
+    for name in ("forget_collator", "retain_collator", "guidance_collator"):
+        inner = getattr(collator, name, None)
+        if isinstance(inner, VLMUnlearningCollator) and getattr(inner, "max_positions", None) is None:
+            inner.max_positions = limit
 
 
 def is_peft_model(model) -> bool:
@@ -222,6 +237,14 @@ class UnlearnTrainer(Trainer):
             data_collator = VLMUnlearningCollator(processing_class)
         if not isinstance(data_collator, ForgetRetainCollator):
             data_collator = ForgetRetainCollator(data_collator)
+        _give_collators_the_position_limit(data_collator, model)
+        if args.saliency_mask is not None:
+            # Checked now, on the weights about to be unlearned (not at the first step, which may follow a resume)
+            from ..saliency import SaliencyMask
+
+            self._saliency_mask = SaliencyMask.load(args.saliency_mask)
+            self._saliency_mask.check_fingerprint(model, args.saliency_mask)
+            self._saliency_mask_path = args.saliency_mask
 
         self._ref_model = None
         if self.uses_reference(args) and not is_peft_model(model):

@@ -35,11 +35,13 @@ import torch
 from .. import losses
 from ..data.collator import row_images, row_name
 from ..data.pubg import (
+    CONCEPT_POLICIES,
     DEFAULT_INCONTEXT_PROMPT,
     DEFAULT_QUERY,
     PROMPT_POSITIONS,
     PUBGCollator,
     PUBGDataset,
+    drop_answers_naming_concepts,
     generate_reference_answers,
     reference_rows,
 )
@@ -75,6 +77,19 @@ class PUBGConfig(UnlearnConfig):
     token_reduction: str = field(
         default="mean", metadata={"help": "Per-sample 'mean' token NLL, or 'sum' (sequence log-probs, Eq. 3)."}
     )
+    concept_key: str = field(
+        default="concepts",
+        metadata={"help": "Forget-row field naming the concept (a string or aliases); an o* that names it would "
+                          "cancel the GA term."},
+    )
+    reference_concept_retries: int = field(
+        default=2, metadata={"help": "Regenerations, with other seeds, of an o* that names its row's concept."}
+    )
+    reference_concept_policy: str = field(
+        default="drop",
+        metadata={"help": "An o* that still names the concept (or a given one that does): 'drop' that row's guidance "
+                          "pass, or 'error'."},
+    )
     forget_loss_ceiling: float | None = field(
         default=20.0,
         metadata={"help": "Mean token NLL (nats) of a forget answer above which it stops being pushed; None disables."},
@@ -86,6 +101,11 @@ class PUBGConfig(UnlearnConfig):
             raise ValueError(f"guidance_weight must be >= 0, got {self.guidance_weight}.")
         if self.prompt_position not in PROMPT_POSITIONS:
             raise ValueError(f"prompt_position must be one of {PROMPT_POSITIONS}, got {self.prompt_position!r}.")
+        if self.reference_concept_policy not in CONCEPT_POLICIES:
+            raise ValueError(f"reference_concept_policy must be one of {CONCEPT_POLICIES}, got "
+                             f"{self.reference_concept_policy!r}.")
+        if self.reference_concept_retries < 0:
+            raise ValueError(f"reference_concept_retries must be >= 0, got {self.reference_concept_retries}.")
         if self.token_reduction not in ("mean", "sum"):
             raise ValueError(f"token_reduction must be 'mean' or 'sum', got {self.token_reduction!r}.")
 
@@ -118,6 +138,8 @@ class PUBGTrainer(UnlearnTrainer):
     def _pair_reference(self, forget_rows: list[dict], reference) -> list[dict]:
         reference = list(reference)
         if all(isinstance(r, str) for r in reference):
+            if len(reference) == len(forget_rows):
+                reference = self._without_concepts(forget_rows, reference)
             return reference_rows(forget_rows, reference, self.args.query)
         if len(reference) != len(forget_rows):
             raise ValueError(f"{len(reference)} reference answers for {len(forget_rows)} forget rows; give one per "
@@ -133,7 +155,13 @@ class PUBGTrainer(UnlearnTrainer):
         for f, r in zip(forget_rows, rows):  # o* is trained on the forget image: take it from the forget row
             if not row_images(r):
                 r.update({k: f[k] for k in ("image", "images") if k in f})
-        return rows
+        kept = self._without_concepts(forget_rows, [r["answer"] for r in rows])
+        return [r if answer is not None else None for r, answer in zip(rows, kept)]
+
+    def _without_concepts(self, forget_rows: list[dict], answers: list) -> list:
+        """Given o* that name their row's concept: dropped (None) or an error, by ``reference_concept_policy``."""
+        return drop_answers_naming_concepts(forget_rows, answers, self.args.concept_key,
+                                            self.args.reference_concept_policy, "given reference answer")
 
     def _generate_reference(self, forget_rows: list[dict], ref_model) -> list[dict]:
         if self.processing_class is None:
@@ -149,9 +177,10 @@ class PUBGTrainer(UnlearnTrainer):
                 model, self.processing_class, forget_rows, prompt=a.incontext_prompt, query=a.query,
                 max_new_tokens=a.reference_max_new_tokens, seed=a.reference_seed, batch_size=a.reference_batch_size,
                 do_sample=a.reference_do_sample, prompt_position=a.prompt_position,
-                cache_dir=a.reference_cache_dir, progress=not a.disable_tqdm,
+                cache_dir=a.reference_cache_dir, progress=not a.disable_tqdm, concept_key=a.concept_key,
+                concept_retries=a.reference_concept_retries, concept_policy=a.reference_concept_policy,
             )
-            answers = [r["answer"] for r in rows]
+            answers = [None if r is None else r["answer"] for r in rows]
         if self.accelerator.num_processes > 1:
             from accelerate.utils import broadcast_object_list
 
@@ -168,9 +197,9 @@ class PUBGTrainer(UnlearnTrainer):
     def method_passes(self, model, inputs):
         """Two trainable passes: GA on the forget answer, then NLL on the guidance answer o* (backpropagated one
         after the other by the training step)."""
-        guidance = inputs.get("guidance")
-        if guidance is None:
+        if "guidance" not in inputs:
             raise ValueError("PUBG batches need 'guidance' (the o* rows): use PUBGDataset / PUBGCollator.")
+        guidance = inputs["guidance"]
         forget = inputs["forget"]
         forget_loss, forget_nll = self._per_sample_nll(self.forget_logits(model, forget), forget["labels"])
         ceiling = self.args.forget_loss_ceiling
@@ -179,6 +208,8 @@ class PUBGTrainer(UnlearnTrainer):
         ga = -forget_loss.mean()
         yield ga, {"forget_nll": forget_nll.mean(), "ga_loss": ga}
         del forget_loss, forget_nll, ga
+        if guidance is None:  # every o* of this batch was dropped: it named the forgotten concept
+            return
         # the guidance pass is not the forget pass: gradient gating of the forget objective does not apply to it
         guidance_loss, guidance_nll = self._per_sample_nll(self.forward_logits(model, guidance), guidance["labels"])
         bg = guidance_loss.mean()

@@ -113,8 +113,8 @@ class SaliencyTrainer(UnlearnTrainer):
             set_trainable(self.model, a.trainable_modules)
             self._check_reference_is_frozen()  # a KL retain term under PEFT needs the non-adapter weights frozen
         model = self.accelerator.unwrap_model(self.model)
-        if a.saliency_mask is not None:
-            self.saliency_mask = SaliencyMask.load(a.saliency_mask)
+        if a.saliency_mask is not None:  # loaded and checked against the model's fingerprint by the base trainer
+            self.saliency_mask = getattr(self, "_saliency_mask", None) or SaliencyMask.load(a.saliency_mask)
         else:
             preserve = _as_rows(preserve_dataset)
             if preserve is None:
