@@ -165,8 +165,8 @@ class VLMUnlearningCollator:
         start = full.find(target, max(0, common - len(target)))
         if start < 0:
             raise ValueError(
-                f"{row_name(row, index)}: the answer {target[:60]!r} does not appear in the chat-template rendering "
-                f"of the conversation; the template must keep the answer text verbatim."
+                f"{row_name(row, index)}: the answer ({len(target)} characters) does not appear in the chat-template "
+                f"rendering of the conversation; the template must keep the answer text verbatim."
             )
         return start, start + len(target)
 

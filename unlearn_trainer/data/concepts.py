@@ -168,7 +168,9 @@ class ConceptMaskCollator(VLMUnlearningCollator):
                 f"list of aliases) in every forget row."
             )
         if not all(isinstance(c, str) and c.strip() for c in value):
-            raise ValueError(f"{row_name(row, index)}: {self.concept_key!r} must be non-empty strings, got {value!r}.")
+            kinds = sorted({type(c).__name__ for c in value})
+            raise ValueError(f"{row_name(row, index)}: {self.concept_key!r} must be non-empty strings, got "
+                             f"{len(value)} value(s) of type {kinds} (some empty or not strings).")
         return list(value)
 
     def encode(self, rows: Sequence[dict]) -> tuple[dict, list]:
@@ -182,9 +184,9 @@ class ConceptMaskCollator(VLMUnlearningCollator):
                 if self.missing_concept == "gd":
                     continue
                 raise ValueError(
-                    f"{row_name(row, index)}: its answer {span.answer[:80]!r} contains none of its concepts {concepts!r} "
-                    f"(case-insensitive, whole words). Fix the row, add an alias, or pass missing_concept='gd' to train "
-                    f"such rows with gradient descent only."
+                    f"{row_name(row, index)}: its answer contains none of its {len(concepts)} concept(s) "
+                    f"(case-insensitive, whole words; the texts are not repeated here, they are forget-set data). Fix "
+                    f"the row, add an alias, or pass missing_concept='gd' to train such rows with gradient descent only."
                 )
             mask[i, span.start : span.end] = torch.tensor(token_mask, dtype=torch.bool)
         batch["concept_mask"] = mask
