@@ -19,8 +19,8 @@ repeat; ``reference_do_sample=False`` gives greedy answers. The paper gives no s
 we use the model's generation config and ``reference_max_new_tokens=128``. ``guidance_weight=1.0`` (Eq. 3 adds the
 two terms unweighted). Token reduction: Eq. 3 writes sequence log-probabilities; ``token_reduction="mean"``
 (default) uses each sample's mean token NLL, as GATrainer and usual implementations do; "sum" is the literal
-Eq. 3. ``forget_loss_ceiling`` is our guard on GA, not in the paper. Training setup of the paper (a model and
-TrainingArguments choice, not a trainer field): LoRA r=128, alpha=256, AdamW, batch 8, 30 steps, lr 2e-5
+Eq. 3. ``forget_loss_ceiling`` is our guard on GA, not in the paper (off by default). Training setup of the paper
+(the config's defaults; LoRA is the model's choice): LoRA r=128, alpha=256, AdamW, batch 8, 30 steps, lr 2e-5
 (LLaVA-1.6-Mistral) / 3e-5 (LLaVA-1.6-Vicuna), retain NLL on the retain entities.
 Logged terms: ``forget_nll`` (mean token NLL of r), ``guidance_nll`` (mean token NLL of o*), ``ga_loss`` and
 ``guidance_loss`` (the two terms as they enter the loss).
@@ -29,6 +29,7 @@ Logged terms: ``forget_nll`` (mean token NLL of r), ``guidance_nll`` (mean token
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 
@@ -43,16 +44,31 @@ from ..data.pubg import (
     generate_reference_answers,
     reference_rows,
 )
-from .base import UnlearnConfig, UnlearnTrainer, is_peft_model
+from .base import PerFamily, UnlearnConfig, UnlearnTrainer, is_peft_model, paper_default
 
 __all__ = ["PUBGConfig", "PUBGTrainer"]
 
 
+#: PUBG's settings: Eq. 3 unweighted, o* sampled (Algorithm 1), the retain NLL of Eq. 12; no guard on GA; LoRA
+#: r=128, alpha=256, AdamW, batch 8, 30 steps, lr by language model (Table 6): 2e-5 for LLaVA-1.6-Mistral, 3e-5 for
+#: LLaVA-1.6-Vicuna (a Llama language model).
+PAPER_SETTINGS: dict[str, Any] = {
+    "guidance_weight": 1.0, "reference_do_sample": True, "forget_loss_ceiling": None,
+    "learning_rate": PerFamily({"mistral": 2e-5, "llama": 3e-5}), "per_device_train_batch_size": 8, "max_steps": 30,
+    "retain_loss": "nll", "adapter": "lora", "lora_r": 128, "lora_alpha": 256,
+}
+
+
 @dataclass
 class PUBGConfig(UnlearnConfig):
-    """PUBG (Eq. 3): GA on the forget answers + ``guidance_weight`` * NLL of the reference answers o*."""
+    """PUBG (Eq. 3): GA on the forget answers + ``guidance_weight`` * NLL of the reference answers o*. Defaults are
+    the paper's (``PAPER_SETTINGS``): batch 8, 30 steps, learning rate None = the paper's for the language model
+    (2e-5 Mistral, 3e-5 Vicuna/Llama; set when the trainer is built); LoRA r=128, alpha=256 is the model's choice."""
 
-    guidance_weight: float = field(default=1.0, metadata={"help": "Weight of the behaviour-guidance NLL on o* (Eq. 3: 1)."})
+    paper_settings: ClassVar[dict[str, Any]] = PAPER_SETTINGS
+    paper_retain_term: ClassVar[str] = "the retain NLL of Eq. 12"
+
+    guidance_weight: float = field(default=paper_default(PAPER_SETTINGS, "guidance_weight"), metadata={"help": "Weight of the behaviour-guidance NLL on o* (Eq. 3: 1)."})
     query: str | None = field(
         default=DEFAULT_QUERY,
         metadata={"help": "Query q of the guidance rows (and of generation); None: each forget row's own question."},
@@ -65,7 +81,7 @@ class PUBGConfig(UnlearnConfig):
     )
     reference_max_new_tokens: int = field(default=128, metadata={"help": "Length limit of each generated o*."})
     reference_do_sample: bool = field(
-        default=True, metadata={"help": "Sample o* (Algorithm 1), seeded by reference_seed; False: greedy."}
+        default=paper_default(PAPER_SETTINGS, "reference_do_sample"), metadata={"help": "Sample o* (Algorithm 1), seeded by reference_seed; False: greedy."}
     )
     reference_seed: int = field(default=0, metadata={"help": "Seed of the o* sampling."})
     reference_batch_size: int = field(default=8, metadata={"help": "Batch size of the o* generation."})
@@ -76,9 +92,19 @@ class PUBGConfig(UnlearnConfig):
         default="mean", metadata={"help": "Per-sample 'mean' token NLL, or 'sum' (sequence log-probs, Eq. 3)."}
     )
     forget_loss_ceiling: float | None = field(
-        default=20.0,
-        metadata={"help": "Mean token NLL (nats) of a forget answer above which it stops being pushed; None disables."},
+        default=paper_default(PAPER_SETTINGS, "forget_loss_ceiling"),
+        metadata={"help": "Mean token NLL (nats) of a forget answer above which it stops being pushed (a guard the "
+                          "paper does not have); None (default, the paper) disables."},
     )
+    learning_rate: float | None = field(
+        default=paper_default(PAPER_SETTINGS, "learning_rate"),
+        metadata={"help": "Paper: 2e-5 (LLaVA-1.6-Mistral), 3e-5 (LLaVA-1.6-Vicuna); None (default): the paper's value "
+                          "for the model's language model (Mistral's when the paper gives none), set at trainer build."},
+    )
+    per_device_train_batch_size: int = field(default=paper_default(PAPER_SETTINGS, "per_device_train_batch_size"),
+                                             metadata={"help": "Paper: batch size 8."})
+    max_steps: int = field(default=paper_default(PAPER_SETTINGS, "max_steps"),
+                           metadata={"help": "Paper: 30 steps (overrides num_train_epochs; -1 to train by epochs)."})
 
     def __post_init__(self):
         super().__post_init__()
