@@ -27,7 +27,8 @@ from transformers import Trainer, TrainingArguments
 from .. import losses
 from ..data.collator import ForgetRetainCollator, ForgetRetainDataset, VLMUnlearningCollator, model_inputs
 
-__all__ = ["UnlearnConfig", "UnlearnTrainer", "NonFiniteLossError", "is_peft_model", "PerFamily", "paper_default"]
+__all__ = ["UnlearnConfig", "UnlearnTrainer", "NonFiniteLossError", "is_peft_model", "PerFamily", "paper_default",
+           "paper_field"]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -53,6 +54,11 @@ def paper_default(settings: dict, name: str) -> Any:
     for the model's family when the trainer is built) when the paper gives one per model family."""
     value = settings[name]
     return None if isinstance(value, PerFamily) else value
+
+
+def paper_field(settings: dict, name: str, help: str):
+    """A config field whose default is the paper's setting ``name`` (:func:`paper_default`), with its help text."""
+    return field(default=paper_default(settings, name), metadata={"help": help})
 
 
 def _fmt(value: Any) -> str:

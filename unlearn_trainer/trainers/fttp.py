@@ -33,7 +33,7 @@ import torch
 from .. import losses
 from ..data.collator import ForgetRetainCollator, VLMUnlearningCollator
 from ..data.concepts import MISSING_CONCEPT_OPTIONS, ConceptForgetRetainCollator, ConceptMaskCollator
-from .base import UnlearnConfig, UnlearnTrainer, paper_default
+from .base import UnlearnConfig, UnlearnTrainer, paper_field
 
 __all__ = ["FTTPConfig", "FTTPTrainer"]
 
@@ -54,10 +54,10 @@ class FTTPConfig(UnlearnConfig):
 
     paper_settings: ClassVar[dict[str, Any]] = PAPER_SETTINGS
 
-    ga_weight: float = field(default=paper_default(PAPER_SETTINGS, "ga_weight"),
-                             metadata={"help": "Weight of the GA term on concept tokens (paper: 0.8)."})
-    gd_weight: float = field(default=paper_default(PAPER_SETTINGS, "gd_weight"),
-                             metadata={"help": "Weight of the GD term on other answer tokens (paper: 0.5)."})
+    ga_weight: float = paper_field(PAPER_SETTINGS, "ga_weight", "Weight of the GA term on concept tokens (paper: 0.8).")
+    gd_weight: float = paper_field(
+        PAPER_SETTINGS, "gd_weight", "Weight of the GD term on other answer tokens (paper: 0.5)."
+    )
     concept_key: str = field(default="concepts", metadata={"help": "Row field with the concept string or aliases."})
     missing_concept: str = field(
         default="error",
@@ -66,19 +66,21 @@ class FTTPConfig(UnlearnConfig):
     concept_whole_words: bool = field(
         default=True, metadata={"help": "Match concepts as whole words only (not inside longer words)."}
     )
-    token_reduction: str = field(
-        default=paper_default(PAPER_SETTINGS, "token_reduction"), metadata={"help": "'sum' over each sample's tokens (Eq. 7) or 'mean' per term."}
+    token_reduction: str = paper_field(
+        PAPER_SETTINGS, "token_reduction", "'sum' over each sample's tokens (Eq. 7) or 'mean' per term."
     )
-    forget_loss_ceiling: float | None = field(
-        default=paper_default(PAPER_SETTINGS, "forget_loss_ceiling"),
-        metadata={"help": "Per-token concept NLL (nats) above which a token stops being pushed (a guard the paper "
-                          "does not have); None (default, the paper) disables."},
+    forget_loss_ceiling: float | None = paper_field(
+        PAPER_SETTINGS, "forget_loss_ceiling",
+        "Per-token concept NLL (nats) above which a token stops being pushed (a guard the paper does not have); "
+        "None (default, the paper) disables."
     )
-    learning_rate: float = field(default=paper_default(PAPER_SETTINGS, "learning_rate"), metadata={"help": "Paper: 3e-4."})
-    per_device_train_batch_size: int = field(default=paper_default(PAPER_SETTINGS, "per_device_train_batch_size"),
-                                             metadata={"help": "Paper: batch size 2."})
-    max_steps: int = field(default=paper_default(PAPER_SETTINGS, "max_steps"),
-                           metadata={"help": "Paper: 10 steps (overrides num_train_epochs; -1 to train by epochs)."})
+    learning_rate: float = paper_field(PAPER_SETTINGS, "learning_rate", "Paper: 3e-4.")
+    per_device_train_batch_size: int = paper_field(
+        PAPER_SETTINGS, "per_device_train_batch_size", "Paper: batch size 2."
+    )
+    max_steps: int = paper_field(
+        PAPER_SETTINGS, "max_steps", "Paper: 10 steps (overrides num_train_epochs; -1 to train by epochs)."
+    )
 
     def __post_init__(self):
         super().__post_init__()

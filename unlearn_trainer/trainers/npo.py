@@ -7,13 +7,13 @@ sample and cached (``cache_reference=False`` recomputes them every step).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
 from .. import losses
-from .base import UnlearnConfig, UnlearnTrainer, paper_default
+from .base import UnlearnConfig, UnlearnTrainer, paper_field
 
 __all__ = ["NPOConfig", "NPOTrainer"]
 
@@ -25,7 +25,7 @@ class NPOConfig(UnlearnConfig):
 
     paper_settings: ClassVar[dict[str, Any]] = {"beta": 0.4}
 
-    beta: float = field(default=paper_default(paper_settings, "beta"), metadata={"help": "Inverse temperature of NPO (paper default 0.4)."})
+    beta: float = paper_field(paper_settings, "beta", "Inverse temperature of NPO (paper default 0.4).")
 
     def __post_init__(self):
         super().__post_init__()

@@ -44,7 +44,7 @@ from ..data.pubg import (
     generate_reference_answers,
     reference_rows,
 )
-from .base import PerFamily, UnlearnConfig, UnlearnTrainer, is_peft_model, paper_default
+from .base import PerFamily, UnlearnConfig, UnlearnTrainer, is_peft_model, paper_field
 
 __all__ = ["PUBGConfig", "PUBGTrainer"]
 
@@ -68,7 +68,9 @@ class PUBGConfig(UnlearnConfig):
     paper_settings: ClassVar[dict[str, Any]] = PAPER_SETTINGS
     paper_retain_term: ClassVar[str] = "the retain NLL of Eq. 12"
 
-    guidance_weight: float = field(default=paper_default(PAPER_SETTINGS, "guidance_weight"), metadata={"help": "Weight of the behaviour-guidance NLL on o* (Eq. 3: 1)."})
+    guidance_weight: float = paper_field(
+        PAPER_SETTINGS, "guidance_weight", "Weight of the behaviour-guidance NLL on o* (Eq. 3: 1)."
+    )
     query: str | None = field(
         default=DEFAULT_QUERY,
         metadata={"help": "Query q of the guidance rows (and of generation); None: each forget row's own question."},
@@ -80,8 +82,8 @@ class PUBGConfig(UnlearnConfig):
         default="after", metadata={"help": "c after the query ([q, c], Algorithm 1) or 'before' it."}
     )
     reference_max_new_tokens: int = field(default=128, metadata={"help": "Length limit of each generated o*."})
-    reference_do_sample: bool = field(
-        default=paper_default(PAPER_SETTINGS, "reference_do_sample"), metadata={"help": "Sample o* (Algorithm 1), seeded by reference_seed; False: greedy."}
+    reference_do_sample: bool = paper_field(
+        PAPER_SETTINGS, "reference_do_sample", "Sample o* (Algorithm 1), seeded by reference_seed; False: greedy."
     )
     reference_seed: int = field(default=0, metadata={"help": "Seed of the o* sampling."})
     reference_batch_size: int = field(default=8, metadata={"help": "Batch size of the o* generation."})
@@ -91,20 +93,22 @@ class PUBGConfig(UnlearnConfig):
     token_reduction: str = field(
         default="mean", metadata={"help": "Per-sample 'mean' token NLL, or 'sum' (sequence log-probs, Eq. 3)."}
     )
-    forget_loss_ceiling: float | None = field(
-        default=paper_default(PAPER_SETTINGS, "forget_loss_ceiling"),
-        metadata={"help": "Mean token NLL (nats) of a forget answer above which it stops being pushed (a guard the "
-                          "paper does not have); None (default, the paper) disables."},
+    forget_loss_ceiling: float | None = paper_field(
+        PAPER_SETTINGS, "forget_loss_ceiling",
+        "Mean token NLL (nats) of a forget answer above which it stops being pushed (a guard the paper does not "
+        "have); None (default, the paper) disables."
     )
-    learning_rate: float | None = field(
-        default=paper_default(PAPER_SETTINGS, "learning_rate"),
-        metadata={"help": "Paper: 2e-5 (LLaVA-1.6-Mistral), 3e-5 (LLaVA-1.6-Vicuna); None (default): the paper's value "
-                          "for the model's language model (Mistral's when the paper gives none), set at trainer build."},
+    learning_rate: float | None = paper_field(
+        PAPER_SETTINGS, "learning_rate",
+        "Paper: 2e-5 (LLaVA-1.6-Mistral), 3e-5 (LLaVA-1.6-Vicuna); None (default): the paper's value for the "
+        "model's language model (Mistral's when the paper gives none), set at trainer build."
     )
-    per_device_train_batch_size: int = field(default=paper_default(PAPER_SETTINGS, "per_device_train_batch_size"),
-                                             metadata={"help": "Paper: batch size 8."})
-    max_steps: int = field(default=paper_default(PAPER_SETTINGS, "max_steps"),
-                           metadata={"help": "Paper: 30 steps (overrides num_train_epochs; -1 to train by epochs)."})
+    per_device_train_batch_size: int = paper_field(
+        PAPER_SETTINGS, "per_device_train_batch_size", "Paper: batch size 8."
+    )
+    max_steps: int = paper_field(
+        PAPER_SETTINGS, "max_steps", "Paper: 30 steps (overrides num_train_epochs; -1 to train by epochs)."
+    )
 
     def __post_init__(self):
         super().__post_init__()

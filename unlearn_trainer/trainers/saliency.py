@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from .. import losses
 from ..saliency import FISHER_MODES, SaliencyMask, check_checkpointing, compute_saliency_mask, set_trainable
-from .base import PerFamily, UnlearnConfig, UnlearnTrainer, paper_default
+from .base import PerFamily, UnlearnConfig, UnlearnTrainer, paper_field
 
 __all__ = ["SaliencyConfig", "SaliencyTrainer", "SUGGESTED_LEARNING_RATES"]
 
@@ -46,7 +46,7 @@ class SaliencyConfig(UnlearnConfig):
     paper_settings: ClassVar[dict[str, Any]] = PAPER_SETTINGS
     paper_retain_term: ClassVar[str] = "L_r of Eq. 3"
 
-    beta: float = field(default=paper_default(PAPER_SETTINGS, "beta"), metadata={"help": "Threshold on S(T)/S(P) (Eq. 7; the paper uses 1)."})
+    beta: float = paper_field(PAPER_SETTINGS, "beta", "Threshold on S(T)/S(P) (Eq. 7; the paper uses 1).")
     fisher_mode: str = field(
         default="dataset",
         metadata={"help": "'dataset' (Eq. 4: square of the set's mean-loss gradient), 'batch' (mean of squared "
@@ -65,20 +65,20 @@ class SaliencyConfig(UnlearnConfig):
                           "'language_model'; None keeps requires_grad as it is."},
     )
     plot_saliency: bool = field(default=False, metadata={"help": "Also write a heatmap PNG of the mask (matplotlib)."})
-    forget_loss_ceiling: float | None = field(
-        default=paper_default(PAPER_SETTINGS, "forget_loss_ceiling"),
-        metadata={"help": "Per-token forget NLL above which a sample stops being pushed (a guard, not in the paper); "
-                          "None (default, the paper) disables."},
+    forget_loss_ceiling: float | None = paper_field(
+        PAPER_SETTINGS, "forget_loss_ceiling",
+        "Per-token forget NLL above which a sample stops being pushed (a guard, not in the paper); None (default, "
+        "the paper) disables."
     )
-    learning_rate: float | None = field(
-        default=paper_default(PAPER_SETTINGS, "learning_rate"),
-        metadata={"help": "Paper: 2e-5 for LLaVA-1.5, 1e-5 for Qwen2-VL; None (default): the paper's value for the "
-                          "model's family (LLaVA's when the paper gives none), set when the trainer is built."},
+    learning_rate: float | None = paper_field(
+        PAPER_SETTINGS, "learning_rate",
+        "Paper: 2e-5 for LLaVA-1.5, 1e-5 for Qwen2-VL; None (default): the paper's value for the model's family "
+        "(LLaVA's when the paper gives none), set when the trainer is built."
     )
-    num_train_epochs: float = field(default=paper_default(PAPER_SETTINGS, "num_train_epochs"),
-                                    metadata={"help": "Paper: 2 epochs."})
-    per_device_train_batch_size: int = field(default=paper_default(PAPER_SETTINGS, "per_device_train_batch_size"),
-                                             metadata={"help": "Paper: batch size 4."})
+    num_train_epochs: float = paper_field(PAPER_SETTINGS, "num_train_epochs", "Paper: 2 epochs.")
+    per_device_train_batch_size: int = paper_field(
+        PAPER_SETTINGS, "per_device_train_batch_size", "Paper: batch size 4."
+    )
 
     def __post_init__(self):
         super().__post_init__()

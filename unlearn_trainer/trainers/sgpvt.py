@@ -62,7 +62,7 @@ from ..vision.sgpvt import (
     select_topk,
     text_to_image_attention,
 )
-from .base import UnlearnConfig, UnlearnTrainer, paper_default
+from .base import UnlearnConfig, UnlearnTrainer, paper_field
 
 __all__ = ["SGPVTConfig", "SGPVTTrainer", "SGPVTSample"]
 
@@ -86,40 +86,47 @@ class SGPVTConfig(UnlearnConfig):
     paper_notes: ClassVar[dict[str, str]] = {**UnlearnConfig.paper_notes,
                                              "damage_boundary": "fixed; the paper estimates it per sample, Eq. 3"}
 
-    lambda_k: float = field(default=paper_default(PAPER_SETTINGS, "lambda_k"),
-                            metadata={"help": "Weight of the KL retention stream (paper 0.3; 1.2 ablations)."})
-    topk_ratio: float = field(default=paper_default(PAPER_SETTINGS, "topk_ratio"),
-                              metadata={"help": "Fraction of visual tokens perturbed (top-K by attention)."})
-    curriculum_period: int = field(default=paper_default(PAPER_SETTINGS, "curriculum_period"),
-                                   metadata={"help": "Period T (steps) of the cosine band (Eq. 4)."})
-    curriculum_eps: float = field(default=paper_default(PAPER_SETTINGS, "curriculum_eps"),
-                                  metadata={"help": "Margin eps of the cosine band (Eq. 4), in [0, 0.5)."})
-    noise_std: float = field(default=paper_default(PAPER_SETTINGS, "noise_std"),
-                             metadata={"help": "Std of the Gaussian noise added after rotation (Eq. 8)."})
-    num_perturbations: int = field(
-        default=paper_default(PAPER_SETTINGS, "num_perturbations"), metadata={"help": "Perturbed samples V_G^(m) per forget input and step (the 'sampling frequency')."}
+    lambda_k: float = paper_field(
+        PAPER_SETTINGS, "lambda_k", "Weight of the KL retention stream (paper 0.3; 1.2 ablations)."
+    )
+    topk_ratio: float = paper_field(
+        PAPER_SETTINGS, "topk_ratio", "Fraction of visual tokens perturbed (top-K by attention)."
+    )
+    curriculum_period: int = paper_field(
+        PAPER_SETTINGS, "curriculum_period", "Period T (steps) of the cosine band (Eq. 4)."
+    )
+    curriculum_eps: float = paper_field(
+        PAPER_SETTINGS, "curriculum_eps", "Margin eps of the cosine band (Eq. 4), in [0, 0.5)."
+    )
+    noise_std: float = paper_field(
+        PAPER_SETTINGS, "noise_std", "Std of the Gaussian noise added after rotation (Eq. 8)."
+    )
+    num_perturbations: int = paper_field(
+        PAPER_SETTINGS, "num_perturbations",
+        "Perturbed samples V_G^(m) per forget input and step (the 'sampling frequency')."
     )
     perturb: str = field(
         default="pre_projector",
         metadata={"help": "'pre_projector' (vision features, as the official code) or 'post_projector' (LM input)."},
     )
-    damage_boundary: float | None = field(
-        default=paper_default(PAPER_SETTINGS, "damage_boundary"),
-        metadata={"help": "Fixed s_min; None: estimate it per sample from distant_images (Eq. 3)."},
+    damage_boundary: float | None = paper_field(
+        PAPER_SETTINGS, "damage_boundary", "Fixed s_min; None: estimate it per sample from distant_images (Eq. 3)."
     )
     attention_layer: int | None = field(
         default=None, metadata={"help": "Decoder layer whose attention selects the top-K tokens; None: the middle one."}
     )
-    forget_loss_ceiling: float | None = field(
-        default=paper_default(PAPER_SETTINGS, "forget_loss_ceiling"),
-        metadata={"help": "Per-token forget NLL (nats) above which a sample stops being pushed (a guard the paper "
-                          "does not have); None (default, the paper) disables."},
+    forget_loss_ceiling: float | None = paper_field(
+        PAPER_SETTINGS, "forget_loss_ceiling",
+        "Per-token forget NLL (nats) above which a sample stops being pushed (a guard the paper does not have); "
+        "None (default, the paper) disables."
     )
-    learning_rate: float = field(default=paper_default(PAPER_SETTINGS, "learning_rate"), metadata={"help": "Paper: 2e-5."})
-    per_device_train_batch_size: int = field(default=paper_default(PAPER_SETTINGS, "per_device_train_batch_size"),
-                                             metadata={"help": "Paper: batch size 4."})
-    max_steps: int = field(default=paper_default(PAPER_SETTINGS, "max_steps"),
-                           metadata={"help": "Paper: 20 steps (overrides num_train_epochs; -1 to train by epochs)."})
+    learning_rate: float = paper_field(PAPER_SETTINGS, "learning_rate", "Paper: 2e-5.")
+    per_device_train_batch_size: int = paper_field(
+        PAPER_SETTINGS, "per_device_train_batch_size", "Paper: batch size 4."
+    )
+    max_steps: int = paper_field(
+        PAPER_SETTINGS, "max_steps", "Paper: 20 steps (overrides num_train_epochs; -1 to train by epochs)."
+    )
 
     def __post_init__(self):
         super().__post_init__()

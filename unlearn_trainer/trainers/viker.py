@@ -63,7 +63,7 @@ import torch.nn.functional as F
 from .. import losses
 from ..data.collator import ForgetRetainCollator, row_name
 from ..data.reference_images import ReferenceImagePool, reference_rows
-from .base import UnlearnConfig, UnlearnTrainer, paper_default
+from .base import UnlearnConfig, UnlearnTrainer, paper_field
 
 __all__ = ["ViKeRConfig", "ViKeRTrainer", "ReferenceDistribution"]
 
@@ -85,19 +85,20 @@ class ViKeRConfig(UnlearnConfig):
 
     paper_settings: ClassVar[dict[str, Any]] = PAPER_SETTINGS
 
-    lam: float = field(default=paper_default(PAPER_SETTINGS, "lam"),
-                       metadata={"help": "Regularization strength (0.05 MLLMU forget10, 0.5 forget15, 10 CLEAR)."})
-    num_reference_images: int = field(default=paper_default(PAPER_SETTINGS, "num_reference_images"),
-                                      metadata={"help": "k reference images averaged in R_i (Eq. 4)."})
-    regularizer: str = field(default=paper_default(PAPER_SETTINGS, "regularizer"),
-                             metadata={"help": "D(R||Q): 'kl' (paper), 'jsd' or 'cosine'."})
+    lam: float = paper_field(
+        PAPER_SETTINGS, "lam", "Regularization strength (0.05 MLLMU forget10, 0.5 forget15, 10 CLEAR)."
+    )
+    num_reference_images: int = paper_field(
+        PAPER_SETTINGS, "num_reference_images", "k reference images averaged in R_i (Eq. 4)."
+    )
+    regularizer: str = paper_field(PAPER_SETTINGS, "regularizer", "D(R||Q): 'kl' (paper), 'jsd' or 'cosine'.")
     cache_top_k: int | None = field(
         default=128,
         metadata={"help": "Cache R as top-k probs + ids + tail mass; None caches the full distribution (exact)."},
     )
-    reference_sampling: str = field(
-        default=paper_default(PAPER_SETTINGS, "reference_sampling"),
-        metadata={"help": "'fixed': the same k reference images for every sample (paper); 'per_sample': seeded draw."},
+    reference_sampling: str = paper_field(
+        PAPER_SETTINGS, "reference_sampling",
+        "'fixed': the same k reference images for every sample (paper); 'per_sample': seeded draw."
     )
     reference_seed: int = field(default=0, metadata={"help": "Seed of the choice of reference images."})
     key_token_entropy_threshold: float | None = field(
@@ -107,16 +108,16 @@ class ViKeRConfig(UnlearnConfig):
         default="mean",
         metadata={"help": "Per-sample reduction over answer tokens of both terms: 'mean' (package) or 'sum' (paper)."},
     )
-    forget_loss_ceiling: float | None = field(
-        default=paper_default(PAPER_SETTINGS, "forget_loss_ceiling"),
-        metadata={"help": "Per-token forget NLL (nats) above which a sample's GA gradient stops (a guard the paper "
-                          "does not have); None (default, the paper) disables."},
+    forget_loss_ceiling: float | None = paper_field(
+        PAPER_SETTINGS, "forget_loss_ceiling",
+        "Per-token forget NLL (nats) above which a sample's GA gradient stops (a guard the paper does not have); "
+        "None (default, the paper) disables."
     )
-    learning_rate: float = field(default=paper_default(PAPER_SETTINGS, "learning_rate"), metadata={"help": "Paper: 5e-6."})
-    per_device_train_batch_size: int = field(default=paper_default(PAPER_SETTINGS, "per_device_train_batch_size"),
-                                             metadata={"help": "Paper: batch size 2."})
-    num_train_epochs: float = field(default=paper_default(PAPER_SETTINGS, "num_train_epochs"),
-                                    metadata={"help": "Paper: 1 epoch."})
+    learning_rate: float = paper_field(PAPER_SETTINGS, "learning_rate", "Paper: 5e-6.")
+    per_device_train_batch_size: int = paper_field(
+        PAPER_SETTINGS, "per_device_train_batch_size", "Paper: batch size 2."
+    )
+    num_train_epochs: float = paper_field(PAPER_SETTINGS, "num_train_epochs", "Paper: 1 epoch.")
 
     def __post_init__(self):
         super().__post_init__()
