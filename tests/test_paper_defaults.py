@@ -9,6 +9,7 @@ from conftest import train_args
 from unlearn_trainer import (
     FTTPConfig,
     GAConfig,
+    GATrainer,
     NPOConfig,
     PUBGConfig,
     SaliencyConfig,
@@ -125,3 +126,11 @@ def test_saliency_with_retain_set_does_not_warn(tmp_path, caplog):
         trainer = _saliency(tmp_path, retain=tiny_vqa_rows(2, seed=5))
     assert not [r for r in caplog.records if "Eq. 3" in r.getMessage()]
     assert not any("retain" in d for d in trainer.paper_deviations())
+
+
+def test_a_method_without_recorded_paper_settings_says_so(tmp_path):
+    model, processor = tiny_model_and_processor("llava")
+    trainer = GATrainer(model=model, args=train_args(GAConfig, tmp_path, variant="ga"), forget_dataset=tiny_vqa_rows(2),
+                        processing_class=processor)
+    assert trainer.paper_deviations() == []
+    assert _deviations_section(render_model_card(trainer)).startswith("None recorded")

@@ -411,6 +411,8 @@ def _deviations_text(trainer) -> str:
     citation = METHOD_CITATIONS.get(trainer.method_name)
     paper = f"the {citation.name} paper" if citation else "the method's paper"
     deviations = trainer.paper_deviations() if hasattr(trainer, "paper_deviations") else []
+    if not deviations and not getattr(trainer.args, "paper_settings", None):
+        return f"None recorded: `unlearn_trainer` records no settings of {paper} to compare this run with."
     if not deviations:
         return f"None: this run uses the settings of {paper} that `unlearn_trainer` records for it."
     lines = "\n".join(f"- {d}" for d in deviations)

@@ -3,9 +3,11 @@
 A method subclasses :class:`UnlearnTrainer`, sets ``needs_reference`` if its objective uses the frozen
 model, and implements ``unlearning_loss(model, inputs) -> (loss, terms)``; a method whose objective needs
 several trainable forward passes (PUBG's guidance pass, SGPVT's distillation pass) yields them one by one from
-``method_passes`` instead. Everything else (retain term, one backward per pass so that only one pass's
-activations are alive, reference model without a second copy under PEFT, per-sample reference caches,
-non-finite guard, logging of every term, gradient accumulation) lives here.
+``method_passes`` instead. Its config states the paper's settings once, in ``paper_settings`` (the field
+defaults come from it; :meth:`UnlearnTrainer.paper_deviations` lists how a run departs from it). Everything else
+(retain term, one backward per pass so that only one pass's activations are alive, reference model without a
+second copy under PEFT, per-sample reference caches, non-finite guard, logging of every term, gradient
+accumulation) lives here.
 """
 
 from __future__ import annotations
@@ -349,10 +351,11 @@ class UnlearnTrainer(Trainer):
         if not is_peft_model(model):
             return ["full-parameter training (paper: LoRA)"] if settings["adapter"] == "lora" else []
         config = model.peft_config[getattr(model, "active_adapter", "default")]
-        kind = str(getattr(config.peft_type, "value", config.peft_type)).lower()
+        kind = str(getattr(config.peft_type, "value", config.peft_type))
+        kind = "LoRA" if kind.lower() == "lora" else kind
         if settings["adapter"] == "full":
             return [f"{kind} adapter (paper: full-parameter training)"]
-        if kind != "lora":
+        if kind != "LoRA":
             return [f"{kind} adapter (paper: LoRA)"]
         out = []
         for key, attr in (("lora_r", "r"), ("lora_alpha", "lora_alpha")):
