@@ -313,6 +313,8 @@ class UnlearnTrainer(Trainer):
                 paper, where = paper[self.paper_family], f" for {self.paper_family}"
             if paper is None and value is not None:
                 out.append(f"{name} {_fmt(value)} ({args.paper_notes.get(name, 'not in the paper')})")
+            elif not _same(value, paper) and isinstance(value, str) and max(len(value), len(str(paper))) > 60:
+                out.append(f"{name} differs from the paper's")  # a prompt: the card's hyperparameters show it
             elif not _same(value, paper):
                 out.append(f"{name} {_fmt(value)} (paper: {_fmt(paper)}{where})")
         if "per_device_train_batch_size" in settings:
@@ -358,9 +360,9 @@ class UnlearnTrainer(Trainer):
         if kind != "LoRA":
             return [f"{kind} adapter (paper: LoRA)"]
         out = []
-        for key, attr in (("lora_r", "r"), ("lora_alpha", "lora_alpha")):
+        for key, attr, label in (("lora_r", "r", "r"), ("lora_alpha", "lora_alpha", "alpha")):
             if key in settings and getattr(config, attr, None) != settings[key]:
-                out.append(f"LoRA {attr} {getattr(config, attr, None)} (paper: {settings[key]})")
+                out.append(f"LoRA {label} {getattr(config, attr, None)} (paper: {settings[key]})")
         return out
 
     def _check_launch(self) -> None:

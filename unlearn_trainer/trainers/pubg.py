@@ -49,11 +49,12 @@ from .base import PerFamily, UnlearnConfig, UnlearnTrainer, is_peft_model, paper
 __all__ = ["PUBGConfig", "PUBGTrainer"]
 
 
-#: PUBG's settings: Eq. 3 unweighted, o* sampled (Algorithm 1), the retain NLL of Eq. 12; no guard on GA; LoRA
-#: r=128, alpha=256, AdamW, batch 8, 30 steps, lr by language model (Table 6): 2e-5 for LLaVA-1.6-Mistral, 3e-5 for
-#: LLaVA-1.6-Vicuna (a Llama language model).
+#: PUBG's settings: Eq. 3 unweighted, q of App. A Table 2, c of Fig. 2 after q, o* sampled (Algorithm 1), the
+#: retain NLL of Eq. 12; no guard on GA; LoRA r=128, alpha=256, AdamW, batch 8, 30 steps, lr by language model
+#: (Table 6): 2e-5 for LLaVA-1.6-Mistral, 3e-5 for LLaVA-1.6-Vicuna (a Llama language model).
 PAPER_SETTINGS: dict[str, Any] = {
-    "guidance_weight": 1.0, "reference_do_sample": True, "forget_loss_ceiling": None,
+    "guidance_weight": 1.0, "query": DEFAULT_QUERY, "incontext_prompt": DEFAULT_INCONTEXT_PROMPT,
+    "prompt_position": "after", "reference_do_sample": True, "forget_loss_ceiling": None,
     "learning_rate": PerFamily({"mistral": 2e-5, "llama": 3e-5}), "per_device_train_batch_size": 8, "max_steps": 30,
     "retain_loss": "nll", "adapter": "lora", "lora_r": 128, "lora_alpha": 256,
 }
@@ -71,15 +72,15 @@ class PUBGConfig(UnlearnConfig):
     guidance_weight: float = paper_field(
         PAPER_SETTINGS, "guidance_weight", "Weight of the behaviour-guidance NLL on o* (Eq. 3: 1)."
     )
-    query: str | None = field(
-        default=DEFAULT_QUERY,
-        metadata={"help": "Query q of the guidance rows (and of generation); None: each forget row's own question."},
+    query: str | None = paper_field(
+        PAPER_SETTINGS, "query",
+        "Query q of the guidance rows (and of generation); None: each forget row's own question.",
     )
-    incontext_prompt: str = field(
-        default=DEFAULT_INCONTEXT_PROMPT, metadata={"help": "In-context prompt c for generating o* (paper Fig. 2)."}
+    incontext_prompt: str = paper_field(
+        PAPER_SETTINGS, "incontext_prompt", "In-context prompt c for generating o* (paper Fig. 2)."
     )
-    prompt_position: str = field(
-        default="after", metadata={"help": "c after the query ([q, c], Algorithm 1) or 'before' it."}
+    prompt_position: str = paper_field(
+        PAPER_SETTINGS, "prompt_position", "c after the query ([q, c], Algorithm 1) or 'before' it."
     )
     reference_max_new_tokens: int = field(default=128, metadata={"help": "Length limit of each generated o*."})
     reference_do_sample: bool = paper_field(
