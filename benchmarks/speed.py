@@ -248,10 +248,11 @@ class Runner:
         self.method = method
         config_cls, trainer_cls = _trainer_classes(method.trainer)
         fields = getattr(config_cls, "__dataclass_fields__", {})
+        # forget_loss_ceiling=20: the guard these runs always had (the configs now default to the papers' None)
         kwargs = dict(output_dir=os.path.join(spec.workdir, method.name), per_device_train_batch_size=spec.batch_size,
                       learning_rate=LEARNING_RATE, lr_scheduler_type="constant", max_steps=100_000, report_to="none",
                       save_strategy="no", disable_tqdm=True, logging_steps=100_000, seed=0,
-                      dataloader_pin_memory=False, **method.config)
+                      dataloader_pin_memory=False, forget_loss_ceiling=20.0, **method.config)
         if "fisher_batch_size" in fields:
             kwargs["fisher_batch_size"] = spec.batch_size
         args = config_cls(**{k: v for k, v in kwargs.items() if k in fields})

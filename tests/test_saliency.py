@@ -304,5 +304,6 @@ def test_configuration_errors(tmp_path):
                                                      gradient_checkpointing_kwargs={"use_reentrant": True}),
                         forget_dataset=tiny_vqa_rows(2), preserve_dataset=preserved_rows(), processing_class=processor)
     cfg = SaliencyConfig(output_dir=str(tmp_path / "d"), report_to="none")
-    assert (cfg.beta, cfg.learning_rate, cfg.num_train_epochs, cfg.per_device_train_batch_size) == (1.0, 2e-5, 2.0, 4)
+    # learning_rate None: the paper's for the model family (2e-5 LLaVA, 1e-5 Qwen2-VL), set when the trainer is built
+    assert (cfg.beta, cfg.learning_rate, cfg.num_train_epochs, cfg.per_device_train_batch_size) == (1.0, None, 2.0, 4)
     assert cfg.fisher_mode == "dataset"

@@ -405,6 +405,21 @@ def _versions(adapter: bool) -> str:
     return "\n".join(f"- {name} {version}" for name, version in versions)
 
 
+def _deviations_text(trainer) -> str:
+    """The card's "Deviations from the paper" section: every way this run departs from the method's paper
+    (:meth:`UnlearnTrainer.paper_deviations`), or that there is none."""
+    citation = METHOD_CITATIONS.get(trainer.method_name)
+    paper = f"the {citation.name} paper" if citation else "the method's paper"
+    deviations = trainer.paper_deviations() if hasattr(trainer, "paper_deviations") else []
+    if not deviations and not getattr(trainer.args, "paper_settings", None):
+        return f"None recorded: `unlearn_trainer` records no settings of {paper} to compare this run with."
+    if not deviations:
+        return f"None: this run uses the settings of {paper} that `unlearn_trainer` records for it."
+    lines = "\n".join(f"- {d}" for d in deviations)
+    return (f"This run departs from the settings of {paper} as follows:"
+            f"\n\n{lines}")
+
+
 def _template() -> Template:
     return Template((resources.files("unlearn_trainer") / "templates" / "model_card.md").read_text(encoding="utf-8"))
 
@@ -482,6 +497,7 @@ def render_model_card(
         forgotten=_forgotten_text(summary, dataset_line, max_listed_ids),
         evaluation=_evaluation_text(trainer),
         hyperparameters="\n\n".join(sections),
+        deviations=_deviations_text(trainer),
         usage=_usage(adapter, base_hub_id, demo, repo or f"path/to/{title}"),
         demo_note=("- This is the ToyWorld demo: a 1-million-parameter LLaVA that memorised a synthetic world of "
                    "invented people. It is a toy to try the methods offline and says nothing about real models.\n"

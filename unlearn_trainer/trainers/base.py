@@ -3,9 +3,11 @@
 A method subclasses :class:`UnlearnTrainer`, sets ``needs_reference`` if its objective uses the frozen
 model, and implements ``unlearning_loss(model, inputs) -> (loss, terms)``; a method whose objective needs
 several trainable forward passes (PUBG's guidance pass, SGPVT's distillation pass) yields them one by one from
-``method_passes`` instead. Everything else (retain term, one backward per pass so that only one pass's
-activations are alive, reference model without a second copy under PEFT, per-sample reference caches,
-non-finite guard, logging of every term, gradient accumulation) lives here.
+``method_passes`` instead. Its config states the paper's settings once, in ``paper_settings`` (the field
+defaults come from it; :meth:`UnlearnTrainer.paper_deviations` lists how a run departs from it). Everything else
+(retain term, one backward per pass so that only one pass's activations are alive, reference model without a
+second copy under PEFT, per-sample reference caches, non-finite guard, logging of every term, gradient
+accumulation) lives here.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ import copy
 import dataclasses
 import logging
 import math
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from accelerate.utils import DistributedType
@@ -27,13 +30,55 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from .. import losses
 from ..data.collator import ForgetRetainCollator, ForgetRetainDataset, VLMUnlearningCollator, model_inputs
 
-__all__ = ["UnlearnConfig", "UnlearnTrainer", "NonFiniteLossError", "is_peft_model"]
+__all__ = ["UnlearnConfig", "UnlearnTrainer", "NonFiniteLossError", "is_peft_model", "PerFamily", "paper_default",
+           "paper_field"]
 
 logger = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
     """Raised when an unlearning loss becomes NaN or infinite; training stops before any update is applied."""
+
+
+class PerFamily(dict):
+    """A paper setting that the paper gives per model family: ``{model_type: value}``, keyed by the ``model_type`` of
+    the model's config or of its language model's (``text_config``); the first entry is the paper's main model."""
+
+    def resolve(self, model) -> tuple[str | None, Any]:
+        """``(family, value)`` for ``model``; ``(None, first value)`` when the paper gives no value for its family."""
+        config = getattr(model, "config", None)
+        for cfg in (config, getattr(config, "text_config", None)):
+            family = getattr(cfg, "model_type", None)
+            if family in self:
+                return family, self[family]
+        return None, next(iter(self.values()))
+
+
+def paper_default(settings: dict, name: str) -> Any:
+    """The dataclass default of field ``name`` from a method's paper settings: the paper's value, or ``None`` (resolved
+    for the model's family when the trainer is built) when the paper gives one per model family."""
+    value = settings[name]
+    return None if isinstance(value, PerFamily) else value
+
+
+def paper_field(settings: dict, name: str, help: str):
+    """A config field whose default is the paper's setting ``name`` (:func:`paper_default`), with its help text."""
+    return field(default=paper_default(settings, name), metadata={"help": help})
+
+
+def _fmt(value: Any) -> str:
+    """A setting as a card shows it: 5e-6, 0.001, 1.0."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e6:
+        return f"{value:.1f}"
+    if isinstance(value, float):
+        return re.sub(r"e([+-])0*(\d)", lambda m: f"e{m.group(1).lstrip('+')}{m.group(2)}", f"{value:g}")
+    return str(value)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0)
+    return a == b
 
 
 @dataclass
@@ -43,7 +88,20 @@ class UnlearnConfig(TrainingArguments):
     Retain term: ``retain_loss`` is ``"nll"`` (GradDiff: fine-tuning loss on the retain set), ``"kl"``
     (``KL(p_theta || p_ref)`` on retain answer tokens) or ``"none"``; left unset it is ``"nll"`` when a retain
     set is given and ``"none"`` otherwise. Both run over answer tokens only.
+
+    ``paper_settings`` (class attribute) is the ONE place where a method states its paper's settings; its config's
+    field defaults are taken from it (:func:`paper_default`) and :meth:`UnlearnTrainer.paper_deviations` compares a
+    run against it. Keys: config fields (a :class:`PerFamily` where the paper gives one value per model family; the
+    field then defaults to ``None``, resolved from the model when the trainer is built), and the structural keys
+    ``retain_loss`` ("none": the paper has no retain set; "nll": its objective has a retain NLL), ``adapter``
+    ("lora" or "full"), ``lora_r`` and ``lora_alpha``. A key that is absent is a setting the paper does not fix.
     """
+
+    paper_settings: ClassVar[dict[str, Any]] = {}
+    #: How a deviation reads for a setting the paper does not have (paper value None), by field name.
+    paper_notes: ClassVar[dict[str, str]] = {"forget_loss_ceiling": "a guard the paper does not have"}
+    #: The name of the paper's retain term, for the deviation "no retain set: <term> dropped".
+    paper_retain_term: ClassVar[str] = "the paper's retain NLL"
 
     retain_loss: str | None = field(
         default=None, metadata={"help": "'nll', 'kl' or 'none'; default: 'nll' if a retain set is given."}
@@ -206,6 +264,7 @@ class UnlearnTrainer(Trainer):
             raise ValueError("Pass the forget set as forget_dataset= or train_dataset=, not both.")
         if forget_dataset is None or len(forget_dataset) == 0:
             raise ValueError("The forget set is empty: pass forget_dataset= with at least one row to unlearn.")
+        self.paper_family = self._resolve_paper_settings(args, model)
         if peft_config is not None:
             from peft import get_peft_model
             from transformers import set_seed
@@ -308,6 +367,92 @@ class UnlearnTrainer(Trainer):
         if values.get("hub_private_repo") is None:  # unset in TrainingArguments: keep our private default
             values.pop("hub_private_repo", None)
         return cls.config_class(**{k: v for k, v in values.items() if k in known})
+
+    @staticmethod
+    def _resolve_paper_settings(args: UnlearnConfig, model) -> str | None:
+        """Fill each per-family paper setting left ``None`` (the default) with the paper's value for ``model``'s family,
+        so that ``args`` (and the card) show the value used; an explicit value is kept. Returns the family, or None
+        when the method has no per-family setting or the paper gives none for this family."""
+        family = None
+        for name, value in type(args).paper_settings.items():
+            if isinstance(value, PerFamily) and hasattr(args, name):
+                family, resolved = value.resolve(model)
+                if getattr(args, name) is None:
+                    setattr(args, name, resolved)
+        return family
+
+    def paper_deviations(self) -> list[str]:
+        """How this run departs from the method's paper (``args.paper_settings``): one short line per difference in
+        a setting, the batch size, the training length, the retain term, the adapter or a guard; empty when none.
+        Shown on the model card, so that a published model says what it is."""
+        args = self.args
+        settings = type(args).paper_settings
+        out: list[str] = []
+        structural = {"retain_loss", "adapter", "lora_r", "lora_alpha", "per_device_train_batch_size", "max_steps",
+                      "num_train_epochs"}
+        for name, paper in settings.items():
+            if name in structural or not hasattr(args, name):
+                continue
+            value, where = getattr(args, name), ""
+            if isinstance(paper, PerFamily):
+                if self.paper_family is None:
+                    out.append(f"{name} {_fmt(value)}: the paper gives none for this model family (its values: "
+                               + ", ".join(f"{_fmt(v)} for {k}" for k, v in paper.items()) + ")")
+                    continue
+                paper, where = paper[self.paper_family], f" for {self.paper_family}"
+            if paper is None and value is not None:
+                out.append(f"{name} {_fmt(value)} ({args.paper_notes.get(name, 'not in the paper')})")
+            elif not _same(value, paper) and isinstance(value, str) and max(len(value), len(str(paper))) > 60:
+                out.append(f"{name} differs from the paper's")  # a prompt: the card's hyperparameters show it
+            elif not _same(value, paper):
+                out.append(f"{name} {_fmt(value)} (paper: {_fmt(paper)}{where})")
+        if "per_device_train_batch_size" in settings:
+            per_device, accum, world = args.per_device_train_batch_size, args.gradient_accumulation_steps, args.world_size
+            total, paper = per_device * accum * world, settings["per_device_train_batch_size"]
+            if total != paper:
+                how = f" = {per_device} per device x {accum} accumulation x {world} processes" if total != per_device else ""
+                out.append(f"train batch size {total}{how} (paper: {paper})")
+        if "max_steps" in settings:
+            if args.max_steps <= 0:
+                out.append(f"num_train_epochs {_fmt(args.num_train_epochs)} (paper: {settings['max_steps']} steps)")
+            elif args.max_steps != settings["max_steps"]:
+                out.append(f"max_steps {args.max_steps} (paper: {settings['max_steps']})")
+        elif "num_train_epochs" in settings:
+            epochs = settings["num_train_epochs"]
+            if args.max_steps > 0:
+                out.append(f"max_steps {args.max_steps} (paper: {epochs:g} epoch{'s' if epochs != 1 else ''})")
+            elif not _same(args.num_train_epochs, epochs):
+                out.append(f"num_train_epochs {_fmt(args.num_train_epochs)} (paper: {_fmt(epochs)})")
+        paper_retain, retain = settings.get("retain_loss"), args.retain_loss
+        if paper_retain == "none" and retain != "none":
+            out.append(f"retain {retain.upper()} term added (the paper has no retain set)")
+        elif paper_retain is not None and paper_retain != "none" and retain == "none":
+            out.append(f"no retain set: {args.paper_retain_term} dropped")
+        elif paper_retain is not None and paper_retain != "none" and retain != paper_retain:
+            out.append(f"retain {retain.upper()} term instead of {args.paper_retain_term}")
+        if args.saliency_mask is not None and self.method_name != "saliency":
+            out.append("forget gradient gated by a saliency mask (MMUnlearner's; not in this method's paper)")
+        out.extend(self._adapter_deviations(settings))
+        return out
+
+    def _adapter_deviations(self, settings: dict) -> list[str]:
+        if "adapter" not in settings:
+            return []
+        model = self.accelerator.unwrap_model(self.model)
+        if not is_peft_model(model):
+            return ["full-parameter training (paper: LoRA)"] if settings["adapter"] == "lora" else []
+        config = model.peft_config[getattr(model, "active_adapter", "default")]
+        kind = str(getattr(config.peft_type, "value", config.peft_type))
+        kind = "LoRA" if kind.lower() == "lora" else kind
+        if settings["adapter"] == "full":
+            return [f"{kind} adapter (paper: full-parameter training)"]
+        if kind != "LoRA":
+            return [f"{kind} adapter (paper: LoRA)"]
+        out = []
+        for key, attr, label in (("lora_r", "r", "r"), ("lora_alpha", "lora_alpha", "alpha")):
+            if key in settings and getattr(config, attr, None) != settings[key]:
+                out.append(f"LoRA {label} {getattr(config, attr, None)} (paper: {settings[key]})")
+        return out
 
     def _check_launch(self) -> None:
         """Fail when launched with several processes (torchrun / accelerate launch) that Trainer runs as independent

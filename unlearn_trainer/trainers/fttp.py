@@ -16,9 +16,9 @@ are set to 0.8 and 0.5" (Appendix B; the sentence follows the SDM settings, and 
 MLLMs). Token reduction: ``token_reduction="sum"`` as Eq. 7 is written (sums over the sample's tokens, a mean
 over samples); "mean" divides each term by its own token count. Because the concept is usually a few tokens
 and the rest of the answer many, "sum" gives GD more total weight than "mean". ``forget_loss_ceiling``
-(per-token concept NLL, 20 nats) is our guard against unbounded GA, not in the paper. The paper's MLLM
+(per-token concept NLL; off by default) is our guard against unbounded GA, not in the paper. The paper's MLLM
 training setup (LoRA, batch 2, Adam lr 3e-4, 10 steps, one image with several texts; 10-20 steps, 1-5 images
-overall) belongs in ``TrainingArguments`` / the example script. Logged terms: ``concept_logp`` (the GA term
+overall): lr, batch and steps are the config's defaults, LoRA is the model's choice. Logged terms: ``concept_logp`` (the GA term
 before its weight), ``other_nll`` (the GD term), ``K_C`` and ``K_N`` (means over the batch's samples; K_C over
 samples that have concept tokens).
 """
@@ -26,24 +26,38 @@ samples that have concept tokens).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 
 from .. import losses
 from ..data.collator import ForgetRetainCollator, VLMUnlearningCollator
 from ..data.concepts import MISSING_CONCEPT_OPTIONS, ConceptForgetRetainCollator, ConceptMaskCollator
-from .base import UnlearnConfig, UnlearnTrainer
+from .base import UnlearnConfig, UnlearnTrainer, paper_field
 
 __all__ = ["FTTPConfig", "FTTPTrainer"]
 
 
+#: FTTP's MLLM settings (Eq. 7, App. B): GA 0.8 / GD 0.5, sums over tokens, no retain set, no guard on GA; LoRA,
+#: Adam (AdamW with Trainer's default weight_decay=0 is Adam) lr 3e-4, batch 2, ten training steps.
+PAPER_SETTINGS: dict[str, Any] = {
+    "ga_weight": 0.8, "gd_weight": 0.5, "token_reduction": "sum", "forget_loss_ceiling": None,
+    "learning_rate": 3e-4, "per_device_train_batch_size": 2, "max_steps": 10, "retain_loss": "none", "adapter": "lora",
+}
+
+
 @dataclass
 class FTTPConfig(UnlearnConfig):
-    """FTTP (Eq. 7). Defaults from the paper: ``ga_weight=0.8``, ``gd_weight=0.5``; no retain set needed (the
-    base retain term stays available). Rows name their concept in ``concept_key`` (string or aliases)."""
+    """FTTP (Eq. 7). Defaults are the paper's (``PAPER_SETTINGS``): ``ga_weight=0.8``, ``gd_weight=0.5``, lr 3e-4,
+    batch 2, 10 steps; no retain set needed (the base retain term stays available). Rows name their concept in
+    ``concept_key`` (string or aliases)."""
 
-    ga_weight: float = field(default=0.8, metadata={"help": "Weight of the GA term on concept tokens (paper: 0.8)."})
-    gd_weight: float = field(default=0.5, metadata={"help": "Weight of the GD term on other answer tokens (paper: 0.5)."})
+    paper_settings: ClassVar[dict[str, Any]] = PAPER_SETTINGS
+
+    ga_weight: float = paper_field(PAPER_SETTINGS, "ga_weight", "Weight of the GA term on concept tokens (paper: 0.8).")
+    gd_weight: float = paper_field(
+        PAPER_SETTINGS, "gd_weight", "Weight of the GD term on other answer tokens (paper: 0.5)."
+    )
     concept_key: str = field(default="concepts", metadata={"help": "Row field with the concept string or aliases."})
     missing_concept: str = field(
         default="error",
@@ -52,12 +66,20 @@ class FTTPConfig(UnlearnConfig):
     concept_whole_words: bool = field(
         default=True, metadata={"help": "Match concepts as whole words only (not inside longer words)."}
     )
-    token_reduction: str = field(
-        default="sum", metadata={"help": "'sum' over each sample's tokens (Eq. 7) or 'mean' per term."}
+    token_reduction: str = paper_field(
+        PAPER_SETTINGS, "token_reduction", "'sum' over each sample's tokens (Eq. 7) or 'mean' per term."
     )
-    forget_loss_ceiling: float | None = field(
-        default=20.0,
-        metadata={"help": "Per-token concept NLL (nats) above which a token stops being pushed; None disables."},
+    forget_loss_ceiling: float | None = paper_field(
+        PAPER_SETTINGS, "forget_loss_ceiling",
+        "Per-token concept NLL (nats) above which a token stops being pushed (a guard the paper does not have); "
+        "None (default, the paper) disables."
+    )
+    learning_rate: float = paper_field(PAPER_SETTINGS, "learning_rate", "Paper: 3e-4.")
+    per_device_train_batch_size: int = paper_field(
+        PAPER_SETTINGS, "per_device_train_batch_size", "Paper: batch size 2."
+    )
+    max_steps: int = paper_field(
+        PAPER_SETTINGS, "max_steps", "Paper: 10 steps (overrides num_train_epochs; -1 to train by epochs)."
     )
 
     def __post_init__(self):

@@ -7,21 +7,25 @@ sample and cached (``cache_reference=False`` recomputes them every step).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 
 from .. import losses
-from .base import UnlearnConfig, UnlearnTrainer
+from .base import UnlearnConfig, UnlearnTrainer, paper_field
 
 __all__ = ["NPOConfig", "NPOTrainer"]
 
 
 @dataclass
 class NPOConfig(UnlearnConfig):
-    """NPO. ``beta`` = 0.4 as in MLLMU-Bench, MMUnlearner and ViKeR."""
+    """NPO. ``beta`` = 0.4 as in MLLMU-Bench, MMUnlearner and ViKeR (``paper_settings``: the only NPO setting those
+    papers share; the training hyperparameters are each paper's own)."""
 
-    beta: float = field(default=0.4, metadata={"help": "Inverse temperature of NPO (paper default 0.4)."})
+    paper_settings: ClassVar[dict[str, Any]] = {"beta": 0.4}
+
+    beta: float = paper_field(paper_settings, "beta", "Inverse temperature of NPO (paper default 0.4).")
 
     def __post_init__(self):
         super().__post_init__()

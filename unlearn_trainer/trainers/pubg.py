@@ -19,8 +19,8 @@ repeat; ``reference_do_sample=False`` gives greedy answers. The paper gives no s
 we use the model's generation config and ``reference_max_new_tokens=128``. ``guidance_weight=1.0`` (Eq. 3 adds the
 two terms unweighted). Token reduction: Eq. 3 writes sequence log-probabilities; ``token_reduction="mean"``
 (default) uses each sample's mean token NLL, as GATrainer and usual implementations do; "sum" is the literal
-Eq. 3. ``forget_loss_ceiling`` is our guard on GA, not in the paper. Training setup of the paper (a model and
-TrainingArguments choice, not a trainer field): LoRA r=128, alpha=256, AdamW, batch 8, 30 steps, lr 2e-5
+Eq. 3. ``forget_loss_ceiling`` is our guard on GA, not in the paper (off by default). Training setup of the paper
+(the config's defaults; LoRA is the model's choice): LoRA r=128, alpha=256, AdamW, batch 8, 30 steps, lr 2e-5
 (LLaVA-1.6-Mistral) / 3e-5 (LLaVA-1.6-Vicuna), retain NLL on the retain entities.
 Logged terms: ``forget_nll`` (mean token NLL of r), ``guidance_nll`` (mean token NLL of o*), ``ga_loss`` and
 ``guidance_loss`` (the two terms as they enter the loss).
@@ -29,6 +29,7 @@ Logged terms: ``forget_nll`` (mean token NLL of r), ``guidance_nll`` (mean token
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 
@@ -45,29 +46,47 @@ from ..data.pubg import (
     generate_reference_answers,
     reference_rows,
 )
-from .base import UnlearnConfig, UnlearnTrainer, is_peft_model
+from .base import PerFamily, UnlearnConfig, UnlearnTrainer, is_peft_model, paper_field
 
 __all__ = ["PUBGConfig", "PUBGTrainer"]
 
 
+#: PUBG's settings: Eq. 3 unweighted, q of App. A Table 2, c of Fig. 2 after q, o* sampled (Algorithm 1), the
+#: retain NLL of Eq. 12; no guard on GA; LoRA r=128, alpha=256, AdamW, batch 8, 30 steps, lr by language model
+#: (Table 6): 2e-5 for LLaVA-1.6-Mistral, 3e-5 for LLaVA-1.6-Vicuna (a Llama language model).
+PAPER_SETTINGS: dict[str, Any] = {
+    "guidance_weight": 1.0, "query": DEFAULT_QUERY, "incontext_prompt": DEFAULT_INCONTEXT_PROMPT,
+    "prompt_position": "after", "reference_do_sample": True, "forget_loss_ceiling": None,
+    "learning_rate": PerFamily({"mistral": 2e-5, "llama": 3e-5}), "per_device_train_batch_size": 8, "max_steps": 30,
+    "retain_loss": "nll", "adapter": "lora", "lora_r": 128, "lora_alpha": 256,
+}
+
+
 @dataclass
 class PUBGConfig(UnlearnConfig):
-    """PUBG (Eq. 3): GA on the forget answers + ``guidance_weight`` * NLL of the reference answers o*."""
+    """PUBG (Eq. 3): GA on the forget answers + ``guidance_weight`` * NLL of the reference answers o*. Defaults are
+    the paper's (``PAPER_SETTINGS``): batch 8, 30 steps, learning rate None = the paper's for the language model
+    (2e-5 Mistral, 3e-5 Vicuna/Llama; set when the trainer is built); LoRA r=128, alpha=256 is the model's choice."""
 
-    guidance_weight: float = field(default=1.0, metadata={"help": "Weight of the behaviour-guidance NLL on o* (Eq. 3: 1)."})
-    query: str | None = field(
-        default=DEFAULT_QUERY,
-        metadata={"help": "Query q of the guidance rows (and of generation); None: each forget row's own question."},
+    paper_settings: ClassVar[dict[str, Any]] = PAPER_SETTINGS
+    paper_retain_term: ClassVar[str] = "the retain NLL of Eq. 12"
+
+    guidance_weight: float = paper_field(
+        PAPER_SETTINGS, "guidance_weight", "Weight of the behaviour-guidance NLL on o* (Eq. 3: 1)."
     )
-    incontext_prompt: str = field(
-        default=DEFAULT_INCONTEXT_PROMPT, metadata={"help": "In-context prompt c for generating o* (paper Fig. 2)."}
+    query: str | None = paper_field(
+        PAPER_SETTINGS, "query",
+        "Query q of the guidance rows (and of generation); None: each forget row's own question.",
     )
-    prompt_position: str = field(
-        default="after", metadata={"help": "c after the query ([q, c], Algorithm 1) or 'before' it."}
+    incontext_prompt: str = paper_field(
+        PAPER_SETTINGS, "incontext_prompt", "In-context prompt c for generating o* (paper Fig. 2)."
+    )
+    prompt_position: str = paper_field(
+        PAPER_SETTINGS, "prompt_position", "c after the query ([q, c], Algorithm 1) or 'before' it."
     )
     reference_max_new_tokens: int = field(default=128, metadata={"help": "Length limit of each generated o*."})
-    reference_do_sample: bool = field(
-        default=True, metadata={"help": "Sample o* (Algorithm 1), seeded by reference_seed; False: greedy."}
+    reference_do_sample: bool = paper_field(
+        PAPER_SETTINGS, "reference_do_sample", "Sample o* (Algorithm 1), seeded by reference_seed; False: greedy."
     )
     reference_seed: int = field(default=0, metadata={"help": "Seed of the o* sampling."})
     reference_batch_size: int = field(default=8, metadata={"help": "Batch size of the o* generation."})
@@ -90,9 +109,21 @@ class PUBGConfig(UnlearnConfig):
         metadata={"help": "An o* that still names the concept (or a given one that does): 'drop' that row's guidance "
                           "pass, or 'error'."},
     )
-    forget_loss_ceiling: float | None = field(
-        default=20.0,
-        metadata={"help": "Mean token NLL (nats) of a forget answer above which it stops being pushed; None disables."},
+    forget_loss_ceiling: float | None = paper_field(
+        PAPER_SETTINGS, "forget_loss_ceiling",
+        "Mean token NLL (nats) of a forget answer above which it stops being pushed (a guard the paper does not "
+        "have); None (default, the paper) disables."
+    )
+    learning_rate: float | None = paper_field(
+        PAPER_SETTINGS, "learning_rate",
+        "Paper: 2e-5 (LLaVA-1.6-Mistral), 3e-5 (LLaVA-1.6-Vicuna); None (default): the paper's value for the "
+        "model's language model (Mistral's when the paper gives none), set at trainer build."
+    )
+    per_device_train_batch_size: int = paper_field(
+        PAPER_SETTINGS, "per_device_train_batch_size", "Paper: batch size 8."
+    )
+    max_steps: int = paper_field(
+        PAPER_SETTINGS, "max_steps", "Paper: 30 steps (overrides num_train_epochs; -1 to train by epochs)."
     )
 
     def __post_init__(self):

@@ -15,26 +15,38 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from .. import losses
 from ..saliency import FISHER_MODES, SaliencyMask, check_checkpointing, compute_saliency_mask, set_trainable
-from .base import UnlearnConfig, UnlearnTrainer
+from .base import PerFamily, UnlearnConfig, UnlearnTrainer, paper_field
 
 __all__ = ["SaliencyConfig", "SaliencyTrainer", "SUGGESTED_LEARNING_RATES"]
 
 logger = logging.getLogger(__name__)
 
-#: The paper's unlearning learning rates (App. B.3.6, Table 5); 2 epochs, batch size 4 for both.
-SUGGESTED_LEARNING_RATES = {"llava": 2e-5, "qwen2_vl": 1e-5}
+#: MMUnlearner's settings: beta = 1 (Eq. 7); L = -m L_f + L_r (Eq. 3, L_r the retain NLL); no guard on GA; vision
+#: encoder + connector + LM trained in full (no adapter); 2 epochs, batch size 4, lr 2e-5 for LLaVA-1.5 and 1e-5 for
+#: Qwen2-VL (App. B.3.6, Table 5).
+PAPER_SETTINGS: dict[str, Any] = {
+    "beta": 1.0, "forget_loss_ceiling": None, "learning_rate": PerFamily({"llava": 2e-5, "qwen2_vl": 1e-5}),
+    "per_device_train_batch_size": 4, "num_train_epochs": 2.0, "retain_loss": "nll", "adapter": "full",
+}
+#: The paper's unlearning learning rates per model family (``PAPER_SETTINGS["learning_rate"]``).
+SUGGESTED_LEARNING_RATES = dict(PAPER_SETTINGS["learning_rate"])
 
 
 @dataclass
 class SaliencyConfig(UnlearnConfig):
-    """MMUnlearner. Paper defaults: ``beta`` = 1, 2 epochs, batch size 4, learning rate 2e-5 (LLaVA-1.5; use 1e-5
-    for Qwen2-VL, see ``SUGGESTED_LEARNING_RATES``), vision encoder + connector + LM trained in full precision
-    (``trainable_modules`` None keeps the model's own ``requires_grad``: all parameters of a plain model)."""
+    """MMUnlearner. Defaults are the paper's (``PAPER_SETTINGS``): ``beta`` = 1, 2 epochs, batch size 4, learning
+    rate None = the paper's for the model family (2e-5 LLaVA-1.5, 1e-5 Qwen2-VL; set when the trainer is built),
+    vision encoder + connector + LM trained in full precision (``trainable_modules`` None keeps the model's own
+    ``requires_grad``: all parameters of a plain model). Eq. 3 has a retain term: pass a retain set."""
 
-    beta: float = field(default=1.0, metadata={"help": "Threshold on S(T)/S(P) (Eq. 7; the paper uses 1)."})
+    paper_settings: ClassVar[dict[str, Any]] = PAPER_SETTINGS
+    paper_retain_term: ClassVar[str] = "L_r of Eq. 3"
+
+    beta: float = paper_field(PAPER_SETTINGS, "beta", "Threshold on S(T)/S(P) (Eq. 7; the paper uses 1).")
     fisher_mode: str = field(
         default="dataset",
         metadata={"help": "'dataset' (Eq. 4: square of the set's mean-loss gradient), 'batch' (mean of squared "
@@ -53,13 +65,20 @@ class SaliencyConfig(UnlearnConfig):
                           "'language_model'; None keeps requires_grad as it is."},
     )
     plot_saliency: bool = field(default=False, metadata={"help": "Also write a heatmap PNG of the mask (matplotlib)."})
-    forget_loss_ceiling: float | None = field(
-        default=20.0,
-        metadata={"help": "Per-token forget NLL above which a sample stops being pushed (a guard, not in the paper)."},
+    forget_loss_ceiling: float | None = paper_field(
+        PAPER_SETTINGS, "forget_loss_ceiling",
+        "Per-token forget NLL above which a sample stops being pushed (a guard, not in the paper); None (default, "
+        "the paper) disables."
     )
-    learning_rate: float = field(default=2e-5, metadata={"help": "Paper: 2e-5 for LLaVA-1.5, 1e-5 for Qwen2-VL."})
-    num_train_epochs: float = field(default=2.0, metadata={"help": "Paper: 2 epochs."})
-    per_device_train_batch_size: int = field(default=4, metadata={"help": "Paper: batch size 4."})
+    learning_rate: float | None = paper_field(
+        PAPER_SETTINGS, "learning_rate",
+        "Paper: 2e-5 for LLaVA-1.5, 1e-5 for Qwen2-VL; None (default): the paper's value for the model's family "
+        "(LLaVA's when the paper gives none), set when the trainer is built."
+    )
+    num_train_epochs: float = paper_field(PAPER_SETTINGS, "num_train_epochs", "Paper: 2 epochs.")
+    per_device_train_batch_size: int = paper_field(
+        PAPER_SETTINGS, "per_device_train_batch_size", "Paper: batch size 4."
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -108,6 +127,12 @@ class SaliencyTrainer(UnlearnTrainer):
     def __init__(self, *args, preserve_dataset: Sequence[dict] | Sequence[Sequence[dict]] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         a = self.args
+        if a.retain_loss == "none":
+            logger.warning(
+                "SaliencyTrainer runs without a retain term (no retain_dataset, or retain_loss='none'): the loss is "
+                "-m * L_f only and L_r of MMUnlearner Eq. 3 is dropped, so this is not the paper's objective (the "
+                "model card lists it under deviations from the paper). Pass retain_dataset= to train Eq. 3."
+            )
         check_checkpointing(a)
         if a.trainable_modules:
             set_trainable(self.model, a.trainable_modules)

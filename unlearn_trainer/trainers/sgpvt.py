@@ -36,14 +36,15 @@ Choices, and where they differ from the paper or its official code:
 - Eq. 4 starts at the top of the band (``s_0`` near 1) and reaches ``s_min``'s side at ``T/2``; the introduction's
   "begins at s_min and progressively samples closer proximities" reads the other way round; we follow Eq. 4.
 
-Paper setup (a model / TrainingArguments choice, not fields here): LoRA, 20 steps, AdamW lr 2e-5, batch 4,
-T = 20, eps = 0.05, lambda_k = 0.3 (ablations 1.2), top-K ratio 0.2 (0.3 best PRA), sigma = 0.01, m = 1.
+Paper setup, the config's defaults (LoRA is the model's choice): 20 steps, AdamW lr 2e-5, batch 4, T = 20,
+eps = 0.05, lambda_k = 0.3 (ablations 1.2), top-K ratio 0.2 (0.3 best PRA), sigma = 0.01, m = 1.
 Logged terms: ``ga_term`` (the GA loss, -mean NLL), ``kl_term`` (L_KL), ``s_t`` and ``s_min`` (batch means).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 
@@ -61,38 +62,70 @@ from ..vision.sgpvt import (
     select_topk,
     text_to_image_attention,
 )
-from .base import UnlearnConfig, UnlearnTrainer
+from .base import UnlearnConfig, UnlearnTrainer, paper_field
 
 __all__ = ["SGPVTConfig", "SGPVTTrainer", "SGPVTSample"]
 
 
+#: SGPVT's settings (Sec. 4 Implementation Details, Eqs. 3-8): lambda_k = 0.3, top-K ratio 0.2, T = 20, eps = 0.05,
+#: sigma = 0.01, one perturbation per step, s_min estimated (Eq. 3); no retain set, no guard on GA; LoRA, AdamW lr
+#: 2e-5, batch 4, 20 steps.
+PAPER_SETTINGS: dict[str, Any] = {
+    "lambda_k": 0.3, "topk_ratio": 0.2, "curriculum_period": 20, "curriculum_eps": 0.05, "noise_std": 0.01,
+    "num_perturbations": 1, "damage_boundary": None, "forget_loss_ceiling": None, "learning_rate": 2e-5,
+    "per_device_train_batch_size": 4, "max_steps": 20, "retain_loss": "none", "adapter": "lora",
+}
+
+
 @dataclass
 class SGPVTConfig(UnlearnConfig):
-    """SGPVT (Eq. 12). Paper defaults: lambda_k = 0.3, top-K ratio 0.2, T = 20, eps = 0.05, sigma = 0.01, one
-    perturbation per step; LoRA, 20 steps, AdamW lr 2e-5, batch 4 (set those in the arguments you pass)."""
+    """SGPVT (Eq. 12). Defaults are the paper's (``PAPER_SETTINGS``): lambda_k = 0.3, top-K ratio 0.2, T = 20,
+    eps = 0.05, sigma = 0.01, one perturbation per step; AdamW lr 2e-5, batch 4, 20 steps (LoRA: a model choice)."""
 
-    lambda_k: float = field(default=0.3, metadata={"help": "Weight of the KL retention stream (paper 0.3; 1.2 ablations)."})
-    topk_ratio: float = field(default=0.2, metadata={"help": "Fraction of visual tokens perturbed (top-K by attention)."})
-    curriculum_period: int = field(default=20, metadata={"help": "Period T (steps) of the cosine band (Eq. 4)."})
-    curriculum_eps: float = field(default=0.05, metadata={"help": "Margin eps of the cosine band (Eq. 4), in [0, 0.5)."})
-    noise_std: float = field(default=0.01, metadata={"help": "Std of the Gaussian noise added after rotation (Eq. 8)."})
-    num_perturbations: int = field(
-        default=1, metadata={"help": "Perturbed samples V_G^(m) per forget input and step (the 'sampling frequency')."}
+    paper_settings: ClassVar[dict[str, Any]] = PAPER_SETTINGS
+    paper_notes: ClassVar[dict[str, str]] = {**UnlearnConfig.paper_notes,
+                                             "damage_boundary": "fixed; the paper estimates it per sample, Eq. 3"}
+
+    lambda_k: float = paper_field(
+        PAPER_SETTINGS, "lambda_k", "Weight of the KL retention stream (paper 0.3; 1.2 ablations)."
+    )
+    topk_ratio: float = paper_field(
+        PAPER_SETTINGS, "topk_ratio", "Fraction of visual tokens perturbed (top-K by attention)."
+    )
+    curriculum_period: int = paper_field(
+        PAPER_SETTINGS, "curriculum_period", "Period T (steps) of the cosine band (Eq. 4)."
+    )
+    curriculum_eps: float = paper_field(
+        PAPER_SETTINGS, "curriculum_eps", "Margin eps of the cosine band (Eq. 4), in [0, 0.5)."
+    )
+    noise_std: float = paper_field(
+        PAPER_SETTINGS, "noise_std", "Std of the Gaussian noise added after rotation (Eq. 8)."
+    )
+    num_perturbations: int = paper_field(
+        PAPER_SETTINGS, "num_perturbations",
+        "Perturbed samples V_G^(m) per forget input and step (the 'sampling frequency')."
     )
     perturb: str = field(
         default="pre_projector",
         metadata={"help": "'pre_projector' (vision features, as the official code) or 'post_projector' (LM input)."},
     )
-    damage_boundary: float | None = field(
-        default=None,
-        metadata={"help": "Fixed s_min; None: estimate it per sample from distant_images (Eq. 3)."},
+    damage_boundary: float | None = paper_field(
+        PAPER_SETTINGS, "damage_boundary", "Fixed s_min; None: estimate it per sample from distant_images (Eq. 3)."
     )
     attention_layer: int | None = field(
         default=None, metadata={"help": "Decoder layer whose attention selects the top-K tokens; None: the middle one."}
     )
-    forget_loss_ceiling: float | None = field(
-        default=20.0,
-        metadata={"help": "Per-token forget NLL (nats) above which a sample stops being pushed; None disables."},
+    forget_loss_ceiling: float | None = paper_field(
+        PAPER_SETTINGS, "forget_loss_ceiling",
+        "Per-token forget NLL (nats) above which a sample stops being pushed (a guard the paper does not have); "
+        "None (default, the paper) disables."
+    )
+    learning_rate: float = paper_field(PAPER_SETTINGS, "learning_rate", "Paper: 2e-5.")
+    per_device_train_batch_size: int = paper_field(
+        PAPER_SETTINGS, "per_device_train_batch_size", "Paper: batch size 4."
+    )
+    max_steps: int = paper_field(
+        PAPER_SETTINGS, "max_steps", "Paper: 20 steps (overrides num_train_epochs; -1 to train by epochs)."
     )
 
     def __post_init__(self):

@@ -55,6 +55,7 @@ it is set their fraction is logged. Logged terms: ``ga_term`` (mean log-probabil
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -62,26 +63,42 @@ import torch.nn.functional as F
 from .. import losses
 from ..data.collator import ForgetRetainCollator, row_name
 from ..data.reference_images import ReferenceImagePool, reference_rows
-from .base import UnlearnConfig, UnlearnTrainer
+from .base import UnlearnConfig, UnlearnTrainer, paper_field
 
 __all__ = ["ViKeRConfig", "ViKeRTrainer", "ReferenceDistribution"]
 
 
+#: ViKeR's settings (Sec. 5, App. A.4): k = 5, lam = 0.05 for MLLMU 10% (0.5 for MLLMU 15%, 10 for CLEAR), KL, the
+#: same reference images for every sample; Eq. 5 has no retain term; LoRA r=8, alpha=16 on the language model (vision
+#: tower and projector frozen), AdamW, lr 5e-6, batch 2, 1 epoch. No guard on GA.
+PAPER_SETTINGS: dict[str, Any] = {
+    "lam": 0.05, "num_reference_images": 5, "regularizer": "kl", "reference_sampling": "fixed",
+    "forget_loss_ceiling": None, "learning_rate": 5e-6, "per_device_train_batch_size": 2, "num_train_epochs": 1.0,
+    "retain_loss": "none", "adapter": "lora", "lora_r": 8, "lora_alpha": 16,
+}
+
+
 @dataclass
 class ViKeRConfig(UnlearnConfig):
-    """ViKeR. Paper defaults: k = 5; lam = 0.05 for MLLMU 10% (0.5 for MLLMU 15%, 10 for CLEAR); LoRA r=8,
-    alpha=16 on the language model, lr 5e-6, batch 2, 1 epoch, AdamW."""
+    """ViKeR. Defaults are the paper's (``PAPER_SETTINGS``): k = 5; lam = 0.05 for MLLMU 10% (0.5 for MLLMU 15%, 10
+    for CLEAR); lr 5e-6, batch 2, 1 epoch, AdamW; LoRA r=8, alpha=16 on the language model (a model choice)."""
 
-    lam: float = field(default=0.05, metadata={"help": "Regularization strength (0.05 MLLMU forget10, 0.5 forget15, 10 CLEAR)."})
-    num_reference_images: int = field(default=5, metadata={"help": "k reference images averaged in R_i (Eq. 4)."})
-    regularizer: str = field(default="kl", metadata={"help": "D(R||Q): 'kl' (paper), 'jsd' or 'cosine'."})
+    paper_settings: ClassVar[dict[str, Any]] = PAPER_SETTINGS
+
+    lam: float = paper_field(
+        PAPER_SETTINGS, "lam", "Regularization strength (0.05 MLLMU forget10, 0.5 forget15, 10 CLEAR)."
+    )
+    num_reference_images: int = paper_field(
+        PAPER_SETTINGS, "num_reference_images", "k reference images averaged in R_i (Eq. 4)."
+    )
+    regularizer: str = paper_field(PAPER_SETTINGS, "regularizer", "D(R||Q): 'kl' (paper), 'jsd' or 'cosine'.")
     cache_top_k: int | None = field(
         default=128,
         metadata={"help": "Cache R as top-k probs + ids + tail mass; None caches the full distribution (exact)."},
     )
-    reference_sampling: str = field(
-        default="fixed",
-        metadata={"help": "'fixed': the same k reference images for every sample (paper); 'per_sample': seeded draw."},
+    reference_sampling: str = paper_field(
+        PAPER_SETTINGS, "reference_sampling",
+        "'fixed': the same k reference images for every sample (paper); 'per_sample': seeded draw."
     )
     reference_seed: int = field(default=0, metadata={"help": "Seed of the choice of reference images."})
     key_token_entropy_threshold: float | None = field(
@@ -91,10 +108,16 @@ class ViKeRConfig(UnlearnConfig):
         default="mean",
         metadata={"help": "Per-sample reduction over answer tokens of both terms: 'mean' (package) or 'sum' (paper)."},
     )
-    forget_loss_ceiling: float | None = field(
-        default=20.0,
-        metadata={"help": "Per-token forget NLL (nats) above which a sample's GA gradient stops; None disables."},
+    forget_loss_ceiling: float | None = paper_field(
+        PAPER_SETTINGS, "forget_loss_ceiling",
+        "Per-token forget NLL (nats) above which a sample's GA gradient stops (a guard the paper does not have); "
+        "None (default, the paper) disables."
     )
+    learning_rate: float = paper_field(PAPER_SETTINGS, "learning_rate", "Paper: 5e-6.")
+    per_device_train_batch_size: int = paper_field(
+        PAPER_SETTINGS, "per_device_train_batch_size", "Paper: batch size 2."
+    )
+    num_train_epochs: float = paper_field(PAPER_SETTINGS, "num_train_epochs", "Paper: 1 epoch.")
 
     def __post_init__(self):
         super().__post_init__()
