@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -46,6 +47,7 @@ __all__ = [
 DEMO_BASE_MODEL = "ToyWorld tiny LLaVA (offline demo)"
 #: Trainer.push_to_hub's own ignore patterns (private files and checkpoint folders), kept for ours.
 _IGNORE_PATTERNS = ["_*", "checkpoint-*"]
+logger = logging.getLogger(__name__)
 _HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?")
 #: A folder of the Hub cache: ``.../models--<org>--<name>/snapshots/<revision>``.
 _HUB_CACHE = re.compile(r"models--([^/\\]+)[/\\]snapshots(?:[/\\]|$)")
@@ -278,14 +280,21 @@ def hyperparameters(trainer) -> dict[str, dict[str, Any]]:
 
 
 def effective_mixed_precision(accelerator) -> str:
-    """The mixed precision accelerate really runs: ``"no"``, ``"fp16"``, ``"bf16"`` or ``"fp8"``. Accelerate keeps
-    ``mixed_precision="fp16"`` on CPU but runs no autocast there (``native_amp`` is False); DeepSpeed applies its own."""
+    """The mixed precision that really runs: ``"no"``, ``"fp16"``, ``"bf16"`` or ``"fp8"``. Accelerate keeps
+    ``mixed_precision="fp16"`` on CPU but runs no autocast there (``native_amp`` is False); under DeepSpeed the
+    engine's own ``fp16`` / ``bf16`` sections decide."""
     from accelerate.utils import DistributedType
 
     mixed = str(getattr(accelerator, "mixed_precision", "no") or "no")
-    own_precision = getattr(accelerator, "distributed_type", None) in (DistributedType.DEEPSPEED,
-                                                                        DistributedType.MEGATRON_LM)
-    if mixed != "no" and not own_precision and not getattr(accelerator, "native_amp", False):
+    distributed = getattr(accelerator, "distributed_type", None)
+    if distributed == DistributedType.DEEPSPEED:
+        plugin = getattr(getattr(accelerator, "state", None), "deepspeed_plugin", None)
+        config = getattr(plugin, "deepspeed_config", None) or {}
+        enabled = {name: (config.get(name) or {}).get("enabled") for name in ("bf16", "fp16")}
+        if config and "auto" not in enabled.values():
+            return next((name for name in ("bf16", "fp16") if enabled[name] is True), "no")
+        return mixed
+    if mixed != "no" and distributed != DistributedType.MEGATRON_LM and not getattr(accelerator, "native_amp", False):
         return "no"
     return mixed
 
@@ -695,7 +704,12 @@ def push_checkpoint_to_hub(trainer, checkpoint_folder: str) -> None:
         trainer.init_hf_repo()
     trainer.callback_handler.on_push_begin(args, trainer.state, trainer.control)
     output_dir = args.output_dir
-    for pattern in upload_allow_patterns(trainer, checkpoint_folder):
+    try:
+        allowed = upload_allow_patterns(trainer, checkpoint_folder)
+    except FileNotFoundError as error:  # e.g. a DeepSpeed / FSDP checkpoint without consolidated weights
+        logger.warning("Checkpoint %s not pushed: %s", Path(checkpoint_folder).name, error)
+        return
+    for pattern in allowed:
         for source in Path(checkpoint_folder).glob(pattern):
             if source.is_file() and source.name != "README.md":  # the checkpoint holds PEFT's card: ours below
                 target = Path(output_dir) / source.relative_to(checkpoint_folder)
