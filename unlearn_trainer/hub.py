@@ -6,7 +6,8 @@ card, and nothing else from the output folder: the evaluation outputs hold the m
 questions, so they, checkpoints, logs, results and pickles stay local. Trainer's per-checkpoint push
 (``hub_strategy="every_save"``) goes through the same allow-list (:func:`push_checkpoint_to_hub`). The card states
 the method (with its paper), every hyperparameter, what was forgotten (counts and one opaque digest of the row ids,
-never a name, id, question, answer or attribute), the before/after evaluation, and the limits of unlearning. Repos are created private by default (``UnlearnConfig.hub_private_repo``).
+never a name, id, question, answer or attribute), the before/after evaluation, and the limits of unlearning.
+Repos are created private by default (``UnlearnConfig.hub_private_repo``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ __all__ = [
     "card_tags",
     "base_model_info",
     "hyperparameters",
+    "effective_mixed_precision",
     "forgotten_summary",
     "forget_set_digest",
     "public_base_model_name",
@@ -207,8 +209,9 @@ def base_model_info(model) -> tuple[str, str | None, bool]:
     name = str(getattr(base, "name_or_path", "") or getattr(getattr(base, "config", None), "_name_or_path", "") or "")
     if name and os.path.isfile(os.path.join(name, COMPLETE)):
         return DEMO_BASE_MODEL, None, True
-    if name and _hub_id_of(name):
-        return _hub_id_of(name), _hub_id_of(name), False
+    hub_id = _hub_id_of(name) if name else None
+    if hub_id:
+        return hub_id, hub_id, False
     if name:
         return f"local model `{Path(name).name}`", None, False
     return "a model built in memory (no `name_or_path`)", None, False
@@ -306,10 +309,10 @@ def _precision(trainer) -> str:
     for p in model.parameters():
         if p.is_floating_point():
             dtypes[p.requires_grad].add(str(p.dtype).replace("torch.", ""))
-    trained, frozen = ", ".join(sorted(dtypes[True])), ", ".join(sorted(dtypes[False] - dtypes[True]))
-    weights = f"{trained or 'no'} trained weights" + (f", {frozen} frozen weights" if frozen else "")
-    mixed = effective_mixed_precision(trainer.accelerator)
-    return f"{'no' if mixed == 'no' else mixed} mixed precision; {weights}"
+    weights = f"{', '.join(sorted(dtypes[True])) or 'no'} trained weights"
+    if dtypes[False] and dtypes[False] != dtypes[True]:
+        weights += f", {', '.join(sorted(dtypes[False]))} frozen weights"
+    return f"{effective_mixed_precision(trainer.accelerator)} mixed precision; {weights}"
 
 
 def _column(rows, key: str) -> list | None:
