@@ -227,3 +227,18 @@ def test_fp16_that_would_not_run_is_refused_and_the_card_states_what_ran(tmp_pat
     half = GATrainer(model=model.to(torch.bfloat16), args=train_args(GAConfig, tmp_path, use_cpu=True),
                      forget_dataset=rows, processing_class=processor)
     assert "| `precision` | `no mixed precision; bfloat16 trained weights` |" in render_model_card(half)
+
+
+def test_a_checkpoint_without_weights_is_skipped_not_pushed_whole(tmp_path, uploads, caplog):
+    from unlearn_trainer.toyworld import ToyWorld
+
+    model, processor = tiny_model_and_processor("llava")
+    rows = ToyWorld().splits(0.10)["forget_train"][:2]
+    args = train_args(GAConfig, tmp_path, push_to_hub=True, hub_model_id=REPO, hub_token=TOKEN)
+    trainer = GATrainer(model=model, args=args, forget_dataset=rows, processing_class=processor)
+    checkpoint = tmp_path / "out" / "checkpoint-1"  # e.g. a sharded DeepSpeed / FSDP checkpoint: no safetensors
+    checkpoint.mkdir(parents=True)
+    with caplog.at_level("WARNING", logger="unlearn_trainer.hub"):
+        trainer._push_from_checkpoint(str(checkpoint))
+    trainer._finish_current_push()
+    assert uploads["commits"] == [] and "checkpoint-1 not pushed: No safetensors weights" in caplog.text

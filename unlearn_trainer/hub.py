@@ -612,7 +612,7 @@ def upload_allow_patterns(trainer, folder: str) -> list[str]:
         with tempfile.TemporaryDirectory() as tmp:
             trainer.processing_class.save_pretrained(tmp)
             names += sorted(p.relative_to(tmp).as_posix() for p in Path(tmp).rglob("*") if p.is_file())
-    if not any(Path(folder).glob(n) for n in names if n.endswith(".safetensors")):
+    if not any(any(Path(folder).glob(n)) for n in names if n.endswith(".safetensors")):  # a glob itself is truthy
         raise FileNotFoundError(f"No safetensors weights in {folder} to push; expected one of "
                                 f"{[n for n in names if n.endswith('.safetensors')]}.")
     return list(dict.fromkeys(names))
