@@ -250,10 +250,11 @@ class UnlearnTrainer(Trainer):
 
         asked = "fp16" if self.args.fp16 else "bf16" if self.args.bf16 else "no"
         if asked != "no" and effective_mixed_precision(self.accelerator) != asked:
+            other = " use bf16=True with use_cpu=True for bf16 autocast on CPU," if asked == "fp16" else ""
             raise ValueError(
                 f"{asked}=True but {asked} mixed precision does not run on this {self.accelerator.device.type} device: "
-                f"accelerate would train in full precision. Drop --{asked} ({asked}=False), use bf16=True with "
-                f"use_cpu=True for bf16 autocast on CPU, or train on a GPU."
+                f"accelerate would train in full precision. Drop --{asked} ({asked}=False),{other} or train on a "
+                f"device that supports it."
             )
 
     def uses_reference(self, args: UnlearnConfig | None = None) -> bool:
