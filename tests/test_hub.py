@@ -20,7 +20,7 @@ from transformers import TrainingArguments
 
 from unlearn_trainer import GAConfig, GATrainer, NPOConfig, NPOTrainer, UnlearnConfig
 from unlearn_trainer.evaluation import UnlearningEvalCallback
-from unlearn_trainer.hub import DEMO_BASE_MODEL, forgotten_summary, render_model_card
+from unlearn_trainer.hub import DEMO_BASE_MODEL, forget_set_digest, forgotten_summary, render_model_card
 from unlearn_trainer.testing import lora_config_for, tiny_model_and_processor
 from unlearn_trainer.toyworld import ToyWorld
 
@@ -94,11 +94,9 @@ def _assert_npo_card(card: str, forget):
     assert "| `r` | 4 |" in card and "| `lora_alpha` | 16 |" in card
     assert "| split | metric | before | after |" in card and "| forget | rougeL_f |" in card
     assert "Not evaluated" not in card
-    assert f"**{len(forget)} rows**" in card
-    for row in forget:
-        assert f"`{row['id']}`" in card
-    for identity in {r["identity_id"] for r in forget}:
-        assert f"`{identity}`" in card
+    assert f"**{len(forget)} rows**" in card and f"`{forget_set_digest(r['id'] for r in forget)}`" in card
+    assert f"Identities: **{len({r['identity_id'] for r in forget})}** (ids withheld)" in card
+    assert not [r for r in forget if r["id"] in card or r["identity_id"] in card]  # counts and one digest only
     assert "names withheld" in card
     assert "Unlearning is approximate" in card and "Evaluate on your own data" in card
     assert _leaks(card, forget) == []
@@ -196,7 +194,7 @@ def test_private_by_default_including_converted_training_arguments(tmp_path):
                      processing_class=processor).args.hub_private_repo is False
 
 
-def test_card_names_concepts_only_when_asked_and_hides_local_paths(world_rows, tmp_path):
+def test_card_never_names_concepts_and_hides_local_paths(world_rows, tmp_path):
     forget, _ = world_rows
     model, processor = tiny_model_and_processor("llava")
     trainer = GATrainer(model=model, args=train_args(GAConfig, tmp_path), forget_dataset=forget,
@@ -206,9 +204,12 @@ def test_card_names_concepts_only_when_asked_and_hides_local_paths(world_rows, t
     default = render_model_card(trainer)
     assert "/home/alice" not in default and "secret-project" not in default and "`.../mask.safetensors`" in default
     assert f"**{len(names)}** (names withheld)" in default and not any(n in default for n in names)
-    named = render_model_card(trainer, include_concept_names=True)
-    assert all(f"`{n}`" in named for n in names)
-    assert set(names) <= set(_leaks(named, forget))  # the leak check does see names once they are printed
+    assert _leaks(default, forget) == [] and names[0] in _leaks(f"`{names[0]}`", forget)  # the check sees names
+    with pytest.raises(TypeError):  # no opt-in puts names on the card, in the call or in the trainer's defaults
+        render_model_card(trainer, include_concept_names=True)
+    trainer.model_card_kwargs = {"include_concept_names": True}
+    with pytest.raises(ValueError, match=r"include_concept_names'\] was removed.*drop the key"):
+        render_model_card(trainer)
     assert "Not evaluated" in default and DEMO_BASE_MODEL not in default
 
 
@@ -221,15 +222,14 @@ def test_forgotten_summary_reads_dataset_columns_without_rows(world_rows):
     trainer = SimpleNamespace(forget_dataset=ds, retain_dataset=retain,
                               args=SimpleNamespace(retain_loss="kl", retain_weight=0.5))
     summary = forgotten_summary(trainer)
-    assert summary["rows"] == len(forget) and summary["row_ids"] == [r["id"] for r in forget]
-    assert summary["identity_ids"] == sorted({r["identity_id"] for r in forget})
-    assert summary["concepts"] == len(summary["identity_ids"]) and summary["concept_names"] is None
+    assert summary["rows"] == summary["ids"] == len(forget)
+    assert summary["digest"] == forget_set_digest(reversed([r["id"] for r in forget]))  # order does not matter
+    assert summary["identities"] == len({r["identity_id"] for r in forget}) == summary["concepts"]
     assert summary["retain_rows"] == len(retain) and summary["retain_loss"] == "kl"
     bare = SimpleNamespace(forget_dataset=[{"question": "q", "answer": "a"}], retain_dataset=None,
                            args=SimpleNamespace(retain_loss="none", retain_weight=1.0))
-    assert forgotten_summary(bare) == {"rows": 1, "row_ids": [], "identity_ids": [], "concepts": None,
-                                       "concept_names": None, "retain_rows": 0, "retain_loss": "none",
-                                       "retain_weight": 1.0}
+    assert forgotten_summary(bare) == {"rows": 1, "ids": 0, "digest": None, "identities": 0, "concepts": None,
+                                       "retain_rows": 0, "retain_loss": "none", "retain_weight": 1.0}
 
 
 def test_example_cli_writes_the_card_and_pushes_with_push_to_hub(world_rows, tmp_path, hub, monkeypatch):

@@ -286,7 +286,11 @@ def run_method(trainer_cls, config_cls, demo_defaults: dict | None = None, argv=
                    "evaluation": {h["label"]: h["metrics"] for h in callback.history}}
         with open(os.path.join(config.output_dir, "results.json"), "w") as f:
             json.dump(summary, f, indent=1)
-        print(f"\n{trainer.method_name} on {script_args.dataset} ({script_args.forget_split}):")
+        from .hub import forget_split_label
+
+        # a log line may not name the forgotten: mmubench's forget_split is the list of concept names
+        split = forget_split_label(script_args.dataset, script_args.forget_split) or "forget split withheld"
+        print(f"\n{trainer.method_name} on {script_args.dataset} ({split}):")
         print(callback.table())
         print(f"\nadapter, model card (README.md), results and plot written to {config.output_dir}/")
     trainer.unlearning_eval = callback

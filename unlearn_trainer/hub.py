@@ -3,16 +3,22 @@
 :meth:`UnlearnTrainer.save_model` writes the card (``README.md``, rendered from ``templates/model_card.md``) next
 to the adapter or model; :meth:`UnlearnTrainer.push_to_hub` uploads the adapter (or model), its processor and the
 card, and nothing else from the output folder: the evaluation outputs hold the model's generated answers to forget
-questions, so they, checkpoints, logs, results and pickles stay local. The card states the method (with its paper),
-every hyperparameter, what was forgotten (counts and ids, never a question, answer or attribute), the before/after
-evaluation, and the limits of unlearning. Repos are created private by default (``UnlearnConfig.hub_private_repo``).
+questions, so they, checkpoints, logs, results and pickles stay local. Trainer's per-checkpoint push
+(``hub_strategy="every_save"``) goes through the same allow-list (:func:`push_checkpoint_to_hub`). The card states
+the method (with its paper), every hyperparameter, what was forgotten (counts and one opaque digest of the row ids,
+never a name, id, question, answer or attribute), the before/after evaluation, and the limits of unlearning.
+Repos are created private by default (``UnlearnConfig.hub_private_repo``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import logging
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,17 +34,27 @@ __all__ = [
     "card_tags",
     "base_model_info",
     "hyperparameters",
+    "effective_mixed_precision",
     "forgotten_summary",
+    "forget_set_digest",
+    "public_base_model_name",
+    "publish_adapter_configs",
     "render_model_card",
     "write_model_card",
     "upload_allow_patterns",
     "push_trainer_to_hub",
+    "push_checkpoint_to_hub",
 ]
 
 DEMO_BASE_MODEL = "ToyWorld tiny LLaVA (offline demo)"
 #: Trainer.push_to_hub's own ignore patterns (private files and checkpoint folders), kept for ours.
 _IGNORE_PATTERNS = ["_*", "checkpoint-*"]
+logger = logging.getLogger(__name__)
 _HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?")
+#: A folder of the Hub cache: ``.../models--<org>--<name>/snapshots/<revision>``.
+_HUB_CACHE = re.compile(r"models--([^/\\]+)[/\\]snapshots(?:[/\\]|$)")
+#: Forget-split names that are a benchmark's ratio (``forget10``, ``forget_05``, ``5``), never forget-set content.
+_RATIO_SPLIT = re.compile(r"[A-Za-z_]*\d+")
 
 
 @dataclass(frozen=True)
@@ -165,6 +181,24 @@ def _is_hub_id(name: str) -> bool:
     return bool(_HUB_ID.fullmatch(name)) and ".." not in name and not os.path.exists(name)
 
 
+def _hub_id_of(name: str) -> str | None:
+    """The Hub id of a model named by its id or by its folder in the Hub cache (``models--org--name/snapshots/...``)."""
+    if _is_hub_id(name):
+        return name
+    cached = _HUB_CACHE.search(name)
+    return cached.group(1).replace("--", "/") if cached else None
+
+
+def public_base_model_name(name: str | None, finetuned_from: str | None = None) -> str | None:
+    """How a saved file may name the base model: its Hub id when known (``finetuned_from`` if that is a Hub id, the
+    name itself, or the id of a Hub-cache folder), otherwise only the folder name, never a local path."""
+    if finetuned_from and _is_hub_id(finetuned_from):
+        return finetuned_from
+    if not name:
+        return name
+    return _hub_id_of(name) or Path(name).name
+
+
 def base_model_info(model) -> tuple[str, str | None, bool]:
     """``(display name, Hub id or None, is the ToyWorld demo)`` of the model an adapter/unlearning started from.
 
@@ -175,8 +209,9 @@ def base_model_info(model) -> tuple[str, str | None, bool]:
     name = str(getattr(base, "name_or_path", "") or getattr(getattr(base, "config", None), "_name_or_path", "") or "")
     if name and os.path.isfile(os.path.join(name, COMPLETE)):
         return DEMO_BASE_MODEL, None, True
-    if name and _is_hub_id(name):
-        return name, name, False
+    hub_id = _hub_id_of(name) if name else None
+    if hub_id:
+        return hub_id, hub_id, False
     if name:
         return f"local model `{Path(name).name}`", None, False
     return "a model built in memory (no `name_or_path`)", None, False
@@ -229,7 +264,7 @@ def hyperparameters(trainer) -> dict[str, dict[str, Any]]:
         "num_processes": world,
         "total_train_batch_size": per_device * accum * world,
         "seed": args.seed,
-        "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
+        "precision": _precision(trainer),
         "gradient_checkpointing": args.gradient_checkpointing,
     })
     adapter: dict[str, Any] = {}
@@ -245,6 +280,39 @@ def hyperparameters(trainer) -> dict[str, dict[str, Any]]:
     share = f"{trainable:,} of {total:,} ({100 * trainable / max(total, 1):.3g}%)"
     (adapter if adapter else training)["trainable_parameters"] = share
     return {"method": method, "training": training, "adapter": adapter}
+
+
+def effective_mixed_precision(accelerator) -> str:
+    """The mixed precision that really runs: ``"no"``, ``"fp16"``, ``"bf16"`` or ``"fp8"``. Accelerate keeps
+    ``mixed_precision="fp16"`` on CPU but runs no autocast there (``native_amp`` is False); under DeepSpeed the
+    engine's own ``fp16`` / ``bf16`` sections decide."""
+    from accelerate.utils import DistributedType
+
+    mixed = str(getattr(accelerator, "mixed_precision", "no") or "no")
+    distributed = getattr(accelerator, "distributed_type", None)
+    if distributed == DistributedType.DEEPSPEED:
+        plugin = getattr(getattr(accelerator, "state", None), "deepspeed_plugin", None)
+        config = getattr(plugin, "deepspeed_config", None) or {}
+        enabled = {name: (config.get(name) or {}).get("enabled") for name in ("bf16", "fp16")}
+        if config and "auto" not in enabled.values():
+            return next((name for name in ("bf16", "fp16") if enabled[name] is True), "no")
+        return mixed
+    if mixed != "no" and distributed != DistributedType.MEGATRON_LM and not getattr(accelerator, "native_amp", False):
+        return "no"
+    return mixed
+
+
+def _precision(trainer) -> str:
+    """What ran, not what was asked: the active mixed precision and the dtype of the trained (and frozen) weights."""
+    model = _unwrap(trainer)
+    dtypes = {True: set(), False: set()}
+    for p in model.parameters():
+        if p.is_floating_point():
+            dtypes[p.requires_grad].add(str(p.dtype).replace("torch.", ""))
+    weights = f"{', '.join(sorted(dtypes[True])) or 'no'} trained weights"
+    if dtypes[False] and dtypes[False] != dtypes[True]:
+        weights += f", {', '.join(sorted(dtypes[False]))} frozen weights"
+    return f"{effective_mixed_precision(trainer.accelerator)} mixed precision; {weights}"
 
 
 def _column(rows, key: str) -> list | None:
@@ -263,25 +331,35 @@ def _unique(values) -> list:
     return list(dict.fromkeys(v for v in values if v not in (None, "")))
 
 
-def forgotten_summary(trainer, include_concept_names: bool = False) -> dict[str, Any]:
-    """What the trainer was asked to forget, as counts and identifiers only.
+def forget_set_digest(row_ids) -> str:
+    """The forget set's opaque fingerprint on the card: the first 12 hex characters of the SHA-256 of its distinct
+    row ids, sorted and joined by newlines. A data owner recomputes it from the ids to check which set was forgotten;
+    the card never lists the ids themselves (concept-folder ids carry a person's name)."""
+    text = "\n".join(sorted({str(v) for v in row_ids}))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
-    Row ids (``id``), identity ids (``identity_id``) and the number of distinct concepts (the config's
-    ``concept_key``, default ``concepts``) of the forget set; concept names only with ``include_concept_names``
-    (for identity unlearning a concept is the person's name). Questions, answers and attributes are never read."""
+
+def forgotten_summary(trainer) -> dict[str, Any]:
+    """What the trainer was asked to forget, as counts and one opaque digest only.
+
+    The number of rows, the :func:`forget_set_digest` of their ``id`` fields (None if no row has one), and the
+    numbers of distinct identities (``identity_id``) and concepts (the config's ``concept_key``, default
+    ``concepts``). Names, ids, questions, answers and attributes never leave this function: for identity unlearning
+    a concept, and a concept-folder row id, is the person's name."""
     rows = trainer.forget_dataset
     concept_key = getattr(trainer.args, "concept_key", "concepts")
     concepts = _column(rows, concept_key)
     groups = None
     if concepts is not None:
         groups = _unique(tuple(c) if isinstance(c, (list, tuple)) else (c,) for c in concepts if c)
+    row_ids = _unique(str(v) for v in (_column(rows, "id") or []))
     retain = trainer.retain_dataset
     return {
         "rows": len(rows),
-        "row_ids": _unique(str(v) for v in (_column(rows, "id") or [])),
-        "identity_ids": _unique(str(v) for v in (_column(rows, "identity_id") or [])),
+        "ids": len(row_ids),
+        "digest": forget_set_digest(row_ids) if row_ids else None,
+        "identities": len(_unique(str(v) for v in (_column(rows, "identity_id") or []))),
         "concepts": None if groups is None else len(groups),
-        "concept_names": [g[0] for g in groups] if (groups and include_concept_names) else None,
         "retain_rows": 0 if retain is None else len(retain),
         "retain_loss": trainer.args.retain_loss,
         "retain_weight": trainer.args.retain_weight,
@@ -316,9 +394,23 @@ def _table(values: dict[str, Any]) -> str:
     return "\n".join(["| name | value |", "|---|---|", *(f"| `{k}` | {_cell(v)} |" for k, v in values.items())])
 
 
-def _ids(values: list, limit: int) -> str:
-    shown = ", ".join(f"`{v}`" for v in values[:limit])
-    return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")
+def forget_split_label(dataset: str | None, forget_split: str | None) -> str | None:
+    """How a card or a log line may name the forget split: by name only where the name cannot carry forget-set
+    content (ToyWorld's and the benchmarks' ratios, a split of a saved / Hub dataset); for ``mmubench``, whose
+    split is the list of forgotten concepts, only their number; otherwise nothing."""
+    if not dataset or not forget_split:
+        return None
+    loader = dataset.partition(":")[0]
+    if loader == "mmubench":
+        count = len([c for c in str(forget_split).split(",") if c.strip()])
+        return f"{count} forget concept{'s' if count != 1 else ''} (names withheld)"
+    from .data.benchmarks import BENCHMARKS
+
+    is_ratio = bool(_RATIO_SPLIT.fullmatch(str(forget_split)))
+    if loader == "toyworld" or loader in BENCHMARKS:
+        return f"forget split `{forget_split}`" if is_ratio else None
+    # a split of a saved / JSON / Hub dataset: the name of a DatasetDict key, not a list of concepts
+    return f"forget split `{forget_split}`" if "," not in str(forget_split) else None
 
 
 def _dataset_text(dataset: str | None, forget_split: str | None) -> tuple[str | None, str | None]:
@@ -334,21 +426,21 @@ def _dataset_text(dataset: str | None, forget_split: str | None) -> tuple[str | 
         hub_id = dataset
     elif os.sep in dataset or os.path.exists(dataset):
         name = f"local data `{Path(dataset).name}`"
-    split = f", forget split `{forget_split}`" if forget_split else ""
-    return f"- Data: {name}{split}", hub_id
+    split = forget_split_label(dataset, forget_split)
+    return f"- Data: {name}" + (f", {split}" if split else ""), hub_id
 
 
-def _forgotten_text(summary: dict, dataset_line: str | None, max_listed_ids: int) -> str:
-    lines = [f"- Forget set: **{summary['rows']} rows**"
-             + (f"; row ids: {_ids(summary['row_ids'], max_listed_ids)}" if summary["row_ids"]
-                else " (the rows carry no `id` field)")]
-    if summary["identity_ids"]:
-        lines.append(f"- Identities: **{len(summary['identity_ids'])}**; identity ids: "
-                     f"{_ids(summary['identity_ids'], max_listed_ids)}")
+def _forgotten_text(summary: dict, dataset_line: str | None) -> str:
+    if summary["digest"]:
+        digest = (f"; forget-set digest `{summary['digest']}` (SHA-256 of the {summary['ids']} sorted distinct row "
+                  f"ids, first 12 hex digits: `unlearn_trainer.hub.forget_set_digest`)")
+    else:
+        digest = " (the rows carry no `id` field, so no digest)"
+    lines = [f"- Forget set: **{summary['rows']} rows**{digest}"]
+    if summary["identities"]:
+        lines.append(f"- Identities: **{summary['identities']}** (ids withheld)")
     if summary["concepts"] is not None:
-        names = (f"names: {_ids(summary['concept_names'], max_listed_ids)}" if summary["concept_names"]
-                 else "names withheld")
-        lines.append(f"- Concepts: **{summary['concepts']}** ({names})")
+        lines.append(f"- Concepts: **{summary['concepts']}** (names withheld)")
     if summary["retain_rows"]:
         lines.append(f"- Retain set: **{summary['retain_rows']} rows**, retain term `{summary['retain_loss']}` "
                      f"with weight {summary['retain_weight']:g}")
@@ -433,14 +525,13 @@ def render_model_card(
     finetuned_from: str | None = None,
     dataset: str | None = None,
     forget_split: str | None = None,
-    include_concept_names: bool = False,
-    max_listed_ids: int = 100,
 ) -> str:
     """The model card (YAML front matter + Markdown) of an :class:`UnlearnTrainer`'s current model.
 
     Defaults for these arguments can be set on ``trainer.model_card_kwargs`` (the examples set ``dataset`` and
     ``forget_split``); explicit arguments win. ``finetuned_from`` overrides the detected base model; the license is
-    the one given (the ToyWorld demo model is Apache-2.0, like this package) or left out."""
+    the one given (the ToyWorld demo model is Apache-2.0, like this package) or left out. What was forgotten is
+    given as counts and one digest only (:func:`forgotten_summary`); no option puts names on the card."""
     from huggingface_hub import ModelCardData
 
     from . import __version__
@@ -448,8 +539,10 @@ def render_model_card(
     defaults = dict(getattr(trainer, "model_card_kwargs", None) or {})
     given = dict(model_name=model_name, tags=tags, license=license, language=language, finetuned_from=finetuned_from,
                  dataset=dataset, forget_split=forget_split)
+    if "include_concept_names" in defaults:
+        raise ValueError("model_card_kwargs['include_concept_names'] was removed: a card never names the forgotten "
+                         "(it gives counts and a digest of the row ids); drop the key.")
     kw = {**defaults, **{k: v for k, v in given.items() if v is not None}}
-    include_concept_names = include_concept_names or bool(defaults.get("include_concept_names", False))
 
     model = _unwrap(trainer)
     adapter = _is_peft(model)
@@ -477,7 +570,7 @@ def render_model_card(
     title = kw.get("model_name") or (repo or "").split("/")[-1] or Path(args.output_dir).name
     citation = METHOD_CITATIONS.get(trainer.method_name)
     method_display = trainer.method_name if citation is None else citation.name
-    summary = forgotten_summary(trainer, include_concept_names=include_concept_names)
+    summary = forgotten_summary(trainer)
     params = hyperparameters(trainer)
     sections = [f"### Method ({type(args).__name__})\n\n{_table(params['method'])}",
                 f"### Optimisation\n\n{_table(params['training'])}"]
@@ -494,7 +587,7 @@ def render_model_card(
         method_summary=(citation.summary if citation
                         else f"the `{trainer.method_name}` objective of `{type(trainer).__name__}`."),
         citation=str(citation) if citation else "no paper is registered for this method in `unlearn_trainer.hub`.",
-        forgotten=_forgotten_text(summary, dataset_line, max_listed_ids),
+        forgotten=_forgotten_text(summary, dataset_line),
         evaluation=_evaluation_text(trainer),
         hyperparameters="\n\n".join(sections),
         deviations=_deviations_text(trainer),
@@ -535,10 +628,55 @@ def upload_allow_patterns(trainer, folder: str) -> list[str]:
         with tempfile.TemporaryDirectory() as tmp:
             trainer.processing_class.save_pretrained(tmp)
             names += sorted(p.relative_to(tmp).as_posix() for p in Path(tmp).rglob("*") if p.is_file())
-    if not any(Path(folder).glob(n) for n in names if n.endswith(".safetensors")):
+    if not any(any(Path(folder).glob(n)) for n in names if n.endswith(".safetensors")):  # a glob itself is truthy
         raise FileNotFoundError(f"No safetensors weights in {folder} to push; expected one of "
                                 f"{[n for n in names if n.endswith('.safetensors')]}.")
     return list(dict.fromkeys(names))
+
+
+def publish_adapter_configs(trainer, folder: str) -> None:
+    """Rewrite ``base_model_name_or_path`` in the adapter configs of ``folder`` (PEFT records the local path the base
+    model was loaded from) to :func:`public_base_model_name`: the Hub id when known, otherwise the folder name."""
+    model = _unwrap(trainer)
+    if not _is_peft(model):
+        return  # a full model's config.json records no path (transformers drops `_name_or_path` on save)
+    finetuned_from = (getattr(trainer, "model_card_kwargs", None) or {}).get("finetuned_from")
+    for adapter in model.peft_config:
+        path = Path(folder) / ("" if adapter == "default" else adapter) / "adapter_config.json"
+        if not path.is_file():
+            continue
+        config = json.loads(path.read_text(encoding="utf-8"))
+        name = config.get("base_model_name_or_path")
+        public = public_base_model_name(name, finetuned_from)
+        if public != name:
+            config["base_model_name_or_path"] = public
+            path.write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")  # PEFT's own format
+
+
+def _hf_api():
+    try:
+        from transformers.utils import hf_api
+    except ImportError:  # older transformers: a plain client
+        from huggingface_hub import HfApi
+
+        return HfApi()
+    return hf_api()
+
+
+def _upload_allowed(trainer, folder: str, commit_message: str | None, token: str | None, blocking: bool,
+                    revision: str | None):
+    """The package's only upload to the Hub: the files of ``folder`` that :func:`upload_allow_patterns` lists, with
+    Trainer's ignore patterns; final pushes and checkpoint pushes both come through here."""
+    return _hf_api().upload_folder(
+        repo_id=trainer.hub_model_id,
+        folder_path=folder,
+        commit_message=commit_message,
+        token=token,
+        run_as_future=not blocking,
+        allow_patterns=upload_allow_patterns(trainer, folder),
+        ignore_patterns=list(_IGNORE_PATTERNS),
+        revision=revision,
+    )
 
 
 def push_trainer_to_hub(trainer, commit_message: str | None = "End of training", blocking: bool = True,
@@ -548,14 +686,6 @@ def push_trainer_to_hub(trainer, commit_message: str | None = "End of training",
 
     Creates the repo (private unless ``private=False`` / ``hub_private_repo=False``), saves the model into
     ``args.output_dir``, writes the card with ``card_kwargs`` and uploads the allowed files in one commit."""
-    try:
-        from transformers.utils import hf_api
-    except ImportError:  # older transformers: a plain client
-        from huggingface_hub import HfApi
-
-        def hf_api():
-            return HfApi()
-
     args = trainer.args
     trainer.callback_handler.on_push_begin(args, trainer.state, trainer.control)
     model_name = card_kwargs.pop("model_name", None)
@@ -569,13 +699,48 @@ def push_trainer_to_hub(trainer, commit_message: str | None = "End of training",
         return None
     trainer.create_model_card(model_name=model_name, **card_kwargs)
     trainer._finish_current_push()
-    return hf_api().upload_folder(
-        repo_id=trainer.hub_model_id,
-        folder_path=args.output_dir,
-        commit_message=commit_message,
-        token=token,
-        run_as_future=not blocking,
-        allow_patterns=upload_allow_patterns(trainer, args.output_dir),
-        ignore_patterns=list(_IGNORE_PATTERNS),
-        revision=revision if revision is not None else args.hub_revision,
-    )
+    return _upload_allowed(trainer, args.output_dir, commit_message, token, blocking,
+                           revision if revision is not None else args.hub_revision)
+
+
+def push_checkpoint_to_hub(trainer, checkpoint_folder: str) -> None:
+    """Trainer's per-checkpoint push (``hub_strategy="every_save"``), through the allow-list.
+
+    Copies the checkpoint's allowed files (adapter or model, processor) into ``args.output_dir``, writes the card
+    there and uploads the allowed files in the background, as ``Trainer._push_from_checkpoint`` does, but without
+    its ``training_args.bin`` (a pickle holding ``hub_token``) or anything else of the output folder. Checkpoint
+    folders themselves (optimizer, RNG and trainer state) are never uploaded."""
+    from transformers.trainer_utils import HubStrategy
+    from transformers.utils import PushInProgress
+
+    args = trainer.args
+    if not trainer.is_world_process_zero() or args.hub_strategy == HubStrategy.END:
+        return
+    in_progress = getattr(trainer, "push_in_progress", None)
+    if not args.hub_always_push and in_progress is not None and not in_progress.is_done():
+        return
+    if trainer.hub_model_id is None:
+        trainer.init_hf_repo()
+    trainer.callback_handler.on_push_begin(args, trainer.state, trainer.control)
+    output_dir = args.output_dir
+    try:
+        allowed = upload_allow_patterns(trainer, checkpoint_folder)
+    except FileNotFoundError as error:  # e.g. a DeepSpeed / FSDP checkpoint without consolidated weights
+        logger.warning("Checkpoint %s not pushed: %s", Path(checkpoint_folder).name, error)
+        return
+    for pattern in allowed:
+        for source in Path(checkpoint_folder).glob(pattern):
+            if source.is_file() and source.name != "README.md":  # the checkpoint holds PEFT's card: ours below
+                target = Path(output_dir) / source.relative_to(checkpoint_folder)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(source, target)
+    publish_adapter_configs(trainer, output_dir)
+    write_model_card(trainer, output_dir)
+    step = f"step {trainer.state.global_step}" if args.save_strategy == "steps" else f"epoch {int(trainer.state.epoch)}"
+    job = _upload_allowed(trainer, output_dir, f"Training in progress, {step}", args.hub_token, blocking=False,
+                          revision=args.hub_revision)
+    in_progress = getattr(trainer, "push_in_progress", None)
+    if in_progress is None or in_progress.is_done():
+        trainer.push_in_progress = PushInProgress([job])
+    else:
+        in_progress.jobs.append(job)

@@ -142,6 +142,15 @@ class UnlearnConfig(TrainingArguments):
             raise ValueError(f"retain_loss must be 'nll', 'kl' or 'none', got {self.retain_loss!r}.")
         if self.retain_weight < 0:
             raise ValueError(f"retain_weight must be >= 0, got {self.retain_weight}.")
+        if self.push_to_hub and self.hub_strategy in ("checkpoint", "all_checkpoints"):
+            # Those strategies upload whole checkpoint folders: training_args.bin (a pickle holding hub_token),
+            # optimizer / RNG pickles and trainer state, past the upload allow-list of unlearn_trainer.hub.
+            raise ValueError(
+                f"hub_strategy={str(getattr(self.hub_strategy, 'value', self.hub_strategy))!r} uploads whole "
+                f"checkpoint folders (training_args.bin holds hub_token), which unlearn_trainer never publishes: use "
+                f"hub_strategy='every_save' (the adapter or model, processor and card at each save) or 'end', and "
+                f"resume from the local checkpoint folders."
+            )
 
 
 def _zero3_enabled() -> bool:
@@ -467,6 +476,21 @@ class UnlearnTrainer(Trainer):
                 f"distributed backend was chosen). On CPU pass use_cpu=True (--use_cpu) to train with {world_size} "
                 f"processes over gloo; on GPUs check that CUDA is visible."
             )
+        self._check_precision()
+
+    def _check_precision(self) -> None:
+        """Refuse a mixed precision that accelerate would silently not run (fp16 on CPU trains in fp32), so that what
+        the arguments, the logs and the model card say is what ran."""
+        from ..hub import effective_mixed_precision
+
+        asked = "fp16" if self.args.fp16 else "bf16" if self.args.bf16 else "no"
+        if asked != "no" and effective_mixed_precision(self.accelerator) != asked:
+            other = " use bf16=True with use_cpu=True for bf16 autocast on CPU," if asked == "fp16" else ""
+            raise ValueError(
+                f"{asked}=True but {asked} mixed precision does not run on this {self.accelerator.device.type} device: "
+                f"accelerate would train in full precision. Drop --{asked} ({asked}=False),{other} or train on a "
+                f"device that supports it."
+            )
 
     def uses_reference(self, args: UnlearnConfig | None = None) -> bool:
         """Whether this run needs the frozen reference model (the method's objective or a KL retain term)."""
@@ -732,7 +756,7 @@ class UnlearnTrainer(Trainer):
         if final and self.args.should_save:
             import os
 
-            from ..hub import write_model_card
+            from ..hub import publish_adapter_configs, write_model_card
 
             output_dir = output_dir or self.args.output_dir
             pickled = os.path.join(output_dir, "training_args.bin")
@@ -740,6 +764,7 @@ class UnlearnTrainer(Trainer):
                 os.remove(pickled)
             with open(os.path.join(output_dir, "training_args.json"), "w") as f:
                 f.write(self.args.to_json_string())
+            publish_adapter_configs(self, output_dir)  # the base model's Hub id or folder name, not a local path
             write_model_card(self, output_dir)  # after save_pretrained, which writes PEFT's own card
         if self.args.push_to_hub and not _internal_call:
             self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
@@ -769,6 +794,13 @@ class UnlearnTrainer(Trainer):
 
         return push_trainer_to_hub(self, commit_message=commit_message, blocking=blocking, token=token,
                                    revision=revision, private=private, **kwargs)
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        """Trainer's per-checkpoint push, through this package's upload allow-list
+        (:func:`unlearn_trainer.hub.push_checkpoint_to_hub`) instead of uploading the whole output folder."""
+        from ..hub import push_checkpoint_to_hub
+
+        push_checkpoint_to_hub(self, checkpoint_folder)
 
     # -- logging -------------------------------------------------------------------------------------------
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
