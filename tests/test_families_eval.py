@@ -7,8 +7,16 @@ import torch
 from conftest import train_args
 from transformers import AutoProcessor, AutoTokenizer, TrainingArguments
 
-from unlearn_trainer import FTTPConfig, FTTPTrainer, GAConfig, GATrainer, NPOConfig, NPOTrainer, VLMUnlearningCollator
-from unlearn_trainer import evaluation
+from unlearn_trainer import (
+    FTTPConfig,
+    FTTPTrainer,
+    GAConfig,
+    GATrainer,
+    NPOConfig,
+    NPOTrainer,
+    VLMUnlearningCollator,
+    evaluation,
+)
 from unlearn_trainer.cli import parse_args
 from unlearn_trainer.evaluation import evaluate_rows, generate_answers, option_loglikelihoods
 from unlearn_trainer.testing import TINY_FAMILIES, tiny_images, tiny_model_and_processor, tiny_vqa_rows

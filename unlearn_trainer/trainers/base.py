@@ -254,11 +254,12 @@ class UnlearnTrainer(Trainer):
             return
         name = type(processor).__name__
         embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-        rows = max(getattr(embeddings, "num_embeddings", 0) or 0, getattr(config.get_text_config(), "vocab_size", 0) or 0)
+        rows = max(getattr(embeddings, "num_embeddings", 0) or 0,
+                   getattr(config.get_text_config(), "vocab_size", 0) or 0)
         if rows and len(tokenizer) > rows:
             raise ValueError(
-                f"The {name} (processing_class) has {len(tokenizer)} tokens but the model's vocabulary has {rows}: they "
-                f"come from different checkpoints. Load the processor from the model's own checkpoint "
+                f"The {name} (processing_class) has {len(tokenizer)} tokens but the model's vocabulary has {rows}: "
+                f"they come from different checkpoints. Load the processor from the model's own checkpoint "
                 f"(AutoProcessor.from_pretrained(<model>)), or call model.resize_token_embeddings(len(tokenizer)) if "
                 f"you added tokens on purpose."
             )
