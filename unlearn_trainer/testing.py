@@ -27,7 +27,10 @@ torchvision is not required):
   ``VLMUnlearningCollator`` passes the answer to the processor as ``suffix`` so that ``token_type_ids`` mark it
   as the causal part (in the prefix it would attend to its own next tokens).
 - ``gemma3`` initialises its image projection to zeros (every visual embedding 0: the model would be blind to
-  images); the tiny builder gives it random weights.
+  images); the tiny builder gives it random weights. ``mllama`` likewise initialises its cross-attention gates to
+  zero; the tiny builder sets them to 1.
+- The image-only processors are registered with ``AutoProcessor``, so a saved tiny processor reloads as its own
+  class with ``AutoProcessor.from_pretrained`` in any process that imported ``unlearn_trainer.testing``.
 - Chat templates mimic llava-1.5 (llava), llava-v1.6-mistral (llava_next), ChatML (qwen2_vl, qwen2_5_vl,
   internvl), Idefics3/SmolVLM, Gemma 3 and Llama 3.2 Vision (mllama); end-of-turn tokens are the tokenizers' eos.
 """
@@ -40,6 +43,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
+from transformers import (
+    AutoProcessor,
+    InternVLProcessor,
+    PreTrainedConfig,
+    Qwen2_5_VLProcessor,
+    Qwen2VLProcessor,
+    SmolVLMProcessor,
+)
+from transformers.processing_utils import ProcessorMixin
 
 __all__ = [
     "TINY_FAMILIES",
@@ -216,21 +228,74 @@ def _llava(cfg: TinyModelConfig):
     return model, processor
 
 
-def _image_only_qwen_processor_class(base_name: str = "Qwen2VLProcessor"):
-    """A Qwen-VL processor class (``base_name`` in transformers) without the video processor, which needs
-    torchvision."""
-    import transformers
-    from transformers.processing_utils import ProcessorMixin
+# -- image-only processors -----------------------------------------------------------------------------------
+# The real Qwen-VL, SmolVLM and InternVL processors insist on a video processor, whose classes import torchvision.
+# These subclasses drop it. They are module-level classes registered with AutoProcessor (under private config
+# classes, so no real model's mapping changes): AutoProcessor.from_pretrained finds a saved processor's class by the
+# name in processor_config.json, among transformers' classes and registered ones, and without the registration
+# returned a bare tokenizer for a saved tiny processor. Import unlearn_trainer.testing before reloading one.
 
-    base = getattr(transformers, base_name)
 
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-        self.image_token, self.video_token = tokenizer.image_token, tokenizer.video_token
-        self.image_token_id, self.video_token_id = tokenizer.image_token_id, tokenizer.video_token_id
+def _register_with_auto_processor(cls):
+    key = type(f"_{cls.__name__}Config", (PreTrainedConfig,), {"model_type": f"unlearn_trainer_{cls.__name__.lower()}"})
+    AutoProcessor.register(key, cls)
+    return cls
+
+
+def _qwen_image_only_init(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+    self.image_token, self.video_token = tokenizer.image_token, tokenizer.video_token
+    self.image_token_id, self.video_token_id = tokenizer.image_token_id, tokenizer.video_token_id
+    ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+
+
+@_register_with_auto_processor
+class ImageOnlyQwen2VLProcessor(Qwen2VLProcessor):
+    """Qwen2VLProcessor without the video processor."""
+
+    __init__ = _qwen_image_only_init
+
+
+@_register_with_auto_processor
+class ImageOnlyQwen2_5_VLProcessor(Qwen2_5_VLProcessor):
+    """Qwen2_5_VLProcessor without the video processor."""
+
+    __init__ = _qwen_image_only_init
+
+
+@_register_with_auto_processor
+class ImageOnlySmolVLMProcessor(SmolVLMProcessor):
+    """SmolVLM processor without the video processor and without `num2words` (used only to write video prompts)."""
+
+    def __init__(self, image_processor=None, tokenizer=None, image_seq_len: int = 169, chat_template=None, **kw):
+        self.fake_image_token = "<fake_token_around_image>"
+        self.image_token = tokenizer.image_token
+        self.image_token_id = tokenizer.image_token_id
+        self.end_of_utterance_token = "<end_of_utterance>"
+        self.global_image_token = "<global-img>"
+        self.image_seq_len = image_seq_len
+        self.video_token = "<video>"
         ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
 
-    name = "ImageOnly" + base_name
-    return type(name, (base,), {"__init__": __init__, "__doc__": f"{base_name} without the video processor."})
+    def apply_chat_template(self, conversation, chat_template=None, **kwargs):
+        # the parent reads video_processor.num_frames/fps; images only here
+        return ProcessorMixin.apply_chat_template(self, conversation, chat_template, **kwargs)
+
+
+@_register_with_auto_processor
+class ImageOnlyInternVLProcessor(InternVLProcessor):
+    """InternVL processor without the video processor."""
+
+    def __init__(self, image_processor=None, tokenizer=None, image_seq_length: int = 256, chat_template=None, **kw):
+        ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+        self.image_seq_length = image_seq_length
+        self.start_image_token, self.end_image_token = tokenizer.start_image_token, tokenizer.end_image_token
+        self.start_image_token_id = tokenizer.start_image_token_id
+        self.end_image_token_id = tokenizer.end_image_token_id
+        self.image_token, self.image_token_id = tokenizer.context_image_token, tokenizer.context_image_token_id
+        self.video_token = tokenizer.video_token
+        self.multimodal_pattern = re.compile(
+            f"(?P<image>{re.escape(self.image_token)})|(?P<video>{re.escape(self.video_token)})"
+        )
 
 
 def _qwen_tokenizer(cfg: TinyModelConfig):
@@ -264,7 +329,7 @@ def _qwen_special_ids(tok) -> dict:
     )
 
 
-def _qwen_processor(cfg: TinyModelConfig, tok, merge: int, base_name: str = "Qwen2VLProcessor"):
+def _qwen_processor(cfg: TinyModelConfig, tok, merge: int, processor_class=ImageOnlyQwen2VLProcessor):
     """The family's image-only processor, one fixed resolution (``image_size`` squared pixels)."""
     from transformers import Qwen2VLImageProcessorPil
 
@@ -275,7 +340,7 @@ def _qwen_processor(cfg: TinyModelConfig, tok, merge: int, base_name: str = "Qwe
         temporal_patch_size=2,
         size={"shortest_edge": pixels, "longest_edge": pixels},
     )
-    return _image_only_qwen_processor_class(base_name)(
+    return processor_class(
         image_processor=image_processor, tokenizer=tok, chat_template=QWEN_CHAT_TEMPLATE
     )
 
@@ -466,7 +531,7 @@ def _qwen2_5_vl(cfg: TinyModelConfig):
         ),
         **_qwen_special_ids(tok),
     )
-    return Qwen2_5_VLForConditionalGeneration(config), _qwen_processor(cfg, tok, merge, "Qwen2_5_VLProcessor")
+    return Qwen2_5_VLForConditionalGeneration(config), _qwen_processor(cfg, tok, merge, ImageOnlyQwen2_5_VLProcessor)
 
 
 _IDEFICS_SPECIALS = ("<pad>", "<unk>", "<|begin_of_text|>", "<|im_start|>", "<end_of_utterance>",
@@ -507,7 +572,7 @@ def _idefics_like(cfg: TinyModelConfig, smol: bool):
         do_image_splitting=True,
     )
     if smol:
-        processor = _image_only_smolvlm_processor_class()(
+        processor = ImageOnlySmolVLMProcessor(
             image_processor=image_processor, tokenizer=tok, image_seq_len=seq_len, chat_template=SMOLVLM_CHAT_TEMPLATE
         )
     else:
@@ -519,31 +584,6 @@ def _idefics_like(cfg: TinyModelConfig, smol: bool):
 
 def _idefics3(cfg: TinyModelConfig):
     return _idefics_like(cfg, smol=False)
-
-
-def _image_only_smolvlm_processor_class():
-    from transformers import SmolVLMProcessor
-    from transformers.processing_utils import ProcessorMixin
-
-    class ImageOnlySmolVLMProcessor(SmolVLMProcessor):
-        """SmolVLM processor without the video processor (needs torchvision) and without `num2words` (used only
-        to write video prompts)."""
-
-        def __init__(self, image_processor=None, tokenizer=None, image_seq_len: int = 169, chat_template=None, **kw):
-            self.fake_image_token = "<fake_token_around_image>"
-            self.image_token = tokenizer.image_token
-            self.image_token_id = tokenizer.image_token_id
-            self.end_of_utterance_token = "<end_of_utterance>"
-            self.global_image_token = "<global-img>"
-            self.image_seq_len = image_seq_len
-            self.video_token = "<video>"
-            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
-
-        def apply_chat_template(self, conversation, chat_template=None, **kwargs):
-            # the parent reads video_processor.num_frames/fps; images only here
-            return ProcessorMixin.apply_chat_template(self, conversation, chat_template, **kwargs)
-
-    return ImageOnlySmolVLMProcessor
 
 
 def _smolvlm(cfg: TinyModelConfig):
@@ -630,28 +670,6 @@ def _paligemma(cfg: TinyModelConfig):
     return model, processor
 
 
-def _image_only_internvl_processor_class():
-    from transformers import InternVLProcessor
-    from transformers.processing_utils import ProcessorMixin
-
-    class ImageOnlyInternVLProcessor(InternVLProcessor):
-        """InternVL processor without the video processor (which needs torchvision)."""
-
-        def __init__(self, image_processor=None, tokenizer=None, image_seq_length: int = 256, chat_template=None, **kw):
-            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
-            self.image_seq_length = image_seq_length
-            self.start_image_token, self.end_image_token = tokenizer.start_image_token, tokenizer.end_image_token
-            self.start_image_token_id = tokenizer.start_image_token_id
-            self.end_image_token_id = tokenizer.end_image_token_id
-            self.image_token, self.image_token_id = tokenizer.context_image_token, tokenizer.context_image_token_id
-            self.video_token = tokenizer.video_token
-            self.multimodal_pattern = re.compile(
-                f"(?P<image>{re.escape(self.image_token)})|(?P<video>{re.escape(self.video_token)})"
-            )
-
-    return ImageOnlyInternVLProcessor
-
-
 def _internvl(cfg: TinyModelConfig):
     from transformers import GotOcr2ImageProcessorPil, InternVLConfig, InternVLForConditionalGeneration
 
@@ -679,7 +697,7 @@ def _internvl(cfg: TinyModelConfig):
     image_processor = GotOcr2ImageProcessorPil(
         size={"height": cfg.image_size, "width": cfg.image_size}, crop_to_patches=False
     )
-    processor = _image_only_internvl_processor_class()(
+    processor = ImageOnlyInternVLProcessor(
         image_processor=image_processor, tokenizer=tok, image_seq_length=seq_len, chat_template=INTERNVL_CHAT_TEMPLATE
     )
     return model, processor
@@ -711,6 +729,11 @@ def _mllama(cfg: TinyModelConfig):
         image_token_index=tok.image_token_id,
     )
     model = MllamaForConditionalGeneration(config)
+    # Mllama initialises its cross-attention gates to zero (tanh(0) = 0: the language model would be blind to images)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith(("cross_attn_attn_gate", "cross_attn_mlp_gate")):
+                param.fill_(1.0)
     image_processor = MllamaImageProcessorPil(
         size={"height": cfg.image_size, "width": cfg.image_size}, max_image_tiles=max_tiles
     )

@@ -233,7 +233,18 @@ class VLMUnlearningCollator:
     def __call__(self, rows: Sequence[dict]) -> dict:
         return self.encode(rows)[0]
 
-    def _run_processor(self, rows, texts, images) -> dict:
+    def encode_prompts(self, rows: Sequence[dict]) -> dict:
+        """The processor's input for each row's prompt (chat template with the generation prompt, no answer), with
+        the images passed per row exactly as for training: what ``generate`` takes."""
+        if len(rows) == 0:
+            raise ValueError("Cannot collate an empty list of rows.")
+        texts = [self.render(r, include_answer=False, index=r.get("__index__", i)) for i, r in enumerate(rows)]
+        batch = self._run_processor(rows, texts, [im for r in rows for im in row_images(r)], prompts_only=True)
+        self._check_images(rows, batch)
+        batch.pop("labels", None)  # PaliGemma's processor adds prompt labels (all -100): not a generation input
+        return batch
+
+    def _run_processor(self, rows, texts, images, prompts_only: bool = False) -> dict:
         kwargs: dict[str, Any] = dict(text=texts, return_tensors="pt", padding=True)
         if images:
             # One list of images per row (possibly empty): Gemma 3, SmolVLM and Mllama reject a flat list for a
@@ -241,7 +252,8 @@ class VLMUnlearningCollator:
             kwargs["images"] = [row_images(r) for r in rows]
         from transformers import PaliGemmaProcessor
 
-        if isinstance(self.processor, PaliGemmaProcessor):
+        self._check_text_only_rows(rows)
+        if isinstance(self.processor, PaliGemmaProcessor) and not prompts_only:
             # PaliGemma is a prefix-LM: token_type_ids 0 (the prefix: image + prompt) attend bidirectionally, so the
             # answer must go in as the processor's `suffix` (token_type_ids 1, causal; the processor appends eos).
             # Passed inside `text` it would be prefix and every answer token would see the next one.
@@ -310,7 +322,37 @@ class VLMUnlearningCollator:
                 f"images."
             )
 
+    def _check_text_only_rows(self, rows) -> None:
+        """Refuse text-only rows where the family cannot encode them faithfully (instead of a wrong batch)."""
+        from transformers import MllamaProcessor, PaliGemmaProcessor
+
+        text_only = [row_name(r, r.get("__index__", i)) for i, r in enumerate(rows) if not row_images(r)]
+        if not text_only:
+            return
+        names = ", ".join(text_only)
+        if isinstance(self.processor, PaliGemmaProcessor):  # it would insert <bos> inside the question
+            raise ValueError(
+                f"{names}: no image. PaliGemma's processor cannot encode a text-only row (it puts <bos> after the last "
+                f"image token, i.e. inside the question). Give every row an image, or drop the text-only rows."
+            )
+        if isinstance(self.processor, MllamaProcessor) and len(text_only) < len(rows):
+            raise ValueError(
+                f"{names}: no image, batched with rows that have images. Mllama's cross-attention then attends from a "
+                f"text-only row to an empty image (its result would depend on the batch); collate text-only rows in "
+                f"batches of their own (the evaluator does), use a batch size of 1, or give every row an image."
+            )
+
     def _check_images(self, rows, batch) -> None:
+        with_images = [i for i, r in enumerate(rows) if row_images(r)]
+        if with_images and not any(k.startswith("pixel_values") and "video" not in k for k in batch):
+            i = with_images[0]
+            raise ValueError(
+                f"{row_name(rows[i], rows[i].get('__index__', i))} has {len(row_images(rows[i]))} image(s) but the "
+                f"{type(self.processor).__name__} given as the processor produced no pixel inputs (only "
+                f"{sorted(batch)}): the images would be dropped silently. Pass the model's processor (e.g. "
+                f"AutoProcessor.from_pretrained(<model>), a ...Processor class), not its tokenizer; AutoProcessor "
+                f"returns a bare tokenizer when it cannot find the saved processor class."
+            )
         image_token_id = getattr(self.processor, "image_token_id", None)
         if image_token_id is None:
             return

@@ -45,9 +45,14 @@ def _eval_mode(model, processor):
         model.train(was_training)
 
 
-def _batches(items: Sequence, size: int):
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
+def _batches(rows: Sequence[dict], size: int):
+    """Positions of ``rows`` in batches of at most ``size``. Rows with images and text-only rows are never batched
+    together: Mllama's cross-attention would attend from a text-only row to an empty image (see
+    ``VLMUnlearningCollator``), and no other family's result depends on it."""
+    for has_images in (True, False):
+        positions = [i for i, r in enumerate(rows) if bool(row_images(r)) == has_images]
+        for i in range(0, len(positions), size):
+            yield positions[i : i + size]
 
 
 def _device(model):
@@ -68,25 +73,23 @@ def generate_answers(
     """Greedy answers to each row's question, with its images passed to ``generate``."""
     collator = VLMUnlearningCollator(processor, return_index=False)
     tok = collator.tokenizer
-    out: list[str] = []
+    rows = list(rows)
+    out: list[str] = [""] * len(rows)
     torch.manual_seed(seed)
-    chunks = list(_batches(list(rows), batch_size))
+    chunks = list(_batches(rows, batch_size))
     if progress:
         from tqdm.auto import tqdm
 
         chunks = tqdm(chunks, desc=desc)
     with _eval_mode(model, processor):
-        for chunk in chunks:
-            texts = [collator.render(r, include_answer=False) for r in chunk]
-            images = [im for r in chunk for im in row_images(r)]
-            kwargs = dict(text=texts, return_tensors="pt", padding=True)
-            if images:
-                kwargs["images"] = images
-            batch = {k: v.to(_device(model)) if torch.is_tensor(v) else v for k, v in processor(**kwargs).items()}
+        for positions in chunks:
+            batch = collator.encode_prompts([rows[i] for i in positions])  # images nested per row, as in training
+            batch = {k: v.to(_device(model)) if torch.is_tensor(v) else v for k, v in batch.items()}
             gen = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=tok.pad_token_id)
             new = gen[:, batch["input_ids"].shape[1]:]
-            out.extend(t.strip() for t in tok.batch_decode(new, skip_special_tokens=True))
+            for i, text in zip(positions, tok.batch_decode(new, skip_special_tokens=True)):
+                out[i] = text.strip()
     return out
 
 
@@ -105,14 +108,13 @@ def option_loglikelihoods(model, processor, rows: Sequence[dict], batch_size: in
             owners.append(i)
     scores: list[list[float]] = [[] for _ in rows]
     with _eval_mode(model, processor):
-        for start in range(0, len(flat), batch_size):
-            chunk = flat[start : start + batch_size]
-            batch = collator(chunk)
+        for positions in _batches(flat, batch_size):  # a row's options stay in order
+            batch = collator([flat[p] for p in positions])
             batch = {k: v.to(_device(model)) if torch.is_tensor(v) else v for k, v in batch.items()}
             logps, mask = token_logprobs(model(**model_inputs(batch)).logits, batch["labels"])
             means = (logps.sum(-1) / mask.sum(-1)).tolist()
-            for j, value in enumerate(means):
-                scores[owners[start + j]].append(value)
+            for p, value in zip(positions, means):
+                scores[owners[p]].append(value)
     return scores
 
 

@@ -151,6 +151,16 @@ class UnlearnConfig(TrainingArguments):
                 f"hub_strategy='every_save' (the adapter or model, processor and card at each save) or 'end', and "
                 f"resume from the local checkpoint folders."
             )
+        if self.max_steps == 0 or (self.max_steps < 0 and self.num_train_epochs == 0):
+            # Trainer does not read 0 as "no training": it still runs a step and the trainer saves a new adapter.
+            what = "max_steps=0" if self.max_steps == 0 else "num_train_epochs=0"
+            raise ValueError(
+                f"{what} does not mean 'evaluate only': an unlearning trainer would still take a training step and "
+                f"write a new adapter and model card. To evaluate a model (or one with a saved adapter loaded) without "
+                f"unlearning, call unlearn_trainer.evaluation.evaluate_splits(model, processor, {{split: rows}}) (or "
+                f"evaluate_rows / generate_answers) instead of a trainer. To unlearn, set max_steps > 0, or leave it "
+                f"at -1 to train for num_train_epochs."
+            )
 
 
 def _zero3_enabled() -> bool:
@@ -290,6 +300,7 @@ class UnlearnTrainer(Trainer):
                     model, use_gradient_checkpointing=args.gradient_checkpointing,
                     gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs)
             model = get_peft_model(model, peft_config)
+        self._check_processor_matches_model(model, processing_class)
         if args.retain_loss is None:
             args.retain_loss = "nll" if retain_dataset is not None else "none"
         if args.retain_loss != "none" and retain_dataset is None:
@@ -490,6 +501,40 @@ class UnlearnTrainer(Trainer):
                 f"{asked}=True but {asked} mixed precision does not run on this {self.accelerator.device.type} device: "
                 f"accelerate would train in full precision. Drop --{asked} ({asked}=False),{other} or train on a "
                 f"device that supports it."
+            )
+
+    @staticmethod
+    def _check_processor_matches_model(model, processor) -> None:
+        """Refuse a processor from another checkpoint or family (its tokens would index the wrong embeddings or
+        the image placeholders would not be the model's: an IndexError deep in the forward pass otherwise)."""
+        config = getattr(model, "config", None)
+        tokenizer = getattr(processor, "tokenizer", processor)
+        if config is None or tokenizer is None or not hasattr(tokenizer, "convert_tokens_to_ids"):
+            return
+        name = type(processor).__name__
+        embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+        rows = max(getattr(embeddings, "num_embeddings", 0) or 0,
+                   getattr(config.get_text_config(), "vocab_size", 0) or 0)
+        if rows and len(tokenizer) > rows:
+            raise ValueError(
+                f"The {name} (processing_class) has {len(tokenizer)} tokens but the model's vocabulary has {rows}: "
+                f"they come from different checkpoints. Load the processor from the model's own checkpoint "
+                f"(AutoProcessor.from_pretrained(<model>)), or call model.resize_token_embeddings(len(tokenizer)) if "
+                f"you added tokens on purpose."
+            )
+        model_image_id = getattr(config, "image_token_id", None)
+        if model_image_id is None:
+            model_image_id = getattr(config, "image_token_index", None)
+        tokens = {t for t in (getattr(processor, "image_token", None), getattr(tokenizer, "image_token", None)) if t}
+        if model_image_id is None or not tokens:  # not a VLM with image placeholders, or a text-only processor
+            return
+        ids = {tokenizer.convert_tokens_to_ids(t): t for t in tokens}
+        if model_image_id not in ids:
+            raise ValueError(
+                f"The {name} (processing_class) writes images as {sorted(tokens)} (token ids {sorted(ids)}) but the "
+                f"{type(model).__name__} expects image token id {model_image_id} (its config.image_token_id): the "
+                f"processor is not this model's. Load the processor from the model's own checkpoint "
+                f"(AutoProcessor.from_pretrained(<model>))."
             )
 
     def uses_reference(self, args: UnlearnConfig | None = None) -> bool:
