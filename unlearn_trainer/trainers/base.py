@@ -212,11 +212,20 @@ def _trainable_outside_adapter(model) -> list[str]:
     return [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in adapter]
 
 
+def _is_bnb_4bit_linear(module: torch.nn.Module) -> bool:
+    return any(c.__name__ == "Linear4bit" and c.__module__.startswith("bitsandbytes") for c in type(module).__mro__)
+
+
 @contextlib.contextmanager
 def _eval_mode(module: torch.nn.Module):
     """Run ``module`` in eval mode (no dropout), then give every submodule back its own training flag."""
     modes = [(m, m.training) for m in module.modules()]
     module.eval()
+    for m, mode in modes:
+        if mode and _is_bnb_4bit_linear(m):
+            # bitsandbytes repacks a 4-bit weight in place for CPU inference when it runs in eval mode without
+            # gradients; training's backward then fails on the repacked leaf. It has no dropout: keep its flag.
+            m.training = True
     try:
         yield
     finally:
