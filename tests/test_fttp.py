@@ -7,6 +7,7 @@ from peft import get_peft_model
 
 from unlearn_trainer import losses
 from unlearn_trainer.data import model_inputs
+from unlearn_trainer.data.collator import row_id_digest
 from unlearn_trainer.data.concepts import ConceptMaskCollator, concept_token_mask, find_concept_spans
 from unlearn_trainer.testing import lora_config_for, tiny_images, tiny_model_and_processor
 from unlearn_trainer.trainers.fttp import FTTPConfig, FTTPTrainer
@@ -111,13 +112,15 @@ def test_missing_concept_raises_naming_the_row_or_trains_with_gd(family):
     model, processor = _kit(family)
     rows = _rows(2)
     rows[1] = rows[1] | {"id": "no-name", "answer": "the sky is blue ."}
-    with pytest.raises(ValueError, match="'no-name'.*contains none of its 1 concept") as err:
+    with pytest.raises(ValueError, match=rf"row #1 \(id digest {row_id_digest('no-name')}\).*contains none of its 1 "
+                                         r"concept") as err:
         ConceptMaskCollator(processor)(rows)
-    # the message names the row, never forget-set text (answer or concept)
+    # the message names the row, never forget-set text (answer or concept) nor its id
     assert "sky" not in str(err.value) and all(c not in str(err.value) for c in rows[1]["concepts"])
+    assert "no-name" not in str(err.value)
     batch = ConceptMaskCollator(processor, missing_concept="gd")(rows)
     assert batch["concept_mask"][1].sum() == 0 and batch["concept_mask"][0].sum() == 4
-    with pytest.raises(ValueError, match="'p0' has no 'concepts' field"):
+    with pytest.raises(ValueError, match=rf"row #0 \(id digest {row_id_digest('p0')}\) has no 'concepts' field"):
         ConceptMaskCollator(processor)([{k: v for k, v in rows[0].items() if k != "concepts"}])
     alias_key = [rows[0] | {"names": "kelmar"}]
     assert ConceptMaskCollator(processor, concept_key="names")(alias_key)["concept_mask"].sum() == 2

@@ -7,6 +7,7 @@ import unicodedata
 import pytest
 import torch
 
+from unlearn_trainer.data.collator import row_id_digest
 from unlearn_trainer.data.concepts import ConceptMaskCollator, find_concept_spans
 
 TEMPLATE = ("{% for m in messages %}{{ m['role'] | upper }}: {% for c in m['content'] %}{{ c['text'] }}"
@@ -85,9 +86,9 @@ def test_row_longer_than_the_model_positions_is_an_error_naming_it(tmp_path):
     trainer = GATrainer(model=model, args=train_args(GAConfig, tmp_path), forget_dataset=rows,
                         processing_class=processor)
     trainer.data_collator([trainer.train_dataset[0]])  # a row within the positions collates
-    with pytest.raises(ValueError, match=rf"{limit} positions.*row 'too-long'") as err:
+    with pytest.raises(ValueError, match=rf"{limit} positions.*row #1 \(id digest {row_id_digest('too-long')}\)") as err:
         trainer.data_collator([trainer.train_dataset[0], trainer.train_dataset[1]])
-    assert "dog" not in str(err.value)  # names the row, never quotes it
+    assert "dog" not in str(err.value) and "too-long" not in str(err.value)  # names the row, never quotes it
 
 
 @pytest.mark.parametrize("key", ["question", "answer"])
@@ -99,9 +100,9 @@ def test_literal_control_token_in_a_row_is_an_error_naming_it(key):
     row = {"id": "r7", "question": "who ?", "answer": "the answer is here"}
     collator([row])
     bad = {**row, key: row[key] + "<|im_end|>secret"}
-    with pytest.raises(ValueError, match=rf"row 'r7'.*{key}.*'<\|im_end\|>'") as err:
+    with pytest.raises(ValueError, match=rf"row #0 \(id digest {row_id_digest('r7')}\).*{key}.*'<\|im_end\|>'") as err:
         collator([bad])
-    assert "secret" not in str(err.value)
+    assert "secret" not in str(err.value) and "r7" not in str(err.value)
     with pytest.raises(ValueError, match="row #1.*'</s>'"):  # no id: named by position; eos is a control token too
         collator([row, {"question": "who ?", "answer": "done</s>"}])
 
@@ -113,7 +114,8 @@ def test_image_placeholder_in_the_question_stays_allowed():
     _, processor = tiny_model_and_processor("llava")
     row = {**tiny_vqa_rows(1)[0], "question": "<image> what is in this image ?"}
     assert (VLMUnlearningCollator(processor)([row])["labels"] != -100).any()
-    with pytest.raises(ValueError, match="row 'row-0': its answer contains the control token '<image>'"):
+    with pytest.raises(ValueError, match=rf"row #0 \(id digest {row_id_digest(row['id'])}\): its answer contains the "
+                                         r"control token '<image>'"):
         VLMUnlearningCollator(processor)([{**row, "answer": "a cat <image>"}])
 
 
@@ -243,9 +245,9 @@ def test_pubg_o_star_naming_the_concept_is_regenerated_then_dropped_or_refused(c
     assert fake.batches == [2, 1, 1, 1]  # the row that names its concept only, three more times
     assert out[0] is None and out[1]["answer"] == "a cat sits on the mat ."  # row 1's concept is not "cat"
     assert "#0" in caplog.text and "cat" not in caplog.text.lower()
-    with pytest.raises(ValueError, match="row 'ent-0'") as err:
+    with pytest.raises(ValueError, match=rf"row #0 \(id digest {row_id_digest('ent-0')}\)") as err:
         generate_reference_answers(model, processor, _pubg_rows(), progress=False, concept_policy="error")
-    assert "cat" not in str(err.value).lower()
+    assert "cat" not in str(err.value).lower() and "ent-0" not in str(err.value)
 
 
 def test_pubg_trains_without_the_guidance_pass_of_a_dropped_o_star(tmp_path):
@@ -255,7 +257,7 @@ def test_pubg_trains_without_the_guidance_pass_of_a_dropped_o_star(tmp_path):
 
     model, processor = tiny_model("llava", lora=True)
     given = ["a cat is here .", "the sky is blue ."]
-    with pytest.raises(ValueError, match="row 'ent-0'"):
+    with pytest.raises(ValueError, match=rf"row #0 \(id digest {row_id_digest('ent-0')}\)"):
         PUBGTrainer(model=model, args=train_args(PUBGConfig, tmp_path, reference_concept_policy="error"),
                     forget_dataset=_pubg_rows(), processing_class=processor, reference_answers=given)
     trainer = PUBGTrainer(model=model, args=train_args(PUBGConfig, tmp_path, max_steps=2, per_device_train_batch_size=1),

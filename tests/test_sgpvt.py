@@ -12,6 +12,7 @@ from transformers.models.llama.modeling_llama import repeat_kv
 import unlearn_trainer.trainers.sgpvt as sgpvt_trainer_module
 from unlearn_trainer import VLMUnlearningCollator, losses
 from unlearn_trainer.data import model_inputs
+from unlearn_trainer.data.collator import row_id_digest
 from unlearn_trainer.testing import TINY_FAMILIES, tiny_images, tiny_vqa_rows
 from unlearn_trainer.trainers.sgpvt import SGPVTConfig, SGPVTTrainer
 from unlearn_trainer.vision import count_hooks, get_adapter
@@ -426,5 +427,6 @@ def test_mllama_and_configuration_errors(tmp_path):
             train_args(SGPVTConfig, tmp_path, **bad)
     no_image = [dict(tiny_vqa_rows(1, with_images=False)[0], id="blind")]
     trainer = _trainer(llava, processor, tmp_path, rows=no_image, max_steps=1)
-    with pytest.raises(ValueError, match="'blind' has no image tokens"):
+    with pytest.raises(ValueError, match=rf"row #0 \(id digest {row_id_digest('blind')}\) has no image tokens") as err:
         trainer.train()
+    assert "blind" not in str(err.value)

@@ -8,6 +8,7 @@ from conftest import answer_logprob, tiny_model, train_args
 
 from unlearn_trainer import VLMUnlearningCollator, losses
 from unlearn_trainer.data import model_inputs
+from unlearn_trainer.data.collator import row_id_digest
 from unlearn_trainer.data.reference_images import ReferenceImagePool, reference_rows
 from unlearn_trainer.testing import tiny_images, tiny_model_and_processor, tiny_vqa_rows
 from unlearn_trainer.trainers.viker import ViKeRConfig, ViKeRTrainer
@@ -174,18 +175,21 @@ def test_reference_pool_accepts_rows_and_datasets_and_errors():
         ReferenceImagePool(ds, k=5)
     with pytest.raises(ValueError, match="needs num_reference_images=5 reference images but .* only 3"):
         ReferenceImagePool(images[:3], k=5)
-    with pytest.raises(ValueError, match="Reference row 'ref-2' has 0 images"):
+    with pytest.raises(ValueError, match=rf"Reference row #2 \(id digest {row_id_digest('ref-2')}\) has 0 images") as err:
         ReferenceImagePool(rows[:2] + [{"id": "ref-2", "image": None}] + rows[3:], k=5)
+    assert "ref-2" not in str(err.value)
     with pytest.raises(ValueError, match="needs reference images"):
         ReferenceImagePool(None, k=5)
     forget = tiny_vqa_rows(1)[0]
     swapped = reference_rows(forget, images[:2])
     assert [r["image"] for r in swapped] == images[:2]
     assert all(r["question"] == forget["question"] and r["answer"] == forget["answer"] for r in swapped)
-    with pytest.raises(ValueError, match="Forget row 'row-0' has no image"):
+    # without its position the row is named by its id digest alone, never by the id
+    with pytest.raises(ValueError, match=rf"Forget row with id digest {row_id_digest('row-0')} has no image") as err:
         reference_rows(dict(forget, image=None), images)
-    with pytest.raises(ValueError, match="Forget row 'row-0' has 2 images"):
-        reference_rows({**forget, "image": None, "images": images[:2]}, images)
+    assert "row-0" not in str(err.value)
+    with pytest.raises(ValueError, match=rf"Forget row #3 \(id digest {row_id_digest('row-0')}\) has 2 images"):
+        reference_rows({**forget, "image": None, "images": images[:2]}, images, index=3)
 
 
 # -- trainer -------------------------------------------------------------------------------------------------
@@ -318,8 +322,9 @@ def test_viker_input_errors(tmp_path):
         ViKeRTrainer(model=model, args=args, forget_dataset=tiny_vqa_rows(2), processing_class=processor)
     trainer = ViKeRTrainer(model=model, args=args, forget_dataset=tiny_vqa_rows(2, with_images=False),
                            processing_class=processor, reference_images=tiny_images(5))
-    with pytest.raises(ValueError, match="Forget row 'row-0' has no image"):
+    with pytest.raises(ValueError, match=rf"Forget row #0 \(id digest {row_id_digest('row-0')}\) has no image") as err:
         trainer.train()
+    assert "row-0" not in str(err.value)
     import datasets
 
     no_images = datasets.Dataset.from_list([{"id": "q0", "question": "who is this person ?", "answer": "i do not know ."}])

@@ -81,7 +81,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from .collator import row_name
+from .collator import row_id_digest, row_name
 
 __all__ = [
     "BENCHMARKS",
@@ -412,21 +412,23 @@ def _mllmu_eval_rows(record, image, set_name, tasks, concepts, instructions) -> 
     """Evaluation rows of one profile, by task."""
     pid = str(record["ID"])
     base = {"image": None, "entity": pid}
+    profile = f"MLLMU-Bench {set_name} ID digest {row_id_digest(pid)}"  # never the ID itself (ids stay out of messages)
     out: dict[str, list[dict]] = {t: [] for t in tasks}
     if "classification" in tasks:
-        task = _struct(record["Classification_Task"], f"MLLMU-Bench {set_name} ID {pid} Classification_Task")
+        task = _struct(record["Classification_Task"], f"{profile} Classification_Task")
         for modality, key in (("image", "Image_Textual_Questions"), ("text", "Pure_Text_Questions")):
-            for k, item in enumerate(_struct_list(task.get(key), f"ID {pid} {key}")):
+            for k, item in enumerate(_struct_list(task.get(key), f"{profile} {key}")):
                 rid = f"{pid}/{set_name}/cls_{modality}/{k}"
-                question = _field(item, "Question", f"row {rid!r}")
-                options = {key_: v for key_, v in _struct(item.get("Options"), f"row {rid!r} Options").items()
+                where = f"{profile} {key} #{k}"
+                question = _field(item, "Question", where)
+                options = {key_: v for key_, v in _struct(item.get("Options"), f"{where} Options").items()
                            if v is not None}
                 letters = sorted(options)
                 if "".join(letters) != "ABCDEFGH"[: len(letters)] or len(letters) < 2:
-                    raise ValueError(f"row {rid!r}: Options must be lettered A, B, ... (got {letters}).")
-                correct = _field(item, "Correct_Answer", f"row {rid!r}").strip().upper()
+                    raise ValueError(f"{where}: Options must be lettered A, B, ... (got {letters}).")
+                correct = _field(item, "Correct_Answer", where).strip().upper()
                 if correct not in options:
-                    raise ValueError(f"row {rid!r}: Correct_Answer {correct!r} is not one of the options {letters}.")
+                    raise ValueError(f"{where}: Correct_Answer {correct!r} is not one of the options {letters}.")
                 prompt = question + "\n" + "\n".join(f"{L}: {options[L]}" for L in letters)
                 if instructions:
                     prompt += "\n" + _MLLMU_SUFFIX["classification"]
@@ -440,11 +442,12 @@ def _mllmu_eval_rows(record, image, set_name, tasks, concepts, instructions) -> 
         if task_name not in tasks:
             continue
         column = _MLLMU_TASK_COLUMN[task_name]
-        for k, item in enumerate(_struct_list(record[column], f"MLLMU-Bench {set_name} ID {pid} {column}")):
+        for k, item in enumerate(_struct_list(record[column], f"{profile} {column}")):
             rid = f"{pid}/{set_name}/{short}/{k}"
-            modality = _mllmu_modality(item.get("Type"), f"row {rid!r}")
-            question = _field(item, "Question", f"row {rid!r}")
-            truth = _field(item, "Ground_Truth", f"row {rid!r}")
+            where = f"{profile} {column} #{k}"
+            modality = _mllmu_modality(item.get("Type"), where)
+            question = _field(item, "Question", where)
+            truth = _field(item, "Ground_Truth", where)
             row = {**base, "id": rid, "image": image if modality == "image" else None, "answer": truth,
                    "concepts": list(concepts), "kind": task_name, "modality": modality}
             if task_name == "generation":
@@ -510,14 +513,15 @@ def load_mllmu_bench(
     forget_ids = [str(rec["ID"]) for rec in forget_records]
     overlap = sorted(set(forget_ids) & {str(rec["ID"]) for rec in retain_records})
     if overlap:
-        raise ValueError(f"MLLMU-Bench: {forget_cfg} and {retain_cfg} share profile IDs {overlap[:5]}; they must be disjoint.")
+        raise ValueError(f"MLLMU-Bench: {forget_cfg} and {retain_cfg} share {len(overlap)} profile ID(s); they must be "
+                         f"disjoint.")
     names = {str(rec["ID"]): _mllmu_name(rec) for rec in forget_records + retain_records}
 
     def train_rows(records, split):
         rows = []
         for rec in records:
             pid = str(rec["ID"])
-            where = f"MLLMU-Bench {split} ID {pid}"
+            where = f"MLLMU-Bench {split} ID digest {row_id_digest(pid)}"
             rows.append({"id": f"{pid}/{split}/qa", "image": _to_pil(rec["image"], where),
                          "question": _field(rec, "question", where), "answer": _field(rec, "answer", where),
                          "concepts": [names[pid]] if names[pid] else [], "entity": pid, "split": split,
@@ -548,17 +552,20 @@ def load_mllmu_bench(
     def test_image(rec):
         pid, views = str(rec["ID"]), rec.get("images")
         if views:
-            return _to_pil(random.Random(f"{seed}/{pid}").choice(list(views)), f"MLLMU-Bench Test_Set ID {pid}")
-        return _to_pil(rec.get("image"), f"MLLMU-Bench Test_Set ID {pid}")
+            return _to_pil(random.Random(f"{seed}/{pid}").choice(list(views)),
+                           f"MLLMU-Bench Test_Set ID digest {row_id_digest(pid)}")
+        return _to_pil(rec.get("image"), f"MLLMU-Bench Test_Set ID digest {row_id_digest(pid)}")
 
     for set_name in eval_sets:
         if set_name in ("forget", "retain"):
             add_set(set_name, forget_records if set_name == "forget" else retain_records,
-                    lambda rec: images.get(str(rec["ID"])) or _to_pil(rec["image"], f"MLLMU-Bench ID {rec['ID']}"),
+                    lambda rec: images.get(str(rec["ID"]))
+                    or _to_pil(rec["image"], f"MLLMU-Bench ID digest {row_id_digest(rec['ID'])}"),
                     known_name)
         elif set_name == "real":  # own ID space: never look up the fictitious profiles' names or images
             records = read("Retain_Set", ["ID", "image"] + task_columns)
-            add_set("real", records, lambda rec: _to_pil(rec["image"], f"MLLMU-Bench Retain_Set ID {rec['ID']}"),
+            add_set("real", records,
+                    lambda rec: _to_pil(rec["image"], f"MLLMU-Bench Retain_Set ID digest {row_id_digest(rec['ID'])}"),
                     _mllmu_name)
         else:
             wanted = set(forget_ids)
@@ -656,7 +663,7 @@ def load_clear(
     forget_names = {row["entity"] for row in forget if row["entity"]}
     overlap = sorted(forget_names & {row["entity"] for row in retain_rows or [] if row["entity"]})
     if overlap:
-        raise ValueError(f"CLEAR: {forget_cfg} and {retain_cfg} share persons {overlap[:5]}; they must be disjoint.")
+        raise ValueError(f"CLEAR: {forget_cfg} and {retain_cfg} share {len(overlap)} person(s); they must be disjoint.")
 
     eval_splits: dict[str, list[dict]] = {}
     perturbed_columns = ["image", "caption", "name", "perturbed_captions", "paraphrased_caption", "perturbed_names"]
@@ -681,7 +688,7 @@ def load_clear(
                               "split": f"{set_name}_facerec"})
             shared = sorted({row["entity"] for row in faces} & forget_names) if set_name == "retain" else []
             if shared:
-                warnings.warn(f"CLEAR retain_perturbed contains forget person(s) {shared[:5]}; their rows are kept, "
+                warnings.warn(f"CLEAR retain_perturbed contains {len(shared)} forget person(s); their rows are kept, "
                               f"so retain_* metrics include forgotten persons.", stacklevel=2)
             eval_splits[f"{set_name}_caption"], eval_splits[f"{set_name}_facerec"] = captions, faces
         elif set_name == "real_faces":

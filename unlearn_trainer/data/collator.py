@@ -28,6 +28,7 @@ __all__ = [
     "build_messages",
     "row_images",
     "row_name",
+    "row_id_digest",
     "META_KEYS",
     "model_inputs",
     "END_OF_TURN_TOKENS",
@@ -44,11 +45,21 @@ def model_inputs(batch: dict) -> dict:
     return {k: v for k, v in batch.items() if k not in META_KEYS and k != "labels"}
 
 
+def row_id_digest(row_id) -> str:
+    """An opaque short name of a row id (first 8 hex characters of its SHA-256): ids can carry a person's name
+    (concept-folder datasets: ``<Name>/<n>/<file>``), so messages and logs show this instead of the id."""
+    return hashlib.sha256(str(row_id).encode("utf-8")).hexdigest()[:8]
+
+
 def row_name(row: dict, index: int | None = None) -> str:
-    """How errors name a row: its ``id`` if it has one, else its position."""
+    """How errors and logs name a row: its position in its set, and the :func:`row_id_digest` of its ``id`` if it has
+    one; never the id itself, a question or an answer (all may be forget-set data)."""
+    digest = None
     if isinstance(row, dict) and row.get("id") not in (None, ""):
-        return f"row {row['id']!r}"
-    return f"row #{index}" if index is not None else "row"
+        digest = row_id_digest(row["id"])
+    if index is not None:
+        return f"row #{index}" + (f" (id digest {digest})" if digest else "")
+    return f"row with id digest {digest}" if digest else "row"
 
 
 def row_images(row: dict) -> list:

@@ -115,7 +115,8 @@ def find_concept_spans(text: str, concepts: Iterable[str], whole_words: bool = T
     spans = []
     for concept in concepts:
         if not isinstance(concept, str) or not concept.strip():
-            raise ValueError(f"Concepts must be non-empty strings, got {concept!r}.")
+            raise ValueError(f"Concepts must be non-empty strings, got a {type(concept).__name__} (empty or not a "
+                             f"string).")
         pattern = _pattern(unicodedata.normalize("NFC", concept.strip()), whole_words)
         spans.extend((starts[m.start()], ends[m.end() - 1]) for m in pattern.finditer(norm) if m.end() > m.start())
     merged: list[tuple[int, int]] = []

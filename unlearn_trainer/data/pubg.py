@@ -88,7 +88,8 @@ def reference_rows(forget_rows: Sequence[dict], answers: Sequence[str], query: s
             out.append(None)
             continue
         if not isinstance(answer, str) or not answer.strip():
-            raise ValueError(f"{row_name(row, i)}: its reference answer o* is empty ({answer!r}).")
+            raise ValueError(f"{row_name(row, i)}: its reference answer o* is empty or not a string "
+                             f"({type(answer).__name__}); give a non-empty text.")
         new = {k: v for k, v in row.items() if k not in _DROP}
         new["question"] = _query_for(row, query, i)
         new["answer"] = answer.strip()

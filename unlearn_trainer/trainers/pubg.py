@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 import torch
 
 from .. import losses
-from ..data.collator import row_images, row_name
+from ..data.collator import row_id_digest, row_images, row_name
 from ..data.pubg import (
     CONCEPT_POLICIES,
     DEFAULT_INCONTEXT_PROMPT,
@@ -180,8 +180,9 @@ class PUBGTrainer(UnlearnTrainer):
                 raise ValueError(f"Reference answer #{i} (for forget {row_name(f, i)}) must be a row with a non-empty "
                                  f"'answer' (o*) or a string.")
             if f.get("id") is not None and r.get("id") is not None and f["id"] != r["id"]:
-                raise ValueError(f"Reference answer #{i} has id {r['id']!r} but forget {row_name(f, i)} is at that "
-                                 f"position: give the reference rows in the forget set's order.")
+                raise ValueError(f"Reference answer #{i} has id digest {row_id_digest(r['id'])} but forget "
+                                 f"{row_name(f, i)} is at that position: give the reference rows in the forget set's "
+                                 f"order.")
         rows = [dict(r) for r in reference]
         for f, r in zip(forget_rows, rows):  # o* is trained on the forget image: take it from the forget row
             if not row_images(r):
