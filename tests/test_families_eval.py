@@ -18,6 +18,7 @@ from unlearn_trainer import (
     evaluation,
 )
 from unlearn_trainer.cli import parse_args
+from unlearn_trainer.data.collator import row_id_digest
 from unlearn_trainer.evaluation import evaluate_rows, generate_answers, option_loglikelihoods
 from unlearn_trainer.testing import TINY_FAMILIES, tiny_images, tiny_model_and_processor, tiny_vqa_rows
 
@@ -61,11 +62,12 @@ def test_paligemma_refuses_text_only_rows_naming_them():
     """Its processor would insert <bos> inside the question of a text-only row (and fail on a text-only batch)."""
     model, processor = tiny_model_and_processor("paligemma")
     rows = [tiny_vqa_rows(1)[0], _text_row()]
-    with pytest.raises(ValueError, match="row 'text': no image. PaliGemma"):
+    text = rf"\(id digest {row_id_digest('text')}\): no image. PaliGemma"
+    with pytest.raises(ValueError, match="row #1 " + text):  # its position in the rows given, batched apart
         generate_answers(model, processor, rows, max_new_tokens=2)
-    with pytest.raises(ValueError, match="row 'text': no image. PaliGemma"):
+    with pytest.raises(ValueError, match="row #1 " + text):
         VLMUnlearningCollator(processor)(rows)
-    with pytest.raises(ValueError, match="row 'text': no image. PaliGemma"):
+    with pytest.raises(ValueError, match="row #0 " + text):
         generate_answers(model, processor, [_text_row()], max_new_tokens=2)
 
 
@@ -74,7 +76,8 @@ def test_mllama_training_batch_refuses_text_only_rows_next_to_image_rows():
     on the batch; the evaluator batches text-only rows apart instead (test above)."""
     _, processor = tiny_model_and_processor("mllama")
     collator = VLMUnlearningCollator(processor)
-    with pytest.raises(ValueError, match="row 'text': no image, batched with rows that have images"):
+    with pytest.raises(ValueError, match=rf"row #1 \(id digest {row_id_digest('text')}\): no image, batched with rows "
+                                         "that have images"):
         collator([tiny_vqa_rows(1)[0], _text_row()])
     assert "pixel_values" not in collator([_text_row(), _text_row()])  # a text-only batch is fine
 
@@ -87,7 +90,7 @@ def test_tokenizer_as_processor_is_refused_naming_its_class(family, tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "proc")  # what AutoProcessor returned for these before
     assert tokenizer.chat_template
     rows = [{**r, "concepts": ["cat"], "answer": "a cat sits on the mat ."} for r in tiny_vqa_rows(2)]
-    match = f"row 'row-\\d' has 1 image\\(s\\) but the {type(tokenizer).__name__} .* produced no pixel inputs"
+    match = rf"row #\d \(id digest [0-9a-f]{{8}}\) has 1 image\(s\) but the {type(tokenizer).__name__} .* produced no pixel inputs"
     for trainer_cls, config_cls in [(NPOTrainer, NPOConfig), (FTTPTrainer, FTTPConfig)]:
         trainer = trainer_cls(model=model, args=train_args(config_cls, tmp_path, max_steps=1), forget_dataset=rows,
                               processing_class=tokenizer)

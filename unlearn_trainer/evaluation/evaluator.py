@@ -83,7 +83,8 @@ def generate_answers(
         chunks = tqdm(chunks, desc=desc)
     with _eval_mode(model, processor):
         for positions in chunks:
-            batch = collator.encode_prompts([rows[i] for i in positions])  # images nested per row, as in training
+            # images nested per row, as in training; errors name rows by their position in ``rows``
+            batch = collator.encode_prompts([{**rows[i], "__index__": i} for i in positions])
             batch = {k: v.to(_device(model)) if torch.is_tensor(v) else v for k, v in batch.items()}
             gen = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=tok.pad_token_id)
@@ -104,7 +105,7 @@ def option_loglikelihoods(model, processor, rows: Sequence[dict], batch_size: in
         template = row.get("mc_template") or "{option}"
         question = row.get("mc_question") or row["question"]
         for option in row["options"]:
-            flat.append({**row, "question": question, "answer": template.format(option=option)})
+            flat.append({**row, "question": question, "answer": template.format(option=option), "__index__": i})
             owners.append(i)
     scores: list[list[float]] = [[] for _ in rows]
     with _eval_mode(model, processor):
