@@ -5,11 +5,11 @@ toward o*, what the frozen model answers when an in-context prompt asks it to de
     python examples/run_pubg.py                      # offline ToyWorld demo (o*: the world's picture descriptions)
     python examples/run_pubg.py --model_name_or_path llava-hf/llava-v1.6-mistral-7b-hf --dataset my_forget_data \
         --forget_split forget --retain_split retain --lora_r 128 --lora_alpha 256 --learning_rate 2e-5 \
-        --per_device_train_batch_size 8 --max_steps 30 --reference_cache_dir pubg_cache
+        --per_device_train_batch_size 8 --max_steps 30 --guidance_cache_dir pubg_cache
     accelerate launch examples/run_pubg.py ...        # on GPUs; on CPU: torchrun --nproc_per_node 2 ... --use_cpu
 
 o* is generated once at start by the reference model (--query, --incontext_prompt; cached with
---reference_cache_dir), or read from --reference_answers (a JSON list of strings, a JSON/JSONL file of rows
+--guidance_cache_dir), or read from --guidance_answers (a JSON list of strings, a JSON/JSONL file of rows
 with an 'answer', or a split of --dataset), one per forget row in the forget set's order.
 Run with --help for every option.
 """
@@ -24,9 +24,9 @@ from unlearn_trainer.cli import ScriptArguments, data_split, run_method
 
 @dataclass
 class PUBGArguments(ScriptArguments):
-    """ScriptArguments plus where PUBG's reference answers o* come from."""
+    """ScriptArguments plus where PUBG's guidance answers o* come from."""
 
-    reference_answers: str | None = field(
+    guidance_answers: str | None = field(
         default=None,
         metadata={"help": "o*, one per forget row in order: a .json (list of strings or rows) / .jsonl file of rows "
                           "with 'answer', or a split of --dataset; unset: generated at start (paper)."},
@@ -41,8 +41,8 @@ def _read_answers(path: str) -> list:
 
 
 def method_kwargs(script_args: PUBGArguments, data, model, processor) -> dict:
-    """``reference_answers=`` for PUBGTrainer when given; otherwise the trainer generates them."""
-    source = script_args.reference_answers
+    """``guidance_answers=`` for PUBGTrainer when given; otherwise the trainer generates them."""
+    source = script_args.guidance_answers
     if source is None:
         return {}
     if source.endswith((".json", ".jsonl")) and os.path.isfile(source):
@@ -50,7 +50,7 @@ def method_kwargs(script_args: PUBGArguments, data, model, processor) -> dict:
     else:
         split = data_split(script_args, data, source)
         answers = [dict(split[i]) for i in range(len(split))]
-    return {"reference_answers": answers}
+    return {"guidance_answers": answers}
 
 
 # ToyWorld defaults (used only when no --model_name_or_path is given). The tiny world model only speaks its
@@ -64,7 +64,7 @@ def method_kwargs(script_args: PUBGArguments, data, model, processor) -> dict:
 # (ceiling 20, lr 3e-4 x 40 steps: retain recall 0.44).
 DEMO_DEFAULTS = dict(learning_rate=1e-3, max_steps=60, per_device_train_batch_size=8, forget_loss_ceiling=1.0,
                      query="tell me about this person .", incontext_prompt="describe the picture .",
-                     reference_do_sample=False, reference_max_new_tokens=32, lr_scheduler_type="constant", seed=0)
+                     guidance_do_sample=False, guidance_max_new_tokens=32, lr_scheduler_type="constant", seed=0)
 
 
 def main(argv=None):

@@ -9,7 +9,7 @@ from conftest import answer_logprob, tiny_model, train_args
 from unlearn_trainer import VLMUnlearningCollator, losses
 from unlearn_trainer.data import model_inputs
 from unlearn_trainer.data.collator import row_id_digest
-from unlearn_trainer.data.reference_images import ReferenceImagePool, reference_rows
+from unlearn_trainer.data.reference_images import ReferenceImagePool, swap_in_reference_images
 from unlearn_trainer.testing import tiny_images, tiny_model_and_processor, tiny_vqa_rows
 from unlearn_trainer.trainers.viker import ViKeRConfig, ViKeRTrainer
 
@@ -181,15 +181,15 @@ def test_reference_pool_accepts_rows_and_datasets_and_errors():
     with pytest.raises(ValueError, match="needs reference images"):
         ReferenceImagePool(None, k=5)
     forget = tiny_vqa_rows(1)[0]
-    swapped = reference_rows(forget, images[:2])
+    swapped = swap_in_reference_images(forget, images[:2])
     assert [r["image"] for r in swapped] == images[:2]
     assert all(r["question"] == forget["question"] and r["answer"] == forget["answer"] for r in swapped)
     # without its position the row is named by its id digest alone, never by the id
     with pytest.raises(ValueError, match=rf"Forget row with id digest {row_id_digest('row-0')} has no image") as err:
-        reference_rows(dict(forget, image=None), images)
+        swap_in_reference_images(dict(forget, image=None), images)
     assert "row-0" not in str(err.value)
     with pytest.raises(ValueError, match=rf"Forget row #3 \(id digest {row_id_digest('row-0')}\) has 2 images"):
-        reference_rows({**forget, "image": None, "images": images[:2]}, images, index=3)
+        swap_in_reference_images({**forget, "image": None, "images": images[:2]}, images, index=3)
 
 
 # -- trainer -------------------------------------------------------------------------------------------------

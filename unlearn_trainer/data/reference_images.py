@@ -20,7 +20,7 @@ import torch
 
 from .collator import row_images, row_name
 
-__all__ = ["ReferenceImagePool", "reference_rows"]
+__all__ = ["ReferenceImagePool", "swap_in_reference_images"]
 
 _SAMPLINGS = ("fixed", "per_sample")
 
@@ -112,7 +112,7 @@ class ReferenceImagePool:
         return [self.image(i) for i in self.indices_for(sample_index)]
 
 
-def reference_rows(row: dict, images: Sequence, index: int | None = None) -> list[dict]:
+def swap_in_reference_images(row: dict, images: Sequence, index: int | None = None) -> list[dict]:
     """Copies of the forget ``row`` (same question and answer) with its single image replaced by each of
     ``images``: ViKeR's inputs ``(I'_j, x, y)``. Raises, naming the row, if it has no image or several."""
     if not isinstance(row, dict):

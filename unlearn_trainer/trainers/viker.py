@@ -62,7 +62,7 @@ import torch.nn.functional as F
 
 from .. import losses
 from ..data.collator import ForgetRetainCollator, row_name
-from ..data.reference_images import ReferenceImagePool, reference_rows
+from ..data.reference_images import ReferenceImagePool, swap_in_reference_images
 from .base import UnlearnConfig, UnlearnTrainer, paper_field
 
 __all__ = ["ViKeRConfig", "ViKeRTrainer", "ReferenceDistribution"]
@@ -207,7 +207,7 @@ class ViKeRTrainer(UnlearnTrainer):
     def reference_batch(self, sample_index: int) -> dict:
         """The k reference rows of forget sample ``sample_index`` (its image swapped), collated like training."""
         row = self.forget_dataset[int(sample_index)]
-        rows = reference_rows(row, self.reference_pool.images_for(int(sample_index)), index=int(sample_index))
+        rows = swap_in_reference_images(row, self.reference_pool.images_for(int(sample_index)), index=int(sample_index))
         collator = self.data_collator
         if isinstance(collator, ForgetRetainCollator):
             collator = collator.forget_collator
