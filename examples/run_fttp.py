@@ -13,8 +13,7 @@ such as ["Donald Trump", "Trump"]); an answer that does not contain it is an err
 Run with --help for every option.
 """
 
-from unlearn_trainer import FTTPConfig, FTTPTrainer
-from unlearn_trainer.cli import run_method
+from unlearn_trainer import FTTPConfig, FTTPTrainer, cli
 
 # ToyWorld defaults (used only when no --model_name_or_path is given). The paper's weights (GA 0.8 on concept tokens,
 # GD 0.5 on the others), its lr 3e-4 and LoRA; 60 steps of batch 8 over the world's 64 forget rows. Two guards the
@@ -28,7 +27,26 @@ DEMO_DEFAULTS = dict(learning_rate=3e-4, max_steps=60, per_device_train_batch_si
 
 def main(argv=None):
     """Run the example (``argv``: command-line arguments, default ``sys.argv[1:]``); returns the trainer."""
-    return run_method(FTTPTrainer, FTTPConfig, DEMO_DEFAULTS, argv=argv)
+    script_args, config = cli.parse_args(FTTPConfig, DEMO_DEFAULTS, argv)
+    model, processor, is_demo = cli.load_model_and_processor(script_args)
+    data = cli.load_data(script_args)
+    peft_config = cli.lora_config(script_args)
+    unlearning_eval = cli.unlearning_eval_callback(script_args, config, processor, data)
+    trainer = FTTPTrainer(
+        model=model,
+        args=config,
+        forget_dataset=data.forget,
+        retain_dataset=data.retain,
+        processing_class=processor,
+        peft_config=peft_config,
+        ref_model=cli.reference_model(script_args, FTTPTrainer, config, peft_config),
+        callbacks=[unlearning_eval],
+        model_card_kwargs=cli.model_card_kwargs(script_args),
+    )
+    trainer.train(resume_from_checkpoint=cli.checkpoint_to_resume(config))
+    trainer.save_model(config.output_dir)
+    cli.report(trainer, unlearning_eval, script_args, is_demo)
+    return trainer
 
 
 if __name__ == "__main__":

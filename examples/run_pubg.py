@@ -18,8 +18,8 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from unlearn_trainer import PUBGConfig, PUBGTrainer
-from unlearn_trainer.cli import ScriptArguments, data_split, run_method
+from unlearn_trainer import PUBGConfig, PUBGTrainer, cli
+from unlearn_trainer.cli import ScriptArguments
 
 
 @dataclass
@@ -48,7 +48,7 @@ def method_kwargs(script_args: PUBGArguments, data, model, processor) -> dict:
     if source.endswith((".json", ".jsonl")) and os.path.isfile(source):
         answers = _read_answers(source)
     else:
-        split = data_split(script_args, data, source)
+        split = cli.data_split(script_args, data, source)
         answers = [dict(split[i]) for i in range(len(split))]
     return {"guidance_answers": answers}
 
@@ -69,8 +69,28 @@ DEMO_DEFAULTS = dict(learning_rate=1e-3, max_steps=60, per_device_train_batch_si
 
 def main(argv=None):
     """Run the example (``argv``: command-line arguments, default ``sys.argv[1:]``); returns the trainer."""
-    return run_method(PUBGTrainer, PUBGConfig, DEMO_DEFAULTS, argv=argv, trainer_kwargs=method_kwargs,
-                      script_args_cls=PUBGArguments)
+    script_args, config = cli.parse_args(PUBGConfig, DEMO_DEFAULTS, argv, script_args_cls=PUBGArguments)
+    model, processor, is_demo = cli.load_model_and_processor(script_args)
+    data = cli.load_data(script_args)
+    peft_config = cli.lora_config(script_args)
+    unlearning_eval = cli.unlearning_eval_callback(script_args, config, processor, data)
+    method_inputs = method_kwargs(script_args, data, model, processor)
+    trainer = PUBGTrainer(
+        model=model,
+        args=config,
+        forget_dataset=data.forget,
+        retain_dataset=data.retain,
+        processing_class=processor,
+        peft_config=peft_config,
+        ref_model=cli.reference_model(script_args, PUBGTrainer, config, peft_config),
+        callbacks=[unlearning_eval],
+        model_card_kwargs=cli.model_card_kwargs(script_args),
+        **method_inputs,
+    )
+    trainer.train(resume_from_checkpoint=cli.checkpoint_to_resume(config))
+    trainer.save_model(config.output_dir)
+    cli.report(trainer, unlearning_eval, script_args, is_demo)
+    return trainer
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ Run with --help for every option.
 
 from dataclasses import dataclass, field
 
-from unlearn_trainer import SaliencyConfig, SaliencyTrainer
-from unlearn_trainer.cli import ScriptArguments, data_split, run_method
+from unlearn_trainer import SaliencyConfig, SaliencyTrainer, cli
+from unlearn_trainer.cli import ScriptArguments
 
 
 @dataclass
@@ -35,7 +35,7 @@ def method_kwargs(script_args: SaliencyArguments, data, model, processor) -> dic
     if not script_args.preserve_splits:
         return {}
     names = [n.strip() for n in script_args.preserve_splits.split(",") if n.strip()]
-    return {"preserve_dataset": [data_split(script_args, data, n) for n in names]}
+    return {"preserve_dataset": [cli.data_split(script_args, data, n) for n in names]}
 
 
 # ToyWorld defaults (used only when no --model_name_or_path is given): beta=1, P = text-only QA about the forget
@@ -51,8 +51,28 @@ DEMO_DEFAULTS = dict(learning_rate=3e-4, max_steps=40, per_device_train_batch_si
 
 def main(argv=None):
     """Run the example (``argv``: command-line arguments, default ``sys.argv[1:]``); returns the trainer."""
-    return run_method(SaliencyTrainer, SaliencyConfig, DEMO_DEFAULTS, argv=argv, trainer_kwargs=method_kwargs,
-                      script_args_cls=SaliencyArguments)
+    script_args, config = cli.parse_args(SaliencyConfig, DEMO_DEFAULTS, argv, script_args_cls=SaliencyArguments)
+    model, processor, is_demo = cli.load_model_and_processor(script_args)
+    data = cli.load_data(script_args)
+    peft_config = cli.lora_config(script_args)
+    unlearning_eval = cli.unlearning_eval_callback(script_args, config, processor, data)
+    method_inputs = method_kwargs(script_args, data, model, processor)
+    trainer = SaliencyTrainer(
+        model=model,
+        args=config,
+        forget_dataset=data.forget,
+        retain_dataset=data.retain,
+        processing_class=processor,
+        peft_config=peft_config,
+        ref_model=cli.reference_model(script_args, SaliencyTrainer, config, peft_config),
+        callbacks=[unlearning_eval],
+        model_card_kwargs=cli.model_card_kwargs(script_args),
+        **method_inputs,
+    )
+    trainer.train(resume_from_checkpoint=cli.checkpoint_to_resume(config))
+    trainer.save_model(config.output_dir)
+    cli.report(trainer, unlearning_eval, script_args, is_demo)
+    return trainer
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ Run with --help for every option.
 
 from dataclasses import dataclass, field
 
-from unlearn_trainer import ViKeRConfig, ViKeRTrainer
-from unlearn_trainer.cli import ScriptArguments, data_split, run_method
+from unlearn_trainer import ViKeRConfig, ViKeRTrainer, cli
+from unlearn_trainer.cli import ScriptArguments
 
 
 @dataclass
@@ -41,7 +41,7 @@ def method_kwargs(script_args: ViKeRArguments, data, model, processor) -> dict:
     if script_args.reference_images_split is None:
         raise ValueError("ViKeR needs reference images of people outside the forget set: pass "
                          "--reference_images_split <split of --dataset with their images>.")
-    rows = data_split(script_args, data, script_args.reference_images_split)
+    rows = cli.data_split(script_args, data, script_args.reference_images_split)
     if script_args.max_reference_images:
         n = min(script_args.max_reference_images, len(rows))
         rows = rows.select(range(n)) if hasattr(rows, "select") else rows[:n]
@@ -60,8 +60,28 @@ DEMO_DEFAULTS = dict(learning_rate=3e-4, max_steps=60, per_device_train_batch_si
 
 def main(argv=None):
     """Run the example (``argv``: command-line arguments, default ``sys.argv[1:]``); returns the trainer."""
-    return run_method(ViKeRTrainer, ViKeRConfig, DEMO_DEFAULTS, argv=argv, trainer_kwargs=method_kwargs,
-                      script_args_cls=ViKeRArguments)
+    script_args, config = cli.parse_args(ViKeRConfig, DEMO_DEFAULTS, argv, script_args_cls=ViKeRArguments)
+    model, processor, is_demo = cli.load_model_and_processor(script_args)
+    data = cli.load_data(script_args)
+    peft_config = cli.lora_config(script_args)
+    unlearning_eval = cli.unlearning_eval_callback(script_args, config, processor, data)
+    method_inputs = method_kwargs(script_args, data, model, processor)
+    trainer = ViKeRTrainer(
+        model=model,
+        args=config,
+        forget_dataset=data.forget,
+        retain_dataset=data.retain,
+        processing_class=processor,
+        peft_config=peft_config,
+        ref_model=cli.reference_model(script_args, ViKeRTrainer, config, peft_config),
+        callbacks=[unlearning_eval],
+        model_card_kwargs=cli.model_card_kwargs(script_args),
+        **method_inputs,
+    )
+    trainer.train(resume_from_checkpoint=cli.checkpoint_to_resume(config))
+    trainer.save_model(config.output_dir)
+    cli.report(trainer, unlearning_eval, script_args, is_demo)
+    return trainer
 
 
 if __name__ == "__main__":
