@@ -13,8 +13,8 @@ Run with --help for every option.
 
 from unlearn_trainer import GAConfig, GATrainer, cli
 
-# ToyWorld defaults (used only when no --model_name_or_path is given). GA has a cliff here as in the papers:
-# 1e-4 forgets 25% of names, 2e-4 forgets 84% but keeps only 66% of retain names, 3e-4 keeps 57%.
+# ToyWorld defaults (used only when no --model_name_or_path is given): GA+GD at lr 2e-4 (GA has a cliff here as in
+# the papers; the measurements: benchmarks/README.md, "Method notes", GA).
 DEMO_DEFAULTS = dict(learning_rate=2e-4, max_steps=60, per_device_train_batch_size=8, variant="ga_gd",
                      lr_scheduler_type="constant", seed=0)
 

@@ -53,15 +53,9 @@ def method_kwargs(script_args: PUBGArguments, data, model, processor) -> dict:
     return {"guidance_answers": answers}
 
 
-# ToyWorld defaults (used only when no --model_name_or_path is given). The tiny world model only speaks its
-# grammar: given the paper's English query and Fig. 2 prompt it answers "brusedi vumen krebruk lives in quenmor .".
-# So q and c become the world's own: q = "tell me about this person ." (its open question) and c = "describe the
-# picture ." after it ([q, c], Algorithm 1); the reference model then answers with the picture's visual
-# description, the o* the paper asks for. o* greedy, not sampled (Algorithm 1 samples): sampled at temperature 1
-# the tiny model leaks the person's job and city into o* ("a yellow circle on a judge from pellow ."). Guidance
-# weight 1 and retain NLL as in Eq. 3 / 12; LoRA r=8 (paper: r=128 on a 7B model); lr 1e-3 x 60 steps of batch 8
-# for the paper's 2e-5 x 30 steps of batch 8; a forget sample's GA stops once its mean token NLL passes 1 nat
-# (ceiling 20, lr 3e-4 x 40 steps: retain recall 0.44).
+# ToyWorld defaults (used only when no --model_name_or_path is given): q and c in the world's own grammar, o*
+# greedy, guidance weight 1 and retain NLL (Eq. 3 / 12), LoRA r=8, lr 1e-3 x 60 steps of batch 8, forget ceiling
+# 1 nat. How they were chosen: benchmarks/README.md, "Method notes", PUBG.
 DEMO_DEFAULTS = dict(learning_rate=1e-3, max_steps=60, per_device_train_batch_size=8, forget_loss_ceiling=1.0,
                      query="tell me about this person .", incontext_prompt="describe the picture .",
                      guidance_do_sample=False, guidance_max_new_tokens=32, lr_scheduler_type="constant", seed=0)

@@ -39,11 +39,8 @@ def method_kwargs(script_args: SaliencyArguments, data, model, processor) -> dic
 
 
 # ToyWorld defaults (used only when no --model_name_or_path is given): beta=1, P = text-only QA about the forget
-# people + retain VQA + text-only retain QA (Eq. 6), full-parameter training of vision tower, projector and
-# language model as in the paper (the model has 1.3 M parameters), retain NLL; lr 3e-4 x 40 steps of batch 8 for
-# the paper's 2e-5 x 2 epochs of batch 4 (batch 4 x 2 epochs here: retain recall 0.76-0.91 over two seeds). A
-# forget sample's GA stops once its mean token NLL passes 1 nat (ceiling 20: forget answers
-# collapse to "1 1 1 ...", describe ROUGE-L 0.08).
+# people + retain VQA + text-only retain QA (Eq. 6), full-parameter training as in the paper, retain NLL, lr 3e-4 x
+# 40 steps of batch 8, forget ceiling 1 nat. How they were chosen: benchmarks/README.md, "Method notes", Saliency.
 DEMO_DEFAULTS = dict(learning_rate=3e-4, max_steps=40, per_device_train_batch_size=8, use_lora=False,
                      forget_loss_ceiling=1.0, preserve_splits="text_forget,retain_train,text_retain",
                      lr_scheduler_type="constant", seed=0)

@@ -48,12 +48,9 @@ def method_kwargs(script_args: ViKeRArguments, data, model, processor) -> dict:
     return {"reference_images": rows, "reference_image_column": script_args.reference_image_column}
 
 
-# ToyWorld defaults (used only when no --model_name_or_path is given): the paper's k=5 and lam=0.05 (MLLMU 10%),
-# LoRA r=8 on the language model; reference images: 16 'distant' pictures that belong to no identity (the paper's
-# "irrelevant people"); lr 3e-4 x 60 steps of batch 8 for the paper's 5e-6 x 1 epoch of batch 2. Two guards the
-# world needs (measured): Eq. 5 has no retain term, but without one GA + KL on 4 people keeps only 46% of retain
-# names, so the retain NLL stays on; and a forget sample's GA stops once its mean token NLL passes 1 nat
-# (ceiling 2: retain recall 0.70-0.81; ceiling 20: 0.44 at 40 steps).
+# ToyWorld defaults (used only when no --model_name_or_path is given): the paper's k=5 and lam=0.05, LoRA r=8,
+# reference images: the 16 'distant' pictures of no identity; lr 3e-4 x 60 steps of batch 8, plus two guards the
+# world needs (retain NLL on, forget ceiling 1 nat). How they were chosen: benchmarks/README.md, "Method notes", ViKeR.
 DEMO_DEFAULTS = dict(learning_rate=3e-4, max_steps=60, per_device_train_batch_size=8, forget_loss_ceiling=1.0,
                      reference_images_split="distant", lr_scheduler_type="constant", seed=0)
 
