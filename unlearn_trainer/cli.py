@@ -1,4 +1,7 @@
-"""The shared body of ``examples/run_<method>.py``: arguments, model and data loading, training, reporting.
+"""The helpers each ``examples/run_<method>.py`` ``main()`` calls in order: :func:`parse_args`,
+:func:`load_model_and_processor`, :func:`load_data`, :func:`lora_config`, :func:`unlearning_eval_callback`,
+:func:`reference_model` and :func:`model_card_kwargs` (the trainer's arguments), :func:`checkpoint_to_resume`,
+then :func:`report` after training and saving. :func:`run_method` is the same sequence in one call.
 
 Every example parses ``(ScriptArguments, <Method>Config)`` with ``HfArgumentParser``. With no
 ``--model_name_or_path`` it runs the offline ToyWorld demo: the cached memorizing model, the 10% forget split
