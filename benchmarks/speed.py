@@ -72,7 +72,7 @@ METHODS = (
     Method("npo", "npo", {}, 1, 1.15, note="reference log-probs cached"),
     Method("fttp", "fttp", {}, 1, 1.15),
     Method("viker", "viker", {"num_reference_images": 5}, 1, 1.15, note="k=5, R cached (top-128)"),
-    Method("pubg", "pubg", {"reference_max_new_tokens": PUBG_MAX_NEW_TOKENS}, 2, 1.15, note="forget + o* passes"),
+    Method("pubg", "pubg", {"guidance_max_new_tokens": PUBG_MAX_NEW_TOKENS}, 2, 1.15, note="forget + o* passes"),
     Method("saliency", "saliency", {}, 2, 1.15, retain=True, note="masked GA + retain NLL (Eq. 3)"),
     Method("sgpvt", "sgpvt", {}, 2, 1.30, note="2 passes + 1 teacher forward"),
     Method("npo_recompute", "npo", {"cache_reference": False}, group="cache",
@@ -81,7 +81,7 @@ METHODS = (
            note="k=5 reference forwards every step"),
     Method("ga_gd_sum", "ga", {"variant": "ga_gd", "backward_per_pass": False}, group="backward", retain=True,
            note="GA + retain NLL, one backward of the summed loss"),
-    Method("pubg_sum", "pubg", {"reference_max_new_tokens": PUBG_MAX_NEW_TOKENS, "backward_per_pass": False},
+    Method("pubg_sum", "pubg", {"guidance_max_new_tokens": PUBG_MAX_NEW_TOKENS, "backward_per_pass": False},
            group="backward", note="forget + o* passes, one backward of the summed loss"),
     Method("viker_k1", "viker", {"num_reference_images": 1}, 1, 1.15, group="k"),
     Method("viker_k2", "viker", {"num_reference_images": 2}, 1, 1.15, group="k"),
@@ -205,7 +205,7 @@ def load_model(name: str):
 class _OneOff:
     """Times named module functions (PUBG generation, the saliency mask) while a trainer is being built."""
 
-    TARGETS = (("unlearn_trainer.trainers.pubg", "generate_reference_answers", "pubg_generation_s"),
+    TARGETS = (("unlearn_trainer.trainers.pubg", "generate_guidance_answers", "pubg_generation_s"),
                ("unlearn_trainer.trainers.saliency", "compute_saliency_mask", "saliency_mask_s"))
 
     def __init__(self):
@@ -445,8 +445,8 @@ def timing_worker(spec: RunSpec, conn) -> None:
             }
             if hasattr(r.trainer, "reference_cache_nbytes"):
                 out[n]["reference_cache_bytes"] = r.trainer.reference_cache_nbytes()
-            if hasattr(r.trainer, "reference_answers"):
-                lens = [len(processor.tokenizer(g["answer"])["input_ids"]) for g in r.trainer.reference_answers]
+            if hasattr(r.trainer, "guidance_answers"):
+                lens = [len(processor.tokenizer(g["answer"])["input_ids"]) for g in r.trainer.guidance_answers]
                 out[n]["guidance_answer_tokens"] = statistics.fmean(lens)
         info.update({"forget_rows": spec.forget_rows, "batch_size": spec.batch_size, "warmup_steps": n_warm,
                      "steps": spec.steps, "threads": spec.threads, "loadavg_start": load_start,

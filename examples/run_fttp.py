@@ -13,22 +13,37 @@ such as ["Donald Trump", "Trump"]); an answer that does not contain it is an err
 Run with --help for every option.
 """
 
-from unlearn_trainer import FTTPConfig, FTTPTrainer
-from unlearn_trainer.cli import run_method
+from unlearn_trainer import FTTPConfig, FTTPTrainer, cli
 
-# ToyWorld defaults (used only when no --model_name_or_path is given). The paper's weights (GA 0.8 on concept tokens,
-# GD 0.5 on the others), its lr 3e-4 and LoRA; 60 steps of batch 8 over the world's 64 forget rows. Two guards the
-# world needs (measured): with no retain set GA on 4 people collapses the tiny model before the most robust one is
-# forgotten (best: 3 of 4 forgotten, retain recall 0.97 at 25 steps; all 4 only at retain recall <= 0.77), so the
-# retain NLL stays on; and a concept token stops being pushed once its NLL passes 1 nat (p < 0.37), else the
-# GA keeps pushing already-forgotten names (ceiling 20: retain recall 0.29 at 60 steps).
+# ToyWorld defaults (used only when no --model_name_or_path is given): the paper's weights, lr 3e-4 and LoRA, 60
+# steps of batch 8, plus two guards the world needs (retain NLL on, concept-token ceiling 1 nat). How they were
+# chosen: benchmarks/README.md, "Method notes", FTTP.
 DEMO_DEFAULTS = dict(learning_rate=3e-4, max_steps=60, per_device_train_batch_size=8, forget_loss_ceiling=1.0,
                      lr_scheduler_type="constant", seed=0)
 
 
 def main(argv=None):
     """Run the example (``argv``: command-line arguments, default ``sys.argv[1:]``); returns the trainer."""
-    return run_method(FTTPTrainer, FTTPConfig, DEMO_DEFAULTS, argv=argv)
+    script_args, config = cli.parse_args(FTTPConfig, DEMO_DEFAULTS, argv)
+    model, processor, is_demo = cli.load_model_and_processor(script_args)
+    data = cli.load_data(script_args)
+    peft_config = cli.lora_config(script_args)
+    unlearning_eval = cli.unlearning_eval_callback(script_args, config, processor, data)
+    trainer = FTTPTrainer(
+        model=model,
+        args=config,
+        forget_dataset=data.forget,
+        retain_dataset=data.retain,
+        processing_class=processor,
+        peft_config=peft_config,
+        ref_model=cli.reference_model(script_args, FTTPTrainer, config, peft_config),
+        callbacks=[unlearning_eval],
+        model_card_kwargs=cli.model_card_kwargs(script_args),
+    )
+    trainer.train(resume_from_checkpoint=cli.checkpoint_to_resume(config))
+    trainer.save_model(config.output_dir)
+    cli.report(trainer, unlearning_eval, script_args, is_demo)
+    return trainer
 
 
 if __name__ == "__main__":

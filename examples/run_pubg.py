@@ -5,11 +5,11 @@ toward o*, what the frozen model answers when an in-context prompt asks it to de
     python examples/run_pubg.py                      # offline ToyWorld demo (o*: the world's picture descriptions)
     python examples/run_pubg.py --model_name_or_path llava-hf/llava-v1.6-mistral-7b-hf --dataset my_forget_data \
         --forget_split forget --retain_split retain --lora_r 128 --lora_alpha 256 --learning_rate 2e-5 \
-        --per_device_train_batch_size 8 --max_steps 30 --reference_cache_dir pubg_cache
+        --per_device_train_batch_size 8 --max_steps 30 --guidance_cache_dir pubg_cache
     accelerate launch examples/run_pubg.py ...        # on GPUs; on CPU: torchrun --nproc_per_node 2 ... --use_cpu
 
 o* is generated once at start by the reference model (--query, --incontext_prompt; cached with
---reference_cache_dir), or read from --reference_answers (a JSON list of strings, a JSON/JSONL file of rows
+--guidance_cache_dir), or read from --guidance_answers (a JSON list of strings, a JSON/JSONL file of rows
 with an 'answer', or a split of --dataset), one per forget row in the forget set's order.
 Run with --help for every option.
 """
@@ -18,15 +18,15 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from unlearn_trainer import PUBGConfig, PUBGTrainer
-from unlearn_trainer.cli import ScriptArguments, data_split, run_method
+from unlearn_trainer import PUBGConfig, PUBGTrainer, cli
+from unlearn_trainer.cli import ScriptArguments
 
 
 @dataclass
 class PUBGArguments(ScriptArguments):
-    """ScriptArguments plus where PUBG's reference answers o* come from."""
+    """ScriptArguments plus where PUBG's guidance answers o* come from."""
 
-    reference_answers: str | None = field(
+    guidance_answers: str | None = field(
         default=None,
         metadata={"help": "o*, one per forget row in order: a .json (list of strings or rows) / .jsonl file of rows "
                           "with 'answer', or a split of --dataset; unset: generated at start (paper)."},
@@ -41,36 +41,50 @@ def _read_answers(path: str) -> list:
 
 
 def method_kwargs(script_args: PUBGArguments, data, model, processor) -> dict:
-    """``reference_answers=`` for PUBGTrainer when given; otherwise the trainer generates them."""
-    source = script_args.reference_answers
+    """``guidance_answers=`` for PUBGTrainer when given; otherwise the trainer generates them."""
+    source = script_args.guidance_answers
     if source is None:
         return {}
     if source.endswith((".json", ".jsonl")) and os.path.isfile(source):
         answers = _read_answers(source)
     else:
-        split = data_split(script_args, data, source)
+        split = cli.data_split(script_args, data, source)
         answers = [dict(split[i]) for i in range(len(split))]
-    return {"reference_answers": answers}
+    return {"guidance_answers": answers}
 
 
-# ToyWorld defaults (used only when no --model_name_or_path is given). The tiny world model only speaks its
-# grammar: given the paper's English query and Fig. 2 prompt it answers "brusedi vumen krebruk lives in quenmor .".
-# So q and c become the world's own: q = "tell me about this person ." (its open question) and c = "describe the
-# picture ." after it ([q, c], Algorithm 1); the reference model then answers with the picture's visual
-# description, the o* the paper asks for. o* greedy, not sampled (Algorithm 1 samples): sampled at temperature 1
-# the tiny model leaks the person's job and city into o* ("a yellow circle on a judge from pellow ."). Guidance
-# weight 1 and retain NLL as in Eq. 3 / 12; LoRA r=8 (paper: r=128 on a 7B model); lr 1e-3 x 60 steps of batch 8
-# for the paper's 2e-5 x 30 steps of batch 8; a forget sample's GA stops once its mean token NLL passes 1 nat
-# (ceiling 20, lr 3e-4 x 40 steps: retain recall 0.44).
+# ToyWorld defaults (used only when no --model_name_or_path is given): q and c in the world's own grammar, o*
+# greedy, guidance weight 1 and retain NLL (Eq. 3 / 12), LoRA r=8, lr 1e-3 x 60 steps of batch 8, forget ceiling
+# 1 nat. How they were chosen: benchmarks/README.md, "Method notes", PUBG.
 DEMO_DEFAULTS = dict(learning_rate=1e-3, max_steps=60, per_device_train_batch_size=8, forget_loss_ceiling=1.0,
                      query="tell me about this person .", incontext_prompt="describe the picture .",
-                     reference_do_sample=False, reference_max_new_tokens=32, lr_scheduler_type="constant", seed=0)
+                     guidance_do_sample=False, guidance_max_new_tokens=32, lr_scheduler_type="constant", seed=0)
 
 
 def main(argv=None):
     """Run the example (``argv``: command-line arguments, default ``sys.argv[1:]``); returns the trainer."""
-    return run_method(PUBGTrainer, PUBGConfig, DEMO_DEFAULTS, argv=argv, trainer_kwargs=method_kwargs,
-                      script_args_cls=PUBGArguments)
+    script_args, config = cli.parse_args(PUBGConfig, DEMO_DEFAULTS, argv, script_args_cls=PUBGArguments)
+    model, processor, is_demo = cli.load_model_and_processor(script_args)
+    data = cli.load_data(script_args)
+    peft_config = cli.lora_config(script_args)
+    unlearning_eval = cli.unlearning_eval_callback(script_args, config, processor, data)
+    method_inputs = method_kwargs(script_args, data, model, processor)
+    trainer = PUBGTrainer(
+        model=model,
+        args=config,
+        forget_dataset=data.forget,
+        retain_dataset=data.retain,
+        processing_class=processor,
+        peft_config=peft_config,
+        ref_model=cli.reference_model(script_args, PUBGTrainer, config, peft_config),
+        callbacks=[unlearning_eval],
+        model_card_kwargs=cli.model_card_kwargs(script_args),
+        **method_inputs,
+    )
+    trainer.train(resume_from_checkpoint=cli.checkpoint_to_resume(config))
+    trainer.save_model(config.output_dir)
+    cli.report(trainer, unlearning_eval, script_args, is_demo)
+    return trainer
 
 
 if __name__ == "__main__":

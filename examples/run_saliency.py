@@ -15,8 +15,8 @@ Run with --help for every option.
 
 from dataclasses import dataclass, field
 
-from unlearn_trainer import SaliencyConfig, SaliencyTrainer
-from unlearn_trainer.cli import ScriptArguments, data_split, run_method
+from unlearn_trainer import SaliencyConfig, SaliencyTrainer, cli
+from unlearn_trainer.cli import ScriptArguments
 
 
 @dataclass
@@ -35,15 +35,12 @@ def method_kwargs(script_args: SaliencyArguments, data, model, processor) -> dic
     if not script_args.preserve_splits:
         return {}
     names = [n.strip() for n in script_args.preserve_splits.split(",") if n.strip()]
-    return {"preserve_dataset": [data_split(script_args, data, n) for n in names]}
+    return {"preserve_dataset": [cli.data_split(script_args, data, n) for n in names]}
 
 
 # ToyWorld defaults (used only when no --model_name_or_path is given): beta=1, P = text-only QA about the forget
-# people + retain VQA + text-only retain QA (Eq. 6), full-parameter training of vision tower, projector and
-# language model as in the paper (the model has 1.3 M parameters), retain NLL; lr 3e-4 x 40 steps of batch 8 for
-# the paper's 2e-5 x 2 epochs of batch 4 (batch 4 x 2 epochs here: retain recall 0.76-0.91 over two seeds). A
-# forget sample's GA stops once its mean token NLL passes 1 nat (ceiling 20: forget answers
-# collapse to "1 1 1 ...", describe ROUGE-L 0.08).
+# people + retain VQA + text-only retain QA (Eq. 6), full-parameter training as in the paper, retain NLL, lr 3e-4 x
+# 40 steps of batch 8, forget ceiling 1 nat. How they were chosen: benchmarks/README.md, "Method notes", Saliency.
 DEMO_DEFAULTS = dict(learning_rate=3e-4, max_steps=40, per_device_train_batch_size=8, use_lora=False,
                      forget_loss_ceiling=1.0, preserve_splits="text_forget,retain_train,text_retain",
                      lr_scheduler_type="constant", seed=0)
@@ -51,8 +48,28 @@ DEMO_DEFAULTS = dict(learning_rate=3e-4, max_steps=40, per_device_train_batch_si
 
 def main(argv=None):
     """Run the example (``argv``: command-line arguments, default ``sys.argv[1:]``); returns the trainer."""
-    return run_method(SaliencyTrainer, SaliencyConfig, DEMO_DEFAULTS, argv=argv, trainer_kwargs=method_kwargs,
-                      script_args_cls=SaliencyArguments)
+    script_args, config = cli.parse_args(SaliencyConfig, DEMO_DEFAULTS, argv, script_args_cls=SaliencyArguments)
+    model, processor, is_demo = cli.load_model_and_processor(script_args)
+    data = cli.load_data(script_args)
+    peft_config = cli.lora_config(script_args)
+    unlearning_eval = cli.unlearning_eval_callback(script_args, config, processor, data)
+    method_inputs = method_kwargs(script_args, data, model, processor)
+    trainer = SaliencyTrainer(
+        model=model,
+        args=config,
+        forget_dataset=data.forget,
+        retain_dataset=data.retain,
+        processing_class=processor,
+        peft_config=peft_config,
+        ref_model=cli.reference_model(script_args, SaliencyTrainer, config, peft_config),
+        callbacks=[unlearning_eval],
+        model_card_kwargs=cli.model_card_kwargs(script_args),
+        **method_inputs,
+    )
+    trainer.train(resume_from_checkpoint=cli.checkpoint_to_resume(config))
+    trainer.save_model(config.output_dir)
+    cli.report(trainer, unlearning_eval, script_args, is_demo)
+    return trainer
 
 
 if __name__ == "__main__":

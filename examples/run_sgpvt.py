@@ -11,8 +11,7 @@ images; from the command line with a real dataset, fix it with `--damage_boundar
 `distant_images=` to `SGPVTTrainer` from Python). Run with --help for every option.
 """
 
-from unlearn_trainer import SGPVTConfig, SGPVTTrainer
-from unlearn_trainer.cli import run_method
+from unlearn_trainer import SGPVTConfig, SGPVTTrainer, cli
 
 # ToyWorld defaults (used only when no --model_name_or_path is given): the paper's lambda_k=0.3, LoRA, no
 # retain set (SGPVT's retention comes from the distillation stream). lr scaled to the world; a forget sample's GA
@@ -21,11 +20,38 @@ DEMO_DEFAULTS = dict(learning_rate=1.5e-4, max_steps=60, per_device_train_batch_
                      retain_split="none", forget_loss_ceiling=20.0, seed=0)
 
 
-def method_inputs(script_args, data, model, processor):
+def method_kwargs(script_args, data, model, processor) -> dict:
+    """``distant_images=`` for SGPVTTrainer: the demo world's distant images (real data: fix --damage_boundary)."""
     if "world" in data.extras:
         return {"distant_images": data.extras["world"].distant_images(100)}
     return {}
 
 
+def main(argv=None):
+    """Run the example (``argv``: command-line arguments, default ``sys.argv[1:]``); returns the trainer."""
+    script_args, config = cli.parse_args(SGPVTConfig, DEMO_DEFAULTS, argv)
+    model, processor, is_demo = cli.load_model_and_processor(script_args)
+    data = cli.load_data(script_args)
+    peft_config = cli.lora_config(script_args)
+    unlearning_eval = cli.unlearning_eval_callback(script_args, config, processor, data)
+    method_inputs = method_kwargs(script_args, data, model, processor)
+    trainer = SGPVTTrainer(
+        model=model,
+        args=config,
+        forget_dataset=data.forget,
+        retain_dataset=data.retain,
+        processing_class=processor,
+        peft_config=peft_config,
+        ref_model=cli.reference_model(script_args, SGPVTTrainer, config, peft_config),
+        callbacks=[unlearning_eval],
+        model_card_kwargs=cli.model_card_kwargs(script_args),
+        **method_inputs,
+    )
+    trainer.train(resume_from_checkpoint=cli.checkpoint_to_resume(config))
+    trainer.save_model(config.output_dir)
+    cli.report(trainer, unlearning_eval, script_args, is_demo)
+    return trainer
+
+
 if __name__ == "__main__":
-    run_method(SGPVTTrainer, SGPVTConfig, DEMO_DEFAULTS, trainer_kwargs=method_inputs)
+    main()

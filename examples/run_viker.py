@@ -15,8 +15,8 @@ Run with --help for every option.
 
 from dataclasses import dataclass, field
 
-from unlearn_trainer import ViKeRConfig, ViKeRTrainer
-from unlearn_trainer.cli import ScriptArguments, data_split, run_method
+from unlearn_trainer import ViKeRConfig, ViKeRTrainer, cli
+from unlearn_trainer.cli import ScriptArguments
 
 
 @dataclass
@@ -41,27 +41,44 @@ def method_kwargs(script_args: ViKeRArguments, data, model, processor) -> dict:
     if script_args.reference_images_split is None:
         raise ValueError("ViKeR needs reference images of people outside the forget set: pass "
                          "--reference_images_split <split of --dataset with their images>.")
-    rows = data_split(script_args, data, script_args.reference_images_split)
+    rows = cli.data_split(script_args, data, script_args.reference_images_split)
     if script_args.max_reference_images:
         n = min(script_args.max_reference_images, len(rows))
         rows = rows.select(range(n)) if hasattr(rows, "select") else rows[:n]
     return {"reference_images": rows, "reference_image_column": script_args.reference_image_column}
 
 
-# ToyWorld defaults (used only when no --model_name_or_path is given): the paper's k=5 and lam=0.05 (MLLMU 10%),
-# LoRA r=8 on the language model; reference images: 16 'distant' pictures that belong to no identity (the paper's
-# "irrelevant people"); lr 3e-4 x 60 steps of batch 8 for the paper's 5e-6 x 1 epoch of batch 2. Two guards the
-# world needs (measured): Eq. 5 has no retain term, but without one GA + KL on 4 people keeps only 46% of retain
-# names, so the retain NLL stays on; and a forget sample's GA stops once its mean token NLL passes 1 nat
-# (ceiling 2: retain recall 0.70-0.81; ceiling 20: 0.44 at 40 steps).
+# ToyWorld defaults (used only when no --model_name_or_path is given): the paper's k=5 and lam=0.05, LoRA r=8,
+# reference images: the 16 'distant' pictures of no identity; lr 3e-4 x 60 steps of batch 8, plus two guards the
+# world needs (retain NLL on, forget ceiling 1 nat). How they were chosen: benchmarks/README.md, "Method notes", ViKeR.
 DEMO_DEFAULTS = dict(learning_rate=3e-4, max_steps=60, per_device_train_batch_size=8, forget_loss_ceiling=1.0,
                      reference_images_split="distant", lr_scheduler_type="constant", seed=0)
 
 
 def main(argv=None):
     """Run the example (``argv``: command-line arguments, default ``sys.argv[1:]``); returns the trainer."""
-    return run_method(ViKeRTrainer, ViKeRConfig, DEMO_DEFAULTS, argv=argv, trainer_kwargs=method_kwargs,
-                      script_args_cls=ViKeRArguments)
+    script_args, config = cli.parse_args(ViKeRConfig, DEMO_DEFAULTS, argv, script_args_cls=ViKeRArguments)
+    model, processor, is_demo = cli.load_model_and_processor(script_args)
+    data = cli.load_data(script_args)
+    peft_config = cli.lora_config(script_args)
+    unlearning_eval = cli.unlearning_eval_callback(script_args, config, processor, data)
+    method_inputs = method_kwargs(script_args, data, model, processor)
+    trainer = ViKeRTrainer(
+        model=model,
+        args=config,
+        forget_dataset=data.forget,
+        retain_dataset=data.retain,
+        processing_class=processor,
+        peft_config=peft_config,
+        ref_model=cli.reference_model(script_args, ViKeRTrainer, config, peft_config),
+        callbacks=[unlearning_eval],
+        model_card_kwargs=cli.model_card_kwargs(script_args),
+        **method_inputs,
+    )
+    trainer.train(resume_from_checkpoint=cli.checkpoint_to_resume(config))
+    trainer.save_model(config.output_dir)
+    cli.report(trainer, unlearning_eval, script_args, is_demo)
+    return trainer
 
 
 if __name__ == "__main__":

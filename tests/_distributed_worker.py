@@ -132,7 +132,8 @@ def _trainer(scenario: str, assets: dict, output_dir: str, world_size: int, back
 
 
 def _cli_trainer(assets: dict, output_dir: str, world_size: int, backend: str):
-    """``run_method`` as ``examples/run_npo.py`` runs it (evaluation callback, results.json, adapter, card)."""
+    """``run_method`` as ``examples/run_npo.py`` runs it (evaluation callback, results.json, adapter, card): the
+    trainer and its evaluation callback."""
     from unlearn_trainer import NPOConfig, NPOTrainer
     from unlearn_trainer.cli import run_method
 
@@ -280,11 +281,11 @@ def run_scenarios(scenarios, assets: dict, out: str | Path, backend: str = "ddp"
             (scenario_dir / f"report_rank{rank}.json").write_text(json.dumps({"rank": rank, "error": error}))
             continue
         if scenario == "cli_npo":
-            trainer = _cli_trainer(assets, output_dir, world_size, backend)
+            trainer, eval_cb = _cli_trainer(assets, output_dir, world_size, backend)
             with _HubRecorder() as hub:  # every rank calls push_to_hub, as a script would
                 trainer.args.hub_model_id = "someone/npo-distributed"
                 trainer.push_to_hub()
-            uploads, eval_cb = hub.calls, trainer.unlearning_eval
+            uploads = hub.calls
         else:
             trainer = _trainer(scenario, assets, output_dir, world_size, backend)
             trainer.train()

@@ -26,7 +26,7 @@ CASES = {
                lambda: dict(forget_dataset=tiny_vqa_rows(2), retain_dataset=tiny_vqa_rows(2, seed=5)), 2),
     "pubg_gd": (PUBGTrainer, PUBGConfig, {},
                 lambda: dict(forget_dataset=_pubg_forget(), retain_dataset=tiny_vqa_rows(2, seed=5),
-                             reference_answers=["a person with red hair .", "a person in a blue city ."]), 3),
+                             guidance_answers=["a person with red hair .", "a person in a blue city ."]), 3),
     "sgpvt": (SGPVTTrainer, SGPVTConfig, {"num_perturbations": 2, "lambda_k": 2.0},
               lambda: dict(forget_dataset=tiny_vqa_rows(2), distant_images=tiny_images(3, seed=7)), 3),
     "ga": (GATrainer, GAConfig, {}, lambda: dict(forget_dataset=tiny_vqa_rows(2)), 1),

@@ -35,7 +35,7 @@ def test_run_method_on_a_real_model_path(saved_model_and_data):
     argv = ["--model_name_or_path", str(root / "model"), "--dataset", str(root / "data"), "--forget_split", "forget",
             "--retain_split", "retain", "--max_steps", "2", "--per_device_train_batch_size", "2",
             "--output_dir", str(out), "--max_new_tokens", "4", "--disable_tqdm", "true"]
-    trainer = run_method(GATrainer, GAConfig, demo_defaults={"learning_rate": 123.0}, argv=argv)
+    trainer, _ = run_method(GATrainer, GAConfig, demo_defaults={"learning_rate": 123.0}, argv=argv)
     assert trainer.args.learning_rate != 123.0  # demo defaults apply only without --model_name_or_path
     assert trainer.args.retain_loss == "nll"
     assert (out / "adapter_model.safetensors").exists()

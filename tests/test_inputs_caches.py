@@ -128,17 +128,17 @@ def _poke(model, flat_index: int, delta: float = 0.5):
 
 
 def test_fingerprint_changes_with_any_single_weight():
-    from unlearn_trainer.data.pubg import PUBGReferenceCache
+    from unlearn_trainer.data.pubg import PUBGGuidanceCache
     from unlearn_trainer.saliency import model_fingerprint
     from unlearn_trainer.testing import tiny_model_and_processor
 
     model, processor = tiny_model_and_processor("llava")
     before = model_fingerprint(model)
-    pubg_before = PUBGReferenceCache.key(model, processor, [], {})["model"]
+    pubg_before = PUBGGuidanceCache.key(model, processor, [], {})["model"]
     _poke(model, 1)  # neither one of 64 evenly spaced values nor among the first 16 of a tensor
     _poke(model, 20)
     assert model_fingerprint(model) != before
-    assert PUBGReferenceCache.key(model, processor, [], {})["model"] != pubg_before
+    assert PUBGGuidanceCache.key(model, processor, [], {})["model"] != pubg_before
 
 
 def _saved_mask(tmp_path):
@@ -230,23 +230,23 @@ def _pubg_rows():
 
 
 def test_pubg_o_star_naming_the_concept_is_regenerated_then_dropped_or_refused(caplog):
-    from unlearn_trainer.data.pubg import generate_reference_answers
+    from unlearn_trainer.data.pubg import generate_guidance_answers
     from unlearn_trainer.testing import tiny_model_and_processor
 
     model, processor = tiny_model_and_processor("llava")
     fake = _FakeGenerate(model, processor.tokenizer, ["a cat sits on the mat .", "the sky is blue ."])
-    out = generate_reference_answers(model, processor, _pubg_rows(), progress=False)
+    out = generate_guidance_answers(model, processor, _pubg_rows(), progress=False)
     # only row 0 names its own concept ("cat"; row 1's is "Red Dog"): it alone is regenerated, once
     assert fake.batches == [2, 1] and [r["answer"] for r in out] == ["the sky is blue .", "a cat sits on the mat ."]
 
     fake = _FakeGenerate(model, processor.tokenizer, ["a cat sits on the mat ."])  # always names the concept
     with caplog.at_level("WARNING", logger="unlearn_trainer.data.pubg"):
-        out = generate_reference_answers(model, processor, _pubg_rows(), progress=False, concept_retries=3)
+        out = generate_guidance_answers(model, processor, _pubg_rows(), progress=False, concept_retries=3)
     assert fake.batches == [2, 1, 1, 1]  # the row that names its concept only, three more times
     assert out[0] is None and out[1]["answer"] == "a cat sits on the mat ."  # row 1's concept is not "cat"
     assert "#0" in caplog.text and "cat" not in caplog.text.lower()
     with pytest.raises(ValueError, match=rf"row #0 \(id digest {row_id_digest('ent-0')}\)") as err:
-        generate_reference_answers(model, processor, _pubg_rows(), progress=False, concept_policy="error")
+        generate_guidance_answers(model, processor, _pubg_rows(), progress=False, concept_policy="error")
     assert "cat" not in str(err.value).lower() and "ent-0" not in str(err.value)
 
 
@@ -258,11 +258,11 @@ def test_pubg_trains_without_the_guidance_pass_of_a_dropped_o_star(tmp_path):
     model, processor = tiny_model("llava", lora=True)
     given = ["a cat is here .", "the sky is blue ."]
     with pytest.raises(ValueError, match=rf"row #0 \(id digest {row_id_digest('ent-0')}\)"):
-        PUBGTrainer(model=model, args=train_args(PUBGConfig, tmp_path, reference_concept_policy="error"),
-                    forget_dataset=_pubg_rows(), processing_class=processor, reference_answers=given)
+        PUBGTrainer(model=model, args=train_args(PUBGConfig, tmp_path, guidance_concept_policy="error"),
+                    forget_dataset=_pubg_rows(), processing_class=processor, guidance_answers=given)
     trainer = PUBGTrainer(model=model, args=train_args(PUBGConfig, tmp_path, max_steps=2, per_device_train_batch_size=1),
-                          forget_dataset=_pubg_rows(), processing_class=processor, reference_answers=given)
-    assert trainer.reference_answers[0] is None and trainer.reference_answers[1]["answer"] == given[1]
+                          forget_dataset=_pubg_rows(), processing_class=processor, guidance_answers=given)
+    assert trainer.guidance_answers[0] is None and trainer.guidance_answers[1]["answer"] == given[1]
     batch = trainer.data_collator([trainer.train_dataset[0]])
     assert batch["guidance"] is None  # no o* to learn for this row: GA (and retain) only
     trainer.train()
@@ -271,19 +271,19 @@ def test_pubg_trains_without_the_guidance_pass_of_a_dropped_o_star(tmp_path):
 
 
 def test_pubg_corrupt_cache_is_regenerated_with_a_warning(tmp_path, caplog):
-    from unlearn_trainer.data.pubg import generate_reference_answers
+    from unlearn_trainer.data.pubg import generate_guidance_answers
     from unlearn_trainer.testing import tiny_model_and_processor
 
     model, processor = tiny_model_and_processor("llava")
     fake = _FakeGenerate(model, processor.tokenizer, ["the sky is blue ."])
     kw = dict(max_new_tokens=4, cache_dir=tmp_path, progress=False)
-    generate_reference_answers(model, processor, _pubg_rows(), **kw)
+    generate_guidance_answers(model, processor, _pubg_rows(), **kw)
     (path,) = tmp_path.glob("*.json")
     path.write_text(path.read_text()[:40])  # truncated
     with caplog.at_level("WARNING", logger="unlearn_trainer.data.pubg"):
-        out = generate_reference_answers(model, processor, _pubg_rows(), **kw)
+        out = generate_guidance_answers(model, processor, _pubg_rows(), **kw)
     assert str(path) in caplog.text and len(fake.batches) == 2 and out[0]["answer"] == "the sky is blue ."
-    generate_reference_answers(model, processor, _pubg_rows(), **kw)  # rewritten: loads again
+    generate_guidance_answers(model, processor, _pubg_rows(), **kw)  # rewritten: loads again
     assert len(fake.batches) == 2
 
 

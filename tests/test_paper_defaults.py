@@ -141,14 +141,14 @@ def test_pubg_lr_follows_the_language_model_and_demo_style_departures_are_listed
     model, processor = tiny_model_and_processor("llava")  # a Llama language model: the paper's Vicuna setting
     args = train_args(PUBGConfig, tmp_path, learning_rate=None, max_steps=30, per_device_train_batch_size=8,
                       query="tell me about this person .", incontext_prompt="describe the picture .",
-                      reference_do_sample=False)
+                      guidance_do_sample=False)
     trainer = PUBGTrainer(model=model, args=args, forget_dataset=tiny_vqa_rows(2), retain_dataset=tiny_vqa_rows(2, 5),
                           processing_class=processor, peft_config=lora_config_for(model, r=8, alpha=16),
-                          reference_answers=["a small picture ."] * 2)
+                          guidance_answers=["a small picture ."] * 2)
     assert trainer.args.learning_rate == 3e-5 and trainer.paper_family == "llama"
     deviations = trainer.paper_deviations()
     assert "incontext_prompt differs from the paper's" in deviations
-    assert "reference_do_sample False (paper: True)" in deviations
+    assert "guidance_do_sample False (paper: True)" in deviations
     assert "LoRA r 8 (paper: 128)" in deviations and "LoRA alpha 16 (paper: 256)" in deviations
     assert any(d.startswith("query ") for d in deviations)
     assert not any(d.startswith(("learning_rate", "max_steps", "train batch", "retain", "no retain")) for d in deviations)

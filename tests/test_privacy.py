@@ -140,7 +140,7 @@ def test_every_push_is_allow_listed_and_carries_no_token_path_or_forget_text(
             "--save_strategy", "steps", "--save_steps", "1", "--hub_always_push", "true", "--push_to_hub",
             "--hub_model_id", REPO, "--hub_token", TOKEN, "--disable_tqdm", "true", "--use_lora", str(lora).lower(),
             "--lora_target_modules", r".*language_model.*\.(q_proj|v_proj)"]
-    trainer = cli.run_method(NPOTrainer, NPOConfig, {}, argv=argv)
+    trainer, _ = cli.run_method(NPOTrainer, NPOConfig, {}, argv=argv)
     data = loaded["data"]
 
     # per-checkpoint pushes and the final push all happened, privately, and nothing else was stored

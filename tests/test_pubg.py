@@ -11,8 +11,8 @@ from unlearn_trainer.data.collator import row_id_digest
 from unlearn_trainer.data.pubg import (
     DEFAULT_INCONTEXT_PROMPT,
     DEFAULT_QUERY,
-    PUBGReferenceCache,
-    generate_reference_answers,
+    PUBGGuidanceCache,
+    generate_guidance_answers,
 )
 from unlearn_trainer.testing import lora_config_for, tiny_model_and_processor, tiny_vqa_rows
 from unlearn_trainer.trainers.pubg import PUBGConfig, PUBGTrainer
@@ -45,9 +45,9 @@ def test_generation_is_seeded_uses_images_and_keeps_the_prompt_out_of_the_rows(f
     model, processor = tiny_model_and_processor(family)
     spy = Spy(model)
     rows = _forget(3)
-    out = generate_reference_answers(model, processor, rows, max_new_tokens=6, seed=1, batch_size=2, progress=False)
-    again = generate_reference_answers(model, processor, rows, max_new_tokens=6, seed=1, batch_size=2, progress=False)
-    other = generate_reference_answers(model, processor, rows, max_new_tokens=6, seed=2, batch_size=2, progress=False)
+    out = generate_guidance_answers(model, processor, rows, max_new_tokens=6, seed=1, batch_size=2, progress=False)
+    again = generate_guidance_answers(model, processor, rows, max_new_tokens=6, seed=1, batch_size=2, progress=False)
+    other = generate_guidance_answers(model, processor, rows, max_new_tokens=6, seed=2, batch_size=2, progress=False)
     assert [r["answer"] for r in out] == [r["answer"] for r in again]
     assert [r["answer"] for r in out] != [r["answer"] for r in other]
     assert all(r["answer"] for r in out)
@@ -66,10 +66,10 @@ def test_generation_is_seeded_uses_images_and_keeps_the_prompt_out_of_the_rows(f
         assert ref["question"] == DEFAULT_QUERY and ref["image"] is row["image"] and ref["id"] == row["id"]
         assert "imagine" not in ref["question"].lower()
     assert processor.tokenizer.padding_side == "right"  # restored
-    greedy = generate_reference_answers(model, processor, rows[:1], max_new_tokens=4, do_sample=False, progress=False)
+    greedy = generate_guidance_answers(model, processor, rows[:1], max_new_tokens=4, do_sample=False, progress=False)
     assert spy.calls[-1]["do_sample"] is False and greedy[0]["answer"]
     with pytest.raises(ValueError, match=rf"row #0 \(id digest {row_id_digest('nope')}\) has no image") as err:
-        generate_reference_answers(model, processor, [{"id": "nope", "question": "q", "answer": "a"}], progress=False)
+        generate_guidance_answers(model, processor, [{"id": "nope", "question": "q", "answer": "a"}], progress=False)
     assert "nope" not in str(err.value)
 
 
@@ -78,23 +78,23 @@ def test_cache_reloads_without_generating(tmp_path):
     spy = Spy(model)
     rows = _forget(2)
     kw = dict(max_new_tokens=5, cache_dir=tmp_path / "cache", progress=False)
-    first = generate_reference_answers(model, processor, rows, **kw)
+    first = generate_guidance_answers(model, processor, rows, **kw)
     assert len(spy.calls) == 1
     files = list((tmp_path / "cache").glob("*.json"))
     assert len(files) == 1 and json.loads(files[0].read_text())["answers"] == [r["answer"] for r in first]
-    again = generate_reference_answers(model, processor, rows, **kw)
+    again = generate_guidance_answers(model, processor, rows, **kw)
     assert len(spy.calls) == 1 and [r["answer"] for r in again] == [r["answer"] for r in first]
     assert again[0]["image"] is rows[0]["image"]
     # any change of prompt, rows or model weights misses the cache
-    generate_reference_answers(model, processor, rows, prompt="Describe the picture.", **kw)
+    generate_guidance_answers(model, processor, rows, prompt="Describe the picture.", **kw)
     assert len(spy.calls) == 2
-    generate_reference_answers(model, processor, _forget(3)[1:], **kw)  # other images
+    generate_guidance_answers(model, processor, _forget(3)[1:], **kw)  # other images
     assert len(spy.calls) == 3
     with torch.no_grad():
         next(model.parameters()).add_(1.0)
-    generate_reference_answers(model, processor, rows, **kw)
+    generate_guidance_answers(model, processor, rows, **kw)
     assert len(spy.calls) == 4
-    key = PUBGReferenceCache.key(model, processor, rows, {"query": DEFAULT_QUERY})
+    key = PUBGGuidanceCache.key(model, processor, rows, {"query": DEFAULT_QUERY})
     assert len(key["rows"]) == 2 and key["rows"][0][0] == "ent-0"
 
 
@@ -111,11 +111,11 @@ def test_pubg_forgets_r_and_learns_o_star(family, lora, tmp_path):
         model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=f"({LANGUAGE_MODEL_LORA_TARGETS}|lm_head)"))
     forget = _forget(4)
     args = train_args(PUBGConfig, tmp_path, max_steps=8, learning_rate=1e-2 if lora else 5e-3,
-                      reference_max_new_tokens=8)
+                      guidance_max_new_tokens=8)
     spy = Spy(model)
     trainer = PUBGTrainer(model=model, args=args, forget_dataset=forget, processing_class=processor)
-    assert len(spy.calls) == 1  # o* generated once, at init (4 rows, reference_batch_size 8)
-    guidance = trainer.reference_answers
+    assert len(spy.calls) == 1  # o* generated once, at init (4 rows, guidance_batch_size 8)
+    guidance = trainer.guidance_answers
     assert [g["id"] for g in guidance] == [f["id"] for f in forget] and all(g["question"] == DEFAULT_QUERY for g in guidance)
     batch = trainer.data_collator([trainer.train_dataset[i] for i in (2, 0)])
     assert batch["guidance"]["sample_index"].tolist() == batch["forget"]["sample_index"].tolist() == [2, 0]
@@ -130,32 +130,32 @@ def test_pubg_forgets_r_and_learns_o_star(family, lora, tmp_path):
     assert logged and all({"forget_nll", "guidance_nll", "ga_loss", "guidance_loss"} <= set(h) for h in logged)
 
 
-def test_given_reference_answers_are_paired_and_not_generated(tmp_path):
+def test_given_guidance_answers_are_paired_and_not_generated(tmp_path):
     model, processor = tiny_model_and_processor("llava")
     spy = Spy(model)
     forget = _forget(2)
     answers = ["a person with red hair .", "a person in a blue city ."]
     retain = tiny_vqa_rows(2, seed=7)
     trainer = PUBGTrainer(model=model, args=train_args(PUBGConfig, tmp_path, max_steps=2), forget_dataset=forget,
-                          retain_dataset=retain, processing_class=processor, reference_answers=answers)
+                          retain_dataset=retain, processing_class=processor, guidance_answers=answers)
     assert not spy.calls
-    assert [g["answer"] for g in trainer.reference_answers] == answers
-    assert trainer.reference_answers[1]["image"] is forget[1]["image"]
+    assert [g["answer"] for g in trainer.guidance_answers] == answers
+    assert trainer.guidance_answers[1]["image"] is forget[1]["image"]
     trainer.train()
     assert all("retain_nll" in h and "guidance_nll" in h for h in trainer.state.log_history if "loss" in h)
     # rows without images take the forget row's image; rows in the wrong order are an error
     rows = [{"id": "ent-0", "question": "describe .", "answer": answers[0]}, {"answer": answers[1], "question": "q ?"}]
     t2 = PUBGTrainer(model=model, args=train_args(PUBGConfig, tmp_path), forget_dataset=forget,
-                     processing_class=processor, reference_answers=rows)
-    assert t2.reference_answers[0]["image"] is forget[0]["image"] and t2.reference_answers[0]["question"] == "describe ."
+                     processing_class=processor, guidance_answers=rows)
+    assert t2.guidance_answers[0]["image"] is forget[0]["image"] and t2.guidance_answers[0]["question"] == "describe ."
     with pytest.raises(ValueError, match=rf"#0 has id digest {row_id_digest('ent-1')} but forget row #0 \(id digest "
                                          rf"{row_id_digest('ent-0')}\)") as err:
         PUBGTrainer(model=model, args=train_args(PUBGConfig, tmp_path), forget_dataset=forget,
-                    processing_class=processor, reference_answers=[rows[0] | {"id": "ent-1"}, rows[1]])
+                    processing_class=processor, guidance_answers=[rows[0] | {"id": "ent-1"}, rows[1]])
     assert "ent-0" not in str(err.value) and "ent-1" not in str(err.value)
-    with pytest.raises(ValueError, match="1 reference answers for 2"):
+    with pytest.raises(ValueError, match="1 guidance answers for 2"):
         PUBGTrainer(model=model, args=train_args(PUBGConfig, tmp_path), forget_dataset=forget,
-                    processing_class=processor, reference_answers=answers[:1])
+                    processing_class=processor, guidance_answers=answers[:1])
     with pytest.raises(ValueError, match="prompt_position"):
         train_args(PUBGConfig, tmp_path, prompt_position="middle")
 
@@ -168,7 +168,7 @@ def test_reference_is_the_model_with_its_adapter_disabled(tmp_path):
             if "lora_B" in name:
                 p.normal_(0, 1.0)
     spy = Spy(model)
-    args = train_args(PUBGConfig, tmp_path, reference_do_sample=False, reference_max_new_tokens=6)
+    args = train_args(PUBGConfig, tmp_path, guidance_do_sample=False, guidance_max_new_tokens=6)
     trainer = PUBGTrainer(model=model, args=args, forget_dataset=_forget(2), processing_class=processor)
     inputs = spy.calls[0]
     n = inputs["input_ids"].shape[1]
@@ -178,7 +178,7 @@ def test_reference_is_the_model_with_its_adapter_disabled(tmp_path):
             disabled = spy.original(**inputs)[:, n:]
     assert not torch.equal(enabled, disabled)
     decoded = [t.strip() for t in processor.tokenizer.batch_decode(disabled, skip_special_tokens=True)]
-    assert [g["answer"] for g in trainer.reference_answers] == decoded
+    assert [g["answer"] for g in trainer.guidance_answers] == decoded
     model.eval()
     batch = VLMUnlearningCollator(processor)(_forget(1))
     with torch.no_grad():

@@ -158,7 +158,7 @@ def test_example_script_runs_qlora(saved, tmp_path):
             "forget", "--retain_split", "retain", "--load_in_4bit", "--max_steps", "2", "--learning_rate", "1e-2",
             "--per_device_train_batch_size", "2", "--output_dir", str(out), "--max_new_tokens", "3",
             "--disable_tqdm", "true"]
-    trainer = run_method(NPOTrainer, NPOConfig, argv=argv)
+    trainer, _ = run_method(NPOTrainer, NPOConfig, argv=argv)
     quant = trainer.model.base_model.model.config.quantization_config
     quant = quant if isinstance(quant, dict) else quant.to_dict()
     assert quant["load_in_4bit"] and quant["bnb_4bit_quant_type"] == "nf4" and quant["bnb_4bit_use_double_quant"]

@@ -171,9 +171,9 @@ def test_example_resumes_from_the_latest_checkpoint(saved_model_and_data, monkey
 
 
 def test_resume_true_without_a_checkpoint_is_clear(tmp_path):
-    from unlearn_trainer.cli import _checkpoint_to_resume
+    from unlearn_trainer.cli import checkpoint_to_resume
 
     config = GAConfig(output_dir=str(tmp_path), resume_from_checkpoint="True")
     with pytest.raises(ValueError, match="no checkpoint-\\* folder in --output_dir"):
-        _checkpoint_to_resume(config)
-    assert _checkpoint_to_resume(GAConfig(output_dir=str(tmp_path))) is None
+        checkpoint_to_resume(config)
+    assert checkpoint_to_resume(GAConfig(output_dir=str(tmp_path))) is None

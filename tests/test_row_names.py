@@ -41,14 +41,14 @@ def test_collator_errors_on_a_concept_folder_row_never_show_its_id():
     assert "row-0" not in str(err.value) and "#0" not in str(err.value)  # only the long row is named
 
 
-def test_malformed_concepts_and_reference_answers_are_not_quoted():
+def test_malformed_concepts_and_guidance_answers_are_not_quoted():
     from unlearn_trainer.data.concepts import find_concept_spans
-    from unlearn_trainer.data.pubg import reference_rows
+    from unlearn_trainer.data.pubg import build_guidance_rows
 
     with pytest.raises(ValueError, match="non-empty strings, got a dict") as err:  # a concept given as a record
         find_concept_spans("Jane Doe smiles .", [{"name": "Jane Doe"}])
     assert "Jane" not in str(err.value)
     forget = [{**tiny_vqa_rows(1)[0], "id": CONCEPT_ID}]
     with pytest.raises(ValueError, match=r"o\* is empty or not a string \(list\)") as err:  # o* given as a list
-        reference_rows(forget, [["Jane Doe is a singer ."]])
+        build_guidance_rows(forget, [["Jane Doe is a singer ."]])
     _assert_names_row_without_its_id(str(err.value), 0)

@@ -1,4 +1,7 @@
-"""The shared body of ``examples/run_<method>.py``: arguments, model and data loading, training, reporting.
+"""The helpers each ``examples/run_<method>.py`` ``main()`` calls in order: :func:`parse_args`,
+:func:`load_model_and_processor`, :func:`load_data`, :func:`lora_config`, :func:`unlearning_eval_callback`,
+:func:`reference_model` and :func:`model_card_kwargs` (the trainer's arguments), :func:`checkpoint_to_resume`,
+then :func:`report` after training and saving. :func:`run_method` is the same sequence in one call.
 
 Every example parses ``(ScriptArguments, <Method>Config)`` with ``HfArgumentParser``. With no
 ``--model_name_or_path`` it runs the offline ToyWorld demo: the cached memorizing model, the 10% forget split
@@ -19,8 +22,9 @@ from dataclasses import dataclass, field
 
 from .testing import LANGUAGE_MODEL_LORA_TARGETS
 
-__all__ = ["ScriptArguments", "parse_args", "load_model_and_processor", "load_data", "run_method", "DemoData",
-           "data_split"]
+__all__ = ["ScriptArguments", "parse_args", "load_model_and_processor", "load_data", "data_split", "lora_config",
+           "unlearning_eval_callback", "reference_model", "model_card_kwargs", "checkpoint_to_resume", "report",
+           "run_method", "DemoData"]
 
 
 @dataclass
@@ -230,7 +234,44 @@ def data_split(script_args: ScriptArguments, data: DemoData, name: str):
     return splits[name]
 
 
-def _checkpoint_to_resume(config) -> str | None:
+def lora_config(script_args: ScriptArguments):
+    """The ``LoraConfig`` of ``--use_lora`` (rank, alpha, dropout, target modules), or None for full training."""
+    if not script_args.use_lora:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=script_args.lora_r, lora_alpha=script_args.lora_alpha, lora_dropout=script_args.lora_dropout,
+                      target_modules=script_args.lora_target_modules)
+
+
+def unlearning_eval_callback(script_args: ScriptArguments, config, processor, data: DemoData):
+    """The before/after unlearning evaluation on the data's evaluation splits (``unlearning_eval.*`` in
+    ``output_dir``); pass it in ``callbacks=`` and give it to :func:`report` after training."""
+    from .evaluation import UnlearningEvalCallback
+
+    return UnlearningEvalCallback(processor, data.eval_splits, eval_steps=script_args.unlearning_eval_steps,
+                                  output_dir=config.output_dir, is_well_formed=data.is_well_formed,
+                                  max_new_tokens=script_args.max_new_tokens, row_metrics=getattr(data, "score", None))
+
+
+def reference_model(script_args: ScriptArguments, trainer_cls, config, peft_config):
+    """``ref_model=`` for the trainer: under DeepSpeed ZeRO-3 without LoRA, a method that uses the frozen model
+    (or a KL retain term) gets a second load of the model (ZeRO-3 partitions the model as it loads, so it cannot
+    be copied); otherwise None (the trainer builds its reference itself)."""
+    if peft_config is not None or not (trainer_cls.needs_reference or config.retain_loss == "kl"):
+        return None
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    return load_model_and_processor(script_args)[0] if is_deepspeed_zero3_enabled() else None
+
+
+def model_card_kwargs(script_args: ScriptArguments) -> dict:
+    """The model card's defaults for ``model_card_kwargs=``: the dataset and forget split it was unlearned on (the
+    card, written by ``save_model`` and uploaded privately by ``--push_to_hub``, never names the forgotten)."""
+    return {"dataset": script_args.dataset, "forget_split": script_args.forget_split}
+
+
+def checkpoint_to_resume(config) -> str | None:
     """``--resume_from_checkpoint``: a checkpoint folder, or ``True`` for the latest ``checkpoint-*`` in
     ``--output_dir`` (as Hugging Face's example scripts); unset or ``False``: train from the start."""
     value = config.resume_from_checkpoint
@@ -248,50 +289,43 @@ def _checkpoint_to_resume(config) -> str | None:
     return last
 
 
+def report(trainer, callback, script_args: ScriptArguments, is_demo: bool) -> None:
+    """On the main process: ``results.json`` (the evaluation before and after) in ``output_dir`` and the
+    before/after table on the console."""
+    if not trainer.is_world_process_zero():
+        return
+    output_dir = trainer.args.output_dir
+    summary = {"method": trainer.method_name, "dataset": script_args.dataset,
+               "forget_split": script_args.forget_split, "demo": is_demo,
+               "evaluation": {h["label"]: h["metrics"] for h in callback.history}}
+    with open(os.path.join(output_dir, "results.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    from .hub import forget_split_label
+
+    # a log line may not name the forgotten: mmubench's forget_split is the list of concept names
+    split = forget_split_label(script_args.dataset, script_args.forget_split) or "forget split withheld"
+    print(f"\n{trainer.method_name} on {script_args.dataset} ({split}):")
+    print(callback.table())
+    print(f"\nadapter, model card (README.md), results and plot written to {output_dir}/")
+
+
 def run_method(trainer_cls, config_cls, demo_defaults: dict | None = None, argv=None,
                trainer_kwargs: Callable[[ScriptArguments, DemoData, object, object], dict] | None = None,
                script_args_cls=None):
-    """Parse arguments, unlearn, evaluate before/after, save the adapter and the results. Returns the trainer."""
-    from .evaluation import UnlearningEvalCallback
-
+    """What an ``examples/run_<method>.py`` ``main()`` does, in one call, for any trainer class (tests, own
+    trainers): parse, load, build the trainer, train, save, report. Returns ``(trainer, evaluation callback)``."""
     script_args, config = parse_args(config_cls, demo_defaults, argv, script_args_cls)
     model, processor, is_demo = load_model_and_processor(script_args)
     data = load_data(script_args)
-    peft_config = None
-    if script_args.use_lora:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(r=script_args.lora_r, lora_alpha=script_args.lora_alpha,
-                                 lora_dropout=script_args.lora_dropout,
-                                 target_modules=script_args.lora_target_modules)
-    callback = UnlearningEvalCallback(processor, data.eval_splits, eval_steps=script_args.unlearning_eval_steps,
-                                      output_dir=config.output_dir, is_well_formed=data.is_well_formed,
-                                      max_new_tokens=script_args.max_new_tokens,
-                                      row_metrics=getattr(data, "score", None))
+    peft_config = lora_config(script_args)
+    callback = unlearning_eval_callback(script_args, config, processor, data)
     extra = trainer_kwargs(script_args, data, model, processor) if trainer_kwargs else {}
-    if peft_config is None and "ref_model" not in extra and (trainer_cls.needs_reference or config.retain_loss == "kl"):
-        from transformers.integrations import is_deepspeed_zero3_enabled
-
-        if is_deepspeed_zero3_enabled():  # ZeRO-3 partitions the model as it loads: the reference is a second load
-            extra["ref_model"] = load_model_and_processor(script_args)[0]
+    if "ref_model" not in extra:
+        extra["ref_model"] = reference_model(script_args, trainer_cls, config, peft_config)
     trainer = trainer_cls(model=model, args=config, forget_dataset=data.forget, retain_dataset=data.retain,
-                          processing_class=processor, peft_config=peft_config, callbacks=[callback], **extra)
-    # model card (unlearn_trainer.hub): save_model writes README.md and, with --push_to_hub, uploads it privately
-    trainer.model_card_kwargs = {"dataset": script_args.dataset, "forget_split": script_args.forget_split}
-    trainer.train(resume_from_checkpoint=_checkpoint_to_resume(config))
+                          processing_class=processor, peft_config=peft_config, callbacks=[callback],
+                          model_card_kwargs=model_card_kwargs(script_args), **extra)
+    trainer.train(resume_from_checkpoint=checkpoint_to_resume(config))
     trainer.save_model(config.output_dir)
-    if trainer.is_world_process_zero():
-        summary = {"method": trainer.method_name, "dataset": script_args.dataset,
-                   "forget_split": script_args.forget_split, "demo": is_demo,
-                   "evaluation": {h["label"]: h["metrics"] for h in callback.history}}
-        with open(os.path.join(config.output_dir, "results.json"), "w") as f:
-            json.dump(summary, f, indent=1)
-        from .hub import forget_split_label
-
-        # a log line may not name the forgotten: mmubench's forget_split is the list of concept names
-        split = forget_split_label(script_args.dataset, script_args.forget_split) or "forget split withheld"
-        print(f"\n{trainer.method_name} on {script_args.dataset} ({split}):")
-        print(callback.table())
-        print(f"\nadapter, model card (README.md), results and plot written to {config.output_dir}/")
-    trainer.unlearning_eval = callback
-    return trainer
+    report(trainer, callback, script_args, is_demo)
+    return trainer, callback

@@ -528,7 +528,7 @@ def render_model_card(
 ) -> str:
     """The model card (YAML front matter + Markdown) of an :class:`UnlearnTrainer`'s current model.
 
-    Defaults for these arguments can be set on ``trainer.model_card_kwargs`` (the examples set ``dataset`` and
+    Defaults for these arguments are the trainer's ``model_card_kwargs=`` (the examples pass ``dataset`` and
     ``forget_split``); explicit arguments win. ``finetuned_from`` overrides the detected base model; the license is
     the one given (the ToyWorld demo model is Apache-2.0, like this package) or left out. What was forgotten is
     given as counts and one digest only (:func:`forgotten_summary`); no option puts names on the card."""

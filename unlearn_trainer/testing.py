@@ -779,24 +779,24 @@ def tiny_model_and_processor(family: str = "llava", seed: int = 0, config: TinyM
     return model, processor
 
 
-def tiny_images(n: int, size: int = 16, seed: int = 0):
-    """``n`` deterministic RGB PIL images of ``size`` x ``size`` (random colour blocks)."""
+def tiny_images(count: int, size: int = 16, seed: int = 0):
+    """``count`` deterministic RGB PIL images of ``size`` x ``size`` (random colour blocks)."""
     import numpy as np
     from PIL import Image
 
     rng = np.random.default_rng(seed)
     out = []
-    for _ in range(n):
+    for _ in range(count):
         base = rng.integers(0, 256, size=(1, 1, 3))
         noise = rng.integers(-40, 40, size=(size, size, 3))
         out.append(Image.fromarray(np.clip(base + noise, 0, 255).astype("uint8"), "RGB"))
     return out
 
 
-def tiny_vqa_rows(n: int = 4, with_images: bool = True, seed: int = 0, size: int = 16) -> list[dict]:
-    """``n`` simple VQA rows in the package's row format, for smoke tests."""
+def tiny_vqa_rows(count: int = 4, with_images: bool = True, seed: int = 0, size: int = 16) -> list[dict]:
+    """``count`` simple VQA rows in the package's row format, for smoke tests."""
     answers = ["a cat sits on the mat .", "the dog is red .", "the sky is blue .", "this is a photo of a person ."]
-    images = tiny_images(n, size=size, seed=seed) if with_images else [None] * n
+    images = tiny_images(count, size=size, seed=seed) if with_images else [None] * count
     return [
         {
             "id": f"row-{i}",
@@ -804,7 +804,7 @@ def tiny_vqa_rows(n: int = 4, with_images: bool = True, seed: int = 0, size: int
             "question": "what is in this image ?" if with_images else "describe the picture .",
             "answer": answers[i % len(answers)],
         }
-        for i in range(n)
+        for i in range(count)
     ]
 
 

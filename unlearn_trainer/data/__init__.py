@@ -21,10 +21,10 @@ from .pubg import (
     DEFAULT_QUERY,
     PUBGCollator,
     PUBGDataset,
-    PUBGReferenceCache,
-    generate_reference_answers,
+    PUBGGuidanceCache,
+    generate_guidance_answers,
 )
-from .reference_images import ReferenceImagePool, reference_rows
+from .reference_images import ReferenceImagePool, swap_in_reference_images
 
 __all__ = [
     "META_KEYS",
@@ -35,15 +35,15 @@ __all__ = [
     "model_inputs",
     "row_images",
     "ReferenceImagePool",
-    "reference_rows",
+    "swap_in_reference_images",
     "ConceptForgetRetainCollator",
     "ConceptMaskCollator",
     "DEFAULT_INCONTEXT_PROMPT",
     "DEFAULT_QUERY",
     "PUBGCollator",
     "PUBGDataset",
-    "PUBGReferenceCache",
-    "generate_reference_answers",
+    "PUBGGuidanceCache",
+    "generate_guidance_answers",
     "BenchmarkData",
     "load_benchmark",
     "load_clear",

@@ -424,11 +424,12 @@ class ForgetRetainDataset(torch.utils.data.Dataset):
             self._cycle = (cycle, torch.randperm(len(self.retain), generator=g).tolist())
         return self._cycle[1]
 
-    def retain_index(self, i: int, epoch: int | None = None) -> int:
-        """Position in the retain set of the row paired with forget row ``i`` in ``epoch`` (default: the current)."""
+    def retain_index(self, forget_index: int, epoch: int | None = None) -> int:
+        """Position in the retain set of the row paired with forget row ``forget_index`` in ``epoch`` (default: the
+        current)."""
         epoch = self.epoch if epoch is None else int(epoch)
         cycle, slot = divmod(epoch, self.epochs_per_cycle)
-        return self._permutation(cycle)[(slot * len(self.forget) + i) % len(self.retain)]
+        return self._permutation(cycle)[(slot * len(self.forget) + forget_index) % len(self.retain)]
 
     @staticmethod
     def _with_index(row, index: int) -> dict:

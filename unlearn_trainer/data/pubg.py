@@ -1,9 +1,9 @@
-"""PUBG's reference answers o* and the batches that carry them next to the forget batch.
+"""PUBG's guidance answers o* and the batches that carry them next to the forget batch.
 
 For each forget image, the frozen pre-unlearning model answers the query q with the in-context prompt c
 (PUBG Fig. 2: describe only what is visible, no name, profession or birthdate); that answer o* is the
 behaviour-guidance target, trained *without* c in the input. The answers are generated once
-(:func:`generate_reference_answers`), optionally cached on disk (:class:`PUBGReferenceCache`), and paired
+(:func:`generate_guidance_answers`), optionally cached on disk (:class:`PUBGGuidanceCache`), and paired
 with the forget rows by index (:class:`PUBGDataset`, :class:`PUBGCollator`, batch key ``"guidance"``).
 """
 
@@ -29,13 +29,13 @@ __all__ = [
     "PROMPT_POSITIONS",
     "PUBGCollator",
     "PUBGDataset",
-    "PUBGReferenceCache",
+    "PUBGGuidanceCache",
     "CONCEPT_POLICIES",
     "answers_naming_concepts",
     "drop_answers_naming_concepts",
-    "generate_reference_answers",
+    "generate_guidance_answers",
     "incontext_question",
-    "reference_rows",
+    "build_guidance_rows",
 ]
 
 #: PUBG Fig. 2, the in-context prompt c used to approximate the reference output distribution.
@@ -76,19 +76,19 @@ def _query_for(row: dict, query: str | None, index) -> str:
     return row["question"]
 
 
-def reference_rows(forget_rows: Sequence[dict], answers: Sequence[str], query: str | None = DEFAULT_QUERY) -> list[dict]:
+def build_guidance_rows(forget_rows: Sequence[dict], answers: Sequence[str], query: str | None = DEFAULT_QUERY) -> list[dict]:
     """Guidance rows ``{image(s), question: query, answer: o*, id, ...}`` from forget rows and their o*, by index
     (``query=None`` keeps each row's own question). The in-context prompt is never part of them. An answer None
     (an o* dropped because it named a forgotten concept) gives None: that row has no guidance pass."""
     if len(forget_rows) != len(answers):
-        raise ValueError(f"{len(answers)} reference answers for {len(forget_rows)} forget rows; give one per row.")
+        raise ValueError(f"{len(answers)} guidance answers for {len(forget_rows)} forget rows; give one per row.")
     out = []
     for i, (row, answer) in enumerate(zip(forget_rows, answers)):
         if answer is None:
             out.append(None)
             continue
         if not isinstance(answer, str) or not answer.strip():
-            raise ValueError(f"{row_name(row, i)}: its reference answer o* is empty or not a string "
+            raise ValueError(f"{row_name(row, i)}: its guidance answer o* is empty or not a string "
                              f"({type(answer).__name__}); give a non-empty text.")
         new = {k: v for k, v in row.items() if k not in _DROP}
         new["question"] = _query_for(row, query, i)
@@ -114,7 +114,7 @@ def answers_naming_concepts(forget_rows: Sequence[dict], answers: Sequence[str |
 
 
 def drop_answers_naming_concepts(forget_rows: Sequence[dict], answers: list, concept_key: str = "concepts",
-                                 policy: str = "drop", what: str = "reference answer") -> list:
+                                 policy: str = "drop", what: str = "guidance answer") -> list:
     """Apply ``policy`` (:data:`CONCEPT_POLICIES`) to the o* that still name their row's concept: None in their
     place (no guidance pass for those rows; a warning counts them), or an error naming the rows. Neither the
     concept nor the answer is ever part of the message."""
@@ -127,7 +127,7 @@ def drop_answers_naming_concepts(forget_rows: Sequence[dict], answers: list, con
         names = ", ".join(row_name(forget_rows[i], i) for i in leaks)
         raise ValueError(
             f"The {what} o* of {names} names the row's own {concept_key!r}: training toward it would cancel the "
-            f"gradient ascent on the forget answer. Give other reference answers, change the in-context prompt, or "
+            f"gradient ascent on the forget answer. Give other guidance answers, change the in-context prompt, or "
             f"let the rows go without a guidance pass (policy 'drop')."
         )
     logger.warning("PUBG: %d of %d %ss name their forget row's concept; those rows (#%s) get no guidance pass.",
@@ -155,8 +155,8 @@ def _model_fingerprint(model) -> dict:
     }
 
 
-class PUBGReferenceCache:
-    """Reference answers stored as JSON under ``directory``, keyed by a fingerprint of the model (identity,
+class PUBGGuidanceCache:
+    """Guidance answers o* stored as JSON under ``directory``, keyed by a fingerprint of the model (identity,
     config, generation config, a weight sample), the processor's chat template, the prompt, query and
     generation settings, and the rows (ids and image hashes). A fingerprint is a guard, not a proof: delete
     the file to force regeneration."""
@@ -197,7 +197,7 @@ class PUBGReferenceCache:
             if not isinstance(answers, list) or not all(a is None or isinstance(a, str) for a in answers):
                 raise ValueError("'answers' is not a list of strings")
         except (OSError, ValueError, KeyError, TypeError) as err:  # JSONDecodeError and UnicodeDecodeError too
-            logger.warning("The PUBG reference-answer cache %s cannot be read (%s: %s); regenerating it.", path,
+            logger.warning("The PUBG guidance-answer cache %s cannot be read (%s: %s); regenerating it.", path,
                            type(err).__name__, err)
             return None
         if json.loads(json.dumps(key, default=str)) != data.get("key"):
@@ -254,7 +254,7 @@ def _to_device(batch: dict, model) -> dict:
     return out
 
 
-def generate_reference_answers(
+def generate_guidance_answers(
     model,
     processor,
     rows: Sequence[dict],
@@ -273,7 +273,7 @@ def generate_reference_answers(
     concept_policy: str = "drop",
     **generate_kwargs: Any,
 ) -> list[dict | None]:
-    """Generate PUBG's reference answers o* once with the reference model (a PEFT model with its adapter
+    """Generate PUBG's guidance answers o* once with the reference model (a PEFT model with its adapter
     disabled) and return the guidance rows ``{image(s), question: query, answer: o*, id, ...}``.
 
     The generation input is each forget row's image(s) and the query with the in-context ``prompt`` (paper
@@ -289,10 +289,10 @@ def generate_reference_answers(
     """
     rows = [dict(r) for r in rows]
     if not rows:
-        raise ValueError("No forget rows to generate reference answers for.")
+        raise ValueError("No forget rows to generate guidance answers for.")
     for i, row in enumerate(rows):
         if not row_images(row):
-            raise ValueError(f"{row_name(row, i)} has no image: PUBG's reference answer describes the forget image.")
+            raise ValueError(f"{row_name(row, i)} has no image: PUBG's guidance answer describes the forget image.")
         _query_for(row, query, i)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
@@ -306,7 +306,7 @@ def generate_reference_answers(
                     generate_kwargs={k: repr(v) for k, v in sorted(generate_kwargs.items())})
     cache = key = answers = None
     if cache_dir is not None:
-        cache = PUBGReferenceCache(cache_dir)
+        cache = PUBGGuidanceCache(cache_dir)
         key = cache.key(model, processor, rows, settings)
         answers = cache.load(key)
         if answers is not None and len(answers) != len(rows):
@@ -345,7 +345,7 @@ def generate_reference_answers(
         return out_answers
 
     if fresh:
-        answers = generate(list(range(len(rows))), seed, "PUBG reference answers")
+        answers = generate(list(range(len(rows))), seed, "PUBG guidance answers")
     for attempt in range(1, concept_retries + 1):
         leaks = answers_naming_concepts(rows, answers, concept_key)
         if not leaks:
@@ -353,14 +353,14 @@ def generate_reference_answers(
         fresh = True
         for i, answer in zip(leaks, generate(leaks, seed + 100_003 * attempt, "PUBG o* naming the concept, again")):
             answers[i] = answer
-    answers = drop_answers_naming_concepts(rows, answers, concept_key, concept_policy, "generated reference answer")
+    answers = drop_answers_naming_concepts(rows, answers, concept_key, concept_policy, "generated guidance answer")
     empty = [row_name(r, i) for i, (r, a) in enumerate(zip(rows, answers)) if a is not None and not a]
     if empty:
         raise ValueError(f"The reference model produced an empty answer for {', '.join(empty)}; raise "
                          f"min_new_tokens or change the prompt.")
     if cache is not None and fresh:
         cache.save(key, answers)
-    return reference_rows(rows, answers, query)
+    return build_guidance_rows(rows, answers, query)
 
 
 # -- pairing -------------------------------------------------------------------------------------------------------

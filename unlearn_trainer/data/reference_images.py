@@ -20,7 +20,7 @@ import torch
 
 from .collator import row_images, row_name
 
-__all__ = ["ReferenceImagePool", "reference_rows"]
+__all__ = ["ReferenceImagePool", "swap_in_reference_images"]
 
 _SAMPLINGS = ("fixed", "per_sample")
 
@@ -53,13 +53,13 @@ class ReferenceImagePool:
         images: a list of images (PIL, arrays, tensors: whatever the processor takes), or a ``datasets.Dataset``
             / list of rows with an image column (``image``, ``images`` with one image, or ``image_column``).
             Rows are read lazily, only when their image is drawn.
-        k: images per forget sample (the paper's k, default 5).
+        num_images: images per forget sample (the paper's k, default 5).
         seed: seed of the choice.
         sampling: "fixed" (the same k for every sample) or "per_sample" (a seeded draw per sample index).
         image_column: the column holding the image, for rows.
     """
 
-    def __init__(self, images, k: int = 5, seed: int = 0, sampling: str = "fixed", image_column: str | None = None):
+    def __init__(self, images, num_images: int = 5, seed: int = 0, sampling: str = "fixed", image_column: str | None = None):
         if images is None:
             raise ValueError("ViKeR needs reference images: pass reference_images= (images of irrelevant people).")
         if isinstance(images, (str, bytes)) or not hasattr(images, "__len__") or not hasattr(images, "__getitem__"):
@@ -67,14 +67,14 @@ class ReferenceImagePool:
                 f"reference_images must be a list of images or a dataset of rows with an image column, got "
                 f"{type(images).__name__}."
             )
-        if k < 1:
-            raise ValueError(f"num_reference_images must be >= 1, got {k}.")
+        if num_images < 1:
+            raise ValueError(f"num_reference_images must be >= 1, got {num_images}.")
         if sampling not in _SAMPLINGS:
             raise ValueError(f"reference_sampling must be one of {_SAMPLINGS}, got {sampling!r}.")
-        if len(images) < k:
+        if len(images) < num_images:
             raise ValueError(
-                f"ViKeR needs num_reference_images={k} reference images but reference_images has only {len(images)}; "
-                f"give at least {k} images or lower num_reference_images."
+                f"ViKeR needs num_reference_images={num_images} reference images but reference_images has only {len(images)}; "
+                f"give at least {num_images} images or lower num_reference_images."
             )
         column_names = getattr(images, "column_names", None)
         if column_names is not None and image_column is None and not {"image", "images"} & set(column_names):
@@ -82,28 +82,29 @@ class ReferenceImagePool:
                 f"The reference dataset has no 'image' or 'images' column (columns: {column_names}); pass "
                 f"image_column=."
             )
-        self.source, self.k, self.seed, self.sampling, self.image_column = images, k, seed, sampling, image_column
+        self.source, self.num_images, self.seed, self.sampling = images, num_images, seed, sampling
+        self.image_column = image_column
         if sampling == "fixed":
-            if len(images) == k:
-                self._fixed = list(range(k))
+            if len(images) == num_images:
+                self._fixed = list(range(num_images))
             else:
                 g = torch.Generator().manual_seed(seed)
-                self._fixed = torch.randperm(len(images), generator=g)[:k].tolist()
+                self._fixed = torch.randperm(len(images), generator=g)[:num_images].tolist()
             self._fixed_images = [self.image(i) for i in self._fixed]  # validated once, reused for every sample
 
     def __len__(self) -> int:
         return len(self.source)
 
-    def image(self, i: int):
-        """Image ``i`` of the pool."""
-        return _entry_image(self.source[i], i, self.image_column)
+    def image(self, index: int):
+        """Image ``index`` of the pool."""
+        return _entry_image(self.source[index], index, self.image_column)
 
     def indices_for(self, sample_index: int) -> list[int]:
         """Positions in the pool of the k reference images of forget sample ``sample_index``."""
         if self.sampling == "fixed":
             return list(self._fixed)
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + int(sample_index))
-        return torch.randperm(len(self.source), generator=g)[: self.k].tolist()
+        return torch.randperm(len(self.source), generator=g)[: self.num_images].tolist()
 
     def images_for(self, sample_index: int) -> list:
         """The k reference images of forget sample ``sample_index``."""
@@ -112,7 +113,7 @@ class ReferenceImagePool:
         return [self.image(i) for i in self.indices_for(sample_index)]
 
 
-def reference_rows(row: dict, images: Sequence, index: int | None = None) -> list[dict]:
+def swap_in_reference_images(row: dict, images: Sequence, index: int | None = None) -> list[dict]:
     """Copies of the forget ``row`` (same question and answer) with its single image replaced by each of
     ``images``: ViKeR's inputs ``(I'_j, x, y)``. Raises, naming the row, if it has no image or several."""
     if not isinstance(row, dict):

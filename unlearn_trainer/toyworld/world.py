@@ -474,8 +474,8 @@ class ToyWorld:
             raise ValueError(f"view {view} out of range for {'held-out' if heldout else 'training'} views ({limit})")
         return Image.fromarray(self._render_array(index, int(view), bool(heldout)).copy(), mode="RGB")
 
-    def distant_images(self, n: int, seed: int = 0) -> List[Image.Image]:
-        """``n`` pictures of other 'people' that belong to no identity: gradient backgrounds, diagonal or checker
+    def distant_images(self, count: int, seed: int = 0) -> List[Image.Image]:
+        """``count`` pictures of other 'people' that belong to no identity: gradient backgrounds, diagonal or checker
         patterns and one or two shapes that identities never use, without a corner mark. A candidate picture that is
         too close (mean abs pixel difference < ``_DISTANT_MIN_DIFF``) to any training view of an identity is redrawn
         (up to 50 times, then the farthest candidate is kept)."""
@@ -483,7 +483,7 @@ class ToyWorld:
             [self._render_array(i, v, False) for i in range(self.num_identities) for v in range(self.train_views)]
         ).astype(np.float64)
         out = []
-        for k in range(int(n)):
+        for k in range(int(count)):
             best, best_dist = None, -1.0
             for attempt in range(50):
                 img = self._distant_candidate(_rng(self.seed, _TAG_DISTANT, int(seed), k, attempt))
@@ -640,7 +640,7 @@ class ToyWorld:
         out["distant"] = self.distant_rows(16)
         return out
 
-    def distant_rows(self, n: int = 16, seed: int = 0) -> List[Dict[str, Any]]:
+    def distant_rows(self, count: int = 16, seed: int = 0) -> List[Dict[str, Any]]:
         """Reference rows (kind ``"distant"``) with :meth:`distant_images` and an empty answer."""
         return [
             {
@@ -660,7 +660,7 @@ class ToyWorld:
                 "options": [],
                 "answer_letter": "",
             }
-            for k, image in enumerate(self.distant_images(n, seed=seed))
+            for k, image in enumerate(self.distant_images(count, seed=seed))
         ]
 
     # ------------------------------------------------------------------------------------------- text helpers

@@ -280,8 +280,10 @@ class UnlearnTrainer(Trainer):
         retain_dataset=None,
         ref_model=None,
         peft_config=None,
+        model_card_kwargs: dict | None = None,
         **kwargs,
     ):
+        self.model_card_kwargs = model_card_kwargs
         if args is None:
             args = self.config_class(output_dir=f"{self.method_name}-unlearned")
         elif not isinstance(args, self.config_class):

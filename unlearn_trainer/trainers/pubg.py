@@ -15,8 +15,8 @@ Our defaults and where they come from. ``query`` = "Tell me the specific informa
 (Appendix A, Table 2); ``incontext_prompt`` = Fig. 2; ``prompt_position="after"`` because Algorithm 1 writes the
 generation input as [q, c]. o* are generated once before training ("we use in-context unlearning solely for
 creating the training dataset"), one per forget row, by sampling (Algorithm 1: "Sample o*"), seeded so runs
-repeat; ``reference_do_sample=False`` gives greedy answers. The paper gives no sampling temperature or length:
-we use the model's generation config and ``reference_max_new_tokens=128``. ``guidance_weight=1.0`` (Eq. 3 adds the
+repeat; ``guidance_do_sample=False`` gives greedy answers. The paper gives no sampling temperature or length:
+we use the model's generation config and ``guidance_max_new_tokens=128``. ``guidance_weight=1.0`` (Eq. 3 adds the
 two terms unweighted). Token reduction: Eq. 3 writes sequence log-probabilities; ``token_reduction="mean"``
 (default) uses each sample's mean token NLL, as GATrainer and usual implementations do; "sum" is the literal
 Eq. 3. ``forget_loss_ceiling`` is our guard on GA, not in the paper (off by default). Training setup of the paper
@@ -42,9 +42,9 @@ from ..data.pubg import (
     PROMPT_POSITIONS,
     PUBGCollator,
     PUBGDataset,
+    build_guidance_rows,
     drop_answers_naming_concepts,
-    generate_reference_answers,
-    reference_rows,
+    generate_guidance_answers,
 )
 from .base import PerFamily, UnlearnConfig, UnlearnTrainer, is_peft_model, paper_field
 
@@ -56,7 +56,7 @@ __all__ = ["PUBGConfig", "PUBGTrainer"]
 #: (Table 6): 2e-5 for LLaVA-1.6-Mistral, 3e-5 for LLaVA-1.6-Vicuna (a Llama language model).
 PAPER_SETTINGS: dict[str, Any] = {
     "guidance_weight": 1.0, "query": DEFAULT_QUERY, "incontext_prompt": DEFAULT_INCONTEXT_PROMPT,
-    "prompt_position": "after", "reference_do_sample": True, "forget_loss_ceiling": None,
+    "prompt_position": "after", "guidance_do_sample": True, "forget_loss_ceiling": None,
     "learning_rate": PerFamily({"mistral": 2e-5, "llama": 3e-5}), "per_device_train_batch_size": 8, "max_steps": 30,
     "retain_loss": "nll", "adapter": "lora", "lora_r": 128, "lora_alpha": 256,
 }
@@ -64,7 +64,7 @@ PAPER_SETTINGS: dict[str, Any] = {
 
 @dataclass
 class PUBGConfig(UnlearnConfig):
-    """PUBG (Eq. 3): GA on the forget answers + ``guidance_weight`` * NLL of the reference answers o*. Defaults are
+    """PUBG (Eq. 3): GA on the forget answers + ``guidance_weight`` * NLL of the guidance answers o*. Defaults are
     the paper's (``PAPER_SETTINGS``): batch 8, 30 steps, learning rate None = the paper's for the language model
     (2e-5 Mistral, 3e-5 Vicuna/Llama; set when the trainer is built); LoRA r=128, alpha=256 is the model's choice."""
 
@@ -84,13 +84,13 @@ class PUBGConfig(UnlearnConfig):
     prompt_position: str = paper_field(
         PAPER_SETTINGS, "prompt_position", "c after the query ([q, c], Algorithm 1) or 'before' it."
     )
-    reference_max_new_tokens: int = field(default=128, metadata={"help": "Length limit of each generated o*."})
-    reference_do_sample: bool = paper_field(
-        PAPER_SETTINGS, "reference_do_sample", "Sample o* (Algorithm 1), seeded by reference_seed; False: greedy."
+    guidance_max_new_tokens: int = field(default=128, metadata={"help": "Length limit of each generated o*."})
+    guidance_do_sample: bool = paper_field(
+        PAPER_SETTINGS, "guidance_do_sample", "Sample o* (Algorithm 1), seeded by guidance_seed; False: greedy."
     )
-    reference_seed: int = field(default=0, metadata={"help": "Seed of the o* sampling."})
-    reference_batch_size: int = field(default=8, metadata={"help": "Batch size of the o* generation."})
-    reference_cache_dir: str | None = field(
+    guidance_seed: int = field(default=0, metadata={"help": "Seed of the o* sampling."})
+    guidance_batch_size: int = field(default=8, metadata={"help": "Batch size of the o* generation."})
+    guidance_cache_dir: str | None = field(
         default=None, metadata={"help": "Directory to cache generated o* as JSON (reloaded when the fingerprint matches)."}
     )
     token_reduction: str = field(
@@ -101,10 +101,10 @@ class PUBGConfig(UnlearnConfig):
         metadata={"help": "Forget-row field naming the concept (a string or aliases); an o* that names it would "
                           "cancel the GA term."},
     )
-    reference_concept_retries: int = field(
+    guidance_concept_retries: int = field(
         default=2, metadata={"help": "Regenerations, with other seeds, of an o* that names its row's concept."}
     )
-    reference_concept_policy: str = field(
+    guidance_concept_policy: str = field(
         default="drop",
         metadata={"help": "An o* that still names the concept (or a given one that does): 'drop' that row's guidance "
                           "pass, or 'error'."},
@@ -132,17 +132,17 @@ class PUBGConfig(UnlearnConfig):
             raise ValueError(f"guidance_weight must be >= 0, got {self.guidance_weight}.")
         if self.prompt_position not in PROMPT_POSITIONS:
             raise ValueError(f"prompt_position must be one of {PROMPT_POSITIONS}, got {self.prompt_position!r}.")
-        if self.reference_concept_policy not in CONCEPT_POLICIES:
-            raise ValueError(f"reference_concept_policy must be one of {CONCEPT_POLICIES}, got "
-                             f"{self.reference_concept_policy!r}.")
-        if self.reference_concept_retries < 0:
-            raise ValueError(f"reference_concept_retries must be >= 0, got {self.reference_concept_retries}.")
+        if self.guidance_concept_policy not in CONCEPT_POLICIES:
+            raise ValueError(f"guidance_concept_policy must be one of {CONCEPT_POLICIES}, got "
+                             f"{self.guidance_concept_policy!r}.")
+        if self.guidance_concept_retries < 0:
+            raise ValueError(f"guidance_concept_retries must be >= 0, got {self.guidance_concept_retries}.")
         if self.token_reduction not in ("mean", "sum"):
             raise ValueError(f"token_reduction must be 'mean' or 'sum', got {self.token_reduction!r}.")
 
 
 class PUBGTrainer(UnlearnTrainer):
-    """PUBG trainer. ``reference_answers=``: the o* rows (or strings), one per forget row in order; if omitted
+    """PUBG trainer. ``guidance_answers=``: the o* rows (or strings), one per forget row in order; if omitted
     they are generated at init by the reference model (the adapter-disabled PEFT model, or the unmodified
     model / ``ref_model=``) with the in-context prompt, on the main process, and cached if configured."""
 
@@ -151,39 +151,39 @@ class PUBGTrainer(UnlearnTrainer):
 
     def __init__(self, model=None, args: PUBGConfig | None = None, data_collator=None, train_dataset=None,
                  eval_dataset=None, processing_class=None, forget_dataset=None, retain_dataset=None, ref_model=None,
-                 peft_config=None, reference_answers=None, **kwargs):
+                 peft_config=None, guidance_answers=None, **kwargs):
         super().__init__(model=model, args=args, data_collator=data_collator, train_dataset=train_dataset,
                          eval_dataset=eval_dataset, processing_class=processing_class, forget_dataset=forget_dataset,
                          retain_dataset=retain_dataset, ref_model=ref_model, peft_config=peft_config, **kwargs)
         forget_rows = [dict(self.forget_dataset[i]) for i in range(len(self.forget_dataset))]
-        if reference_answers is None:
-            guidance = self._generate_reference(forget_rows, ref_model)
+        if guidance_answers is None:
+            guidance = self._generate_guidance(forget_rows, ref_model)
         else:
-            guidance = self._pair_reference(forget_rows, reference_answers)
-        self.reference_answers = guidance
+            guidance = self._pair_guidance(forget_rows, guidance_answers)
+        self.guidance_answers = guidance
         self.train_dataset = PUBGDataset(self.train_dataset, guidance)
         collator = self.data_collator
         self.data_collator = PUBGCollator(collator.forget_collator, collator.retain_collator)
 
-    # -- reference answers ---------------------------------------------------------------------------------------
-    def _pair_reference(self, forget_rows: list[dict], reference) -> list[dict]:
-        reference = list(reference)
-        if all(isinstance(r, str) for r in reference):
-            if len(reference) == len(forget_rows):
-                reference = self._without_concepts(forget_rows, reference)
-            return reference_rows(forget_rows, reference, self.args.query)
-        if len(reference) != len(forget_rows):
-            raise ValueError(f"{len(reference)} reference answers for {len(forget_rows)} forget rows; give one per "
+    # -- guidance answers ----------------------------------------------------------------------------------------
+    def _pair_guidance(self, forget_rows: list[dict], guidance) -> list[dict]:
+        guidance = list(guidance)
+        if all(isinstance(r, str) for r in guidance):
+            if len(guidance) == len(forget_rows):
+                guidance = self._without_concepts(forget_rows, guidance)
+            return build_guidance_rows(forget_rows, guidance, self.args.query)
+        if len(guidance) != len(forget_rows):
+            raise ValueError(f"{len(guidance)} guidance answers for {len(forget_rows)} forget rows; give one per "
                              f"forget row, in the forget set's order.")
-        for i, (f, r) in enumerate(zip(forget_rows, reference)):
+        for i, (f, r) in enumerate(zip(forget_rows, guidance)):
             if not isinstance(r, dict) or not isinstance(r.get("answer"), str) or not r["answer"].strip():
-                raise ValueError(f"Reference answer #{i} (for forget {row_name(f, i)}) must be a row with a non-empty "
+                raise ValueError(f"Guidance answer #{i} (for forget {row_name(f, i)}) must be a row with a non-empty "
                                  f"'answer' (o*) or a string.")
             if f.get("id") is not None and r.get("id") is not None and f["id"] != r["id"]:
-                raise ValueError(f"Reference answer #{i} has id digest {row_id_digest(r['id'])} but forget "
-                                 f"{row_name(f, i)} is at that position: give the reference rows in the forget set's "
+                raise ValueError(f"Guidance answer #{i} has id digest {row_id_digest(r['id'])} but forget "
+                                 f"{row_name(f, i)} is at that position: give the guidance rows in the forget set's "
                                  f"order.")
-        rows = [dict(r) for r in reference]
+        rows = [dict(r) for r in guidance]
         for f, r in zip(forget_rows, rows):  # o* is trained on the forget image: take it from the forget row
             if not row_images(r):
                 r.update({k: f[k] for k in ("image", "images") if k in f})
@@ -191,33 +191,33 @@ class PUBGTrainer(UnlearnTrainer):
         return [r if answer is not None else None for r, answer in zip(rows, kept)]
 
     def _without_concepts(self, forget_rows: list[dict], answers: list) -> list:
-        """Given o* that name their row's concept: dropped (None) or an error, by ``reference_concept_policy``."""
+        """Given o* that name their row's concept: dropped (None) or an error, by ``guidance_concept_policy``."""
         return drop_answers_naming_concepts(forget_rows, answers, self.args.concept_key,
-                                            self.args.reference_concept_policy, "given reference answer")
+                                            self.args.guidance_concept_policy, "given guidance answer")
 
-    def _generate_reference(self, forget_rows: list[dict], ref_model) -> list[dict]:
+    def _generate_guidance(self, forget_rows: list[dict], ref_model) -> list[dict]:
         if self.processing_class is None:
-            raise ValueError("PUBG generates its reference answers with the processor: pass processing_class=, or "
-                             "pass reference_answers=.")
+            raise ValueError("PUBG generates its guidance answers with the processor: pass processing_class=, or "
+                             "pass guidance_answers=.")
         model = self.accelerator.unwrap_model(self.model)
         if ref_model is not None and not is_peft_model(model):
             model = ref_model
         a = self.args
         answers = None
         if self.accelerator.is_main_process:
-            rows = generate_reference_answers(
+            rows = generate_guidance_answers(
                 model, self.processing_class, forget_rows, prompt=a.incontext_prompt, query=a.query,
-                max_new_tokens=a.reference_max_new_tokens, seed=a.reference_seed, batch_size=a.reference_batch_size,
-                do_sample=a.reference_do_sample, prompt_position=a.prompt_position,
-                cache_dir=a.reference_cache_dir, progress=not a.disable_tqdm, concept_key=a.concept_key,
-                concept_retries=a.reference_concept_retries, concept_policy=a.reference_concept_policy,
+                max_new_tokens=a.guidance_max_new_tokens, seed=a.guidance_seed, batch_size=a.guidance_batch_size,
+                do_sample=a.guidance_do_sample, prompt_position=a.prompt_position,
+                cache_dir=a.guidance_cache_dir, progress=not a.disable_tqdm, concept_key=a.concept_key,
+                concept_retries=a.guidance_concept_retries, concept_policy=a.guidance_concept_policy,
             )
             answers = [None if r is None else r["answer"] for r in rows]
         if self.accelerator.num_processes > 1:
             from accelerate.utils import broadcast_object_list
 
             answers = broadcast_object_list([answers])[0]
-        return reference_rows(forget_rows, answers, a.query)
+        return build_guidance_rows(forget_rows, answers, a.query)
 
     # -- the objective -------------------------------------------------------------------------------------------
     def _per_sample_nll(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

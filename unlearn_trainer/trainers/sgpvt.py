@@ -196,7 +196,7 @@ class SGPVTTrainer(UnlearnTrainer):
             raise ValueError(
                 "SGPVT estimates each forget sample's damage boundary s_min (Eq. 3) from images of concepts far from "
                 "the target: pass distant_images=[...] (the paper uses 100 TextVQA images; ToyWorld has "
-                "distant_images(n)), or fix it with SGPVTConfig(damage_boundary=...)."
+                "distant_images(count)), or fix it with SGPVTConfig(damage_boundary=...)."
             )
         self._distant_pooled: torch.Tensor | None = None
         self._sgpvt_calls = 0

@@ -23,28 +23,10 @@ the target id (k=128: 1,040 B, 120x less than dense for LLaVA, 580x for Qwen2-VL
 is spread over the other tokens in proportion to the current, detached Q, which makes KL(R~||Q) equal the KL
 of the (k+1)-bin coarsenings: a lower bound of the exact KL with ``KL_exact - KL_sparse = r * KL(R_tail/r ||
 Q_tail/Q(tail)) >= 0`` and a logit-gradient error ``||R - R~||_1 <= 2r``. ``cache_top_k=None`` (or any k with
-2k >= V, where sparse would not be smaller) stores the exact R: 4V + 12 bytes per token. Measured with
-``reference_cache_nbytes()``: 80 / 272 / 1040 B per token at k = 8 / 32 / 128 and 16,984 B dense at V=4243; the
-test models (V=147 / 150) fall back to dense (600 / 612 B) at k=128.
-
-Measured (not a test). Relative error of the batch regularizer vs the exact R, and L2 relative error of its
-gradient w.r.t. the answer-token logits; r = tail mass (mean / max over tokens):
-
-1. Tiny LLaVA with a 4,096-word vocabulary (V=4243, dense 16,984 B/token), fine-tuned to memorize 40
-   "this is a photo of <name> <name> ." rows; 6 forget rows (48 answer tokens), 5 held-out reference images;
-   H(R) 0.03-3.15 nats (mean 0.69). Q = theta_full (step 0) | Q after 5 GA steps::
-
-     k    B/token  r mean / max     KL rel err  grad rel err | KL rel err  grad rel err
-     8       80    0.070 / 0.380    3.5e-1      3.5e-1       | 1.8e-1      1.9e-1
-     32     272    0.0085 / 0.045   1.3e-2      3.0e-2       | 7.4e-3      1.3e-2
-     128   1040    0.0049 / 0.028   3.9e-5      4.6e-5       | 3.4e-5      3.7e-5
-
-   (Spreading r uniformly instead is slightly closer here, 1.0e-2 / 1.1e-2 at k=32, because the tiny model's
-   tail is flat.) On the same model at random initialisation R is uniform (H = log V) and no top-k is
-   accurate (errors 0.95-0.99): use ``cache_top_k=None`` for an untrained reference.
-2. Zipf(1.1)-tailed R at V=32064 (64 tokens, H 0.42-9.35 nats, Q a perturbed copy): bucket KL rel err
-   0.59 / 0.48 / 0.39 and grad rel err 0.14 / 0.084 / 0.032 at k = 8 / 32 / 128, while the uniform spread
-   overestimates the KL 7.0x / 4.4x / 3.0x (grad 0.24 / 0.10 / 0.049): why the bucket is the default.
+2k >= V, where sparse would not be smaller) stores the exact R: 4V + 12 bytes per token. The bucket is the default
+because a uniform spread of r overestimates the KL on heavy-tailed R; cache sizes and the accuracy of each k are
+measured in benchmarks/README.md ("Method notes", ViKeR). For an untrained reference model (R uniform) use
+``cache_top_k=None``.
 
 JSD ("jsd", ~2x the cost of KL, same quality in the paper) and cosine ("cosine": 1 - cos(R, Q)) use the same
 completed R~. Key tokens (Definition 2) are those with H(R_i) >= ``key_token_entropy_threshold`` (nats); when
@@ -62,7 +44,7 @@ import torch.nn.functional as F
 
 from .. import losses
 from ..data.collator import ForgetRetainCollator, row_name
-from ..data.reference_images import ReferenceImagePool, reference_rows
+from ..data.reference_images import ReferenceImagePool, swap_in_reference_images
 from .base import UnlearnConfig, UnlearnTrainer, paper_field
 
 __all__ = ["ViKeRConfig", "ViKeRTrainer", "ReferenceDistribution"]
@@ -166,7 +148,7 @@ class ViKeRTrainer(UnlearnTrainer):
         super().__init__(*args, **kwargs)
         self.reference_pool = ReferenceImagePool(
             reference_images,
-            k=self.args.num_reference_images,
+            num_images=self.args.num_reference_images,
             seed=self.args.reference_seed,
             sampling=self.args.reference_sampling,
             image_column=reference_image_column,
@@ -203,11 +185,11 @@ class ViKeRTrainer(UnlearnTrainer):
             terms["key_token_fraction"] = (entropy >= self.args.key_token_entropy_threshold).float().mean()
         return loss, terms
 
-    # -- the reference distributions R_i (Eq. 4) -----------------------------------------------------------
+    # -- the reference-image distributions R_i (Eq. 4) -----------------------------------------------------
     def reference_batch(self, sample_index: int) -> dict:
         """The k reference rows of forget sample ``sample_index`` (its image swapped), collated like training."""
         row = self.forget_dataset[int(sample_index)]
-        rows = reference_rows(row, self.reference_pool.images_for(int(sample_index)), index=int(sample_index))
+        rows = swap_in_reference_images(row, self.reference_pool.images_for(int(sample_index)), index=int(sample_index))
         collator = self.data_collator
         if isinstance(collator, ForgetRetainCollator):
             collator = collator.forget_collator
@@ -246,5 +228,5 @@ class ViKeRTrainer(UnlearnTrainer):
         return ReferenceDistribution(values.cpu(), ids.to(torch.int32).cpu(), remainder.cpu(), entropy, expected)
 
     def reference_cache_nbytes(self) -> int:
-        """Bytes held by the cached reference distributions."""
+        """Bytes held by the cached reference-image distributions R."""
         return sum(r.nbytes for r in self._ref_cache["viker_reference"].values())

@@ -116,21 +116,21 @@ def cosine_band(step: int | float, s_min: float | torch.Tensor, period: int = 20
 
 # -- Eqs. 5-8: exact spherical rotation -------------------------------------------------------------------------
 def rotate_to_cosine(
-    v: torch.Tensor, cos: float | torch.Tensor, generator: torch.Generator | None = None
+    tokens: torch.Tensor, cos: float | torch.Tensor, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """Eqs. 5-7 with the token's norm kept: each row ``v`` of ``[N, D]`` is turned, in a uniformly random
+    """Eqs. 5-7 with the token's norm kept: each row ``v`` of ``tokens`` ``[N, D]`` is turned, in a uniformly random
     direction orthogonal to it, to a vector ``v~`` with ``cos(v, v~) = cos`` and ``||v~|| = ||v||``.
 
     ``cos`` is a float or one value per row, clipped to ``[-1, 1]``. The random directions ``r ~ N(0, I)`` are
     drawn on the CPU from ``generator`` (so a seed gives the same result on any device). Computed in float32 and
-    returned in ``v``'s dtype. Rows of norm 0 have no direction and are returned unchanged.
+    returned in ``tokens``' dtype. Rows of norm 0 have no direction and are returned unchanged.
     """
-    if v.dim() != 2:
-        raise ValueError(f"rotate_to_cosine expects [N, D] tokens, got shape {tuple(v.shape)}.")
-    n_rows, dim = v.shape
+    if tokens.dim() != 2:
+        raise ValueError(f"rotate_to_cosine expects [N, D] tokens, got shape {tuple(tokens.shape)}.")
+    n_rows, dim = tokens.shape
     if dim < 2:
         raise ValueError("rotate_to_cosine needs tokens of dimension >= 2 (a direction orthogonal to v).")
-    x = v.detach().float()
+    x = tokens.detach().float()
     norm = x.norm(dim=-1, keepdim=True)
     unit = x / norm.clamp_min(torch.finfo(torch.float32).tiny)
     r = torch.randn(n_rows, dim, generator=generator, dtype=torch.float32).to(x.device)
@@ -142,18 +142,18 @@ def rotate_to_cosine(
     theta = torch.arccos(c)  # Eq. 5
     out = norm * (unit * torch.cos(theta) + ortho * torch.sin(theta))  # Eq. 7, with ||v|| (not ||v^|| = 1)
     out = torch.where(norm > 0, out, x)
-    return out.to(v.dtype)
+    return out.to(tokens.dtype)
 
 
 def perturb_tokens(
-    v: torch.Tensor, cos: float | torch.Tensor, noise_std: float = 0.01, generator: torch.Generator | None = None
+    tokens: torch.Tensor, cos: float | torch.Tensor, noise_std: float = 0.01, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """SGPVT tokens (Eqs. 5-8): :func:`rotate_to_cosine`, then ``+ N(0, noise_std^2)`` per coordinate (Eq. 8,
     sigma = 0.01 in the paper; absolute, as in the official code)."""
-    out = rotate_to_cosine(v, cos, generator)
+    out = rotate_to_cosine(tokens, cos, generator)
     if noise_std > 0:
         noise = torch.randn(out.shape, generator=generator, dtype=torch.float32).to(out.device) * noise_std
-        out = (out.float() + noise).to(v.dtype)
+        out = (out.float() + noise).to(tokens.dtype)
     return out
 
 
@@ -170,13 +170,14 @@ def damage_boundary(target: torch.Tensor, distant: torch.Tensor) -> float:
 
 
 # -- top-K selection ---------------------------------------------------------------------------------------------
-def topk_count(n: int, ratio: float) -> int:
-    """Tokens selected out of ``n``: ``max(1, floor(n * ratio))`` (the official code's rule), at most ``n``."""
+def topk_count(num_tokens: int, ratio: float) -> int:
+    """Tokens selected out of ``num_tokens``: ``max(1, floor(num_tokens * ratio))`` (the official code's rule), at
+    most ``num_tokens``."""
     if not 0.0 < ratio <= 1.0:
         raise ValueError(f"topk_ratio must be in (0, 1], got {ratio}.")
-    if n <= 0:
+    if num_tokens <= 0:
         return 0
-    return min(n, max(1, int(math.floor(n * ratio + 1e-9))))
+    return min(num_tokens, max(1, int(math.floor(num_tokens * ratio + 1e-9))))
 
 
 def select_topk(scores: torch.Tensor, ratio: float, candidates: torch.Tensor | None = None) -> torch.Tensor:
