@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from unlearn_trainer.data import ForgetRetainCollator, ForgetRetainDataset, VLMUnlearningCollator, model_inputs
-from unlearn_trainer.data.collator import row_id_digest
+from unlearn_trainer.data.collator import row_id_digest, to_device
 from unlearn_trainer.testing import tiny_images, tiny_model_and_processor, tiny_vqa_rows
 
 
@@ -133,3 +133,12 @@ def test_forget_retain_collator_batches(kit):
     assert set(batch) == {"forget", "retain"}
     assert batch["forget"]["sample_index"].tolist() == [0, 1]
     assert batch["retain"]["input_ids"].shape[0] == 2
+
+
+def test_to_device_casts_floating_tensors_only_with_a_dtype():
+    batch = {"input_ids": torch.tensor([[1, 2]]), "pixel_values": torch.ones(1, 3), "n": 3}
+    moved = to_device(batch, "cpu")
+    assert moved["pixel_values"].dtype == torch.float32 and moved["n"] == 3
+    cast = to_device(batch, "cpu", torch.bfloat16)
+    assert cast["pixel_values"].dtype == torch.bfloat16 and cast["input_ids"].dtype == torch.long
+    assert to_device(batch, "cpu", torch.int8)["pixel_values"].dtype == torch.float32  # not a floating dtype

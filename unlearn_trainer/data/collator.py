@@ -31,6 +31,7 @@ __all__ = [
     "row_id_digest",
     "META_KEYS",
     "model_inputs",
+    "to_device",
     "END_OF_TURN_TOKENS",
 ]
 
@@ -43,6 +44,20 @@ END_OF_TURN_TOKENS = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|end|>", "<
 def model_inputs(batch: dict) -> dict:
     """The keys of ``batch`` that go to the model's forward (labels and collator metadata removed)."""
     return {k: v for k, v in batch.items() if k not in META_KEYS and k != "labels"}
+
+
+def to_device(batch: dict, device, dtype: torch.dtype | None = None) -> dict:
+    """``batch`` with its tensors on ``device``; with a floating ``dtype`` (the model's), floating tensors
+    (``pixel_values``...) are cast to it too. Other values pass through."""
+    cast = dtype is not None and dtype.is_floating_point
+    out = {}
+    for k, v in batch.items():
+        if torch.is_tensor(v):
+            v = v.to(device)
+            if cast and v.is_floating_point():
+                v = v.to(dtype)
+        out[k] = v
+    return out
 
 
 def row_id_digest(row_id) -> str:
