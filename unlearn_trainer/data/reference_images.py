@@ -14,36 +14,14 @@ which k are used for each forget sample:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 
-from .collator import row_images, row_name
+from .collator import row_images, row_name, single_image
 
 __all__ = ["ReferenceImagePool", "reference_rows"]
 
 _SAMPLINGS = ("fixed", "per_sample")
-
-
-def _entry_image(entry: Any, index: int, image_column: str | None):
-    """The single image of a pool entry: an image itself, or a row (dict) with an image column."""
-    if isinstance(entry, dict):
-        if image_column is not None:
-            if image_column not in entry:
-                raise ValueError(f"Reference {row_name(entry, index)} has no {image_column!r} column.")
-            images = entry[image_column]
-            images = [im for im in (images if isinstance(images, (list, tuple)) else [images]) if im is not None]
-        else:
-            images = row_images(entry)
-        if len(images) != 1:
-            raise ValueError(
-                f"Reference {row_name(entry, index)} has {len(images)} images; each reference entry must hold exactly "
-                f"one image (in 'image', 'images' or the column named by image_column)."
-            )
-        return images[0]
-    if entry is None:
-        raise ValueError(f"Reference image #{index} is None.")
-    return entry
 
 
 class ReferenceImagePool:
@@ -96,7 +74,7 @@ class ReferenceImagePool:
 
     def image(self, i: int):
         """Image ``i`` of the pool."""
-        return _entry_image(self.source[i], i, self.image_column)
+        return single_image(self.source[i], i, self.image_column)
 
     def indices_for(self, sample_index: int) -> list[int]:
         """Positions in the pool of the k reference images of forget sample ``sample_index``."""
