@@ -21,9 +21,6 @@ from .collator import row_images, row_name, single_image
 
 __all__ = ["ReferenceImagePool", "reference_rows"]
 
-_SAMPLINGS = ("fixed", "per_sample")
-
-
 class ReferenceImagePool:
     """The reference images of ViKeR and the seeded choice of k of them per forget sample.
 
@@ -31,13 +28,15 @@ class ReferenceImagePool:
         images: a list of images (PIL, arrays, tensors: whatever the processor takes), or a ``datasets.Dataset``
             / list of rows with an image column (``image``, ``images`` with one image, or ``image_column``).
             Rows are read lazily, only when their image is drawn.
-        k: images per forget sample (the paper's k, default 5).
+        num_reference_images: images per forget sample (the paper's k, default 5; >= 1, checked by ViKeRConfig).
         seed: seed of the choice.
-        sampling: "fixed" (the same k for every sample) or "per_sample" (a seeded draw per sample index).
+        sampling: "fixed" (the same k for every sample) or "per_sample" (a seeded draw per sample index), as
+            ``ViKeRConfig.reference_sampling`` (which validates it).
         image_column: the column holding the image, for rows.
     """
 
-    def __init__(self, images, k: int = 5, seed: int = 0, sampling: str = "fixed", image_column: str | None = None):
+    def __init__(self, images, num_reference_images: int = 5, seed: int = 0, sampling: str = "fixed",
+                 image_column: str | None = None):
         if images is None:
             raise ValueError("ViKeR needs reference images: pass reference_images= (images of irrelevant people).")
         if isinstance(images, (str, bytes)) or not hasattr(images, "__len__") or not hasattr(images, "__getitem__"):
@@ -45,14 +44,10 @@ class ReferenceImagePool:
                 f"reference_images must be a list of images or a dataset of rows with an image column, got "
                 f"{type(images).__name__}."
             )
-        if k < 1:
-            raise ValueError(f"num_reference_images must be >= 1, got {k}.")
-        if sampling not in _SAMPLINGS:
-            raise ValueError(f"reference_sampling must be one of {_SAMPLINGS}, got {sampling!r}.")
-        if len(images) < k:
+        if len(images) < num_reference_images:
             raise ValueError(
-                f"ViKeR needs num_reference_images={k} reference images but reference_images has only {len(images)}; "
-                f"give at least {k} images or lower num_reference_images."
+                f"ViKeR needs num_reference_images={num_reference_images} reference images but reference_images has "
+                f"only {len(images)}; give at least {num_reference_images} images or lower num_reference_images."
             )
         column_names = getattr(images, "column_names", None)
         if column_names is not None and image_column is None and not {"image", "images"} & set(column_names):
@@ -60,13 +55,14 @@ class ReferenceImagePool:
                 f"The reference dataset has no 'image' or 'images' column (columns: {column_names}); pass "
                 f"image_column=."
             )
-        self.source, self.k, self.seed, self.sampling, self.image_column = images, k, seed, sampling, image_column
+        self.source, self.seed, self.sampling, self.image_column = images, seed, sampling, image_column
+        self.num_reference_images = num_reference_images
         if sampling == "fixed":
-            if len(images) == k:
-                self._fixed = list(range(k))
+            if len(images) == num_reference_images:
+                self._fixed = list(range(num_reference_images))
             else:
                 g = torch.Generator().manual_seed(seed)
-                self._fixed = torch.randperm(len(images), generator=g)[:k].tolist()
+                self._fixed = torch.randperm(len(images), generator=g)[:num_reference_images].tolist()
             self._fixed_images = [self.image(i) for i in self._fixed]  # validated once, reused for every sample
 
     def __len__(self) -> int:
@@ -81,7 +77,7 @@ class ReferenceImagePool:
         if self.sampling == "fixed":
             return list(self._fixed)
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + int(sample_index))
-        return torch.randperm(len(self.source), generator=g)[: self.k].tolist()
+        return torch.randperm(len(self.source), generator=g)[: self.num_reference_images].tolist()
 
     def images_for(self, sample_index: int) -> list:
         """The k reference images of forget sample ``sample_index``."""

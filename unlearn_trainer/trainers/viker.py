@@ -166,7 +166,7 @@ class ViKeRTrainer(UnlearnTrainer):
         super().__init__(*args, **kwargs)
         self.reference_pool = ReferenceImagePool(
             reference_images,
-            k=self.args.num_reference_images,
+            num_reference_images=self.args.num_reference_images,
             seed=self.args.reference_seed,
             sampling=self.args.reference_sampling,
             image_column=reference_image_column,
