@@ -257,7 +257,7 @@ def viker_loss(
         return total / counts if reduction == "mean" else total
 
     nll = -per_sample(token_logp)
-    ga_term = ga_loss(nll, ceiling, mean_token_nll=nll / counts if reduction == "sum" else None)  # mean log p
+    ga_term = ga_loss(nll, ceiling, mean_token_nll=nll / counts if reduction == "sum" else None)  # mean log-probability
     reg_term = per_sample(reg).mean()
     return ga_term + lam * reg_term, ga_term, reg_term
 
