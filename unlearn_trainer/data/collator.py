@@ -100,8 +100,8 @@ def single_image(entry: Any, index: int, image_column: str | None = None, what: 
             images = row_images(entry)
         if len(images) != 1:
             raise ValueError(
-                f"{what} {row_name(entry, index)} has {len(images)} images; each {what.lower()} entry must hold exactly "
-                f"one image (in 'image', 'images' or the given image column)."
+                f"{what} {row_name(entry, index)} has {len(images)} images; each {what.lower()} entry must hold "
+                f"exactly one image (in 'image', 'images' or the given image column)."
             )
         return images[0]
     if entry is None:

@@ -176,7 +176,8 @@ class SGPVTTrainer(UnlearnTrainer):
         self.site = TokenSite(self.model, self.args.perturb)
         self.distant_images = None
         if distant_images is not None:
-            self.distant_images = [single_image(e, i, distant_image_column, "Distant") for i, e in enumerate(distant_images)]
+            self.distant_images = [single_image(entry, i, distant_image_column, "Distant")
+                                   for i, entry in enumerate(distant_images)]
             if not self.distant_images:
                 raise ValueError("distant_images is empty.")
         if self.args.damage_boundary is None and self.distant_images is None:
