@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from unlearn_trainer.data import ForgetRetainCollator, ForgetRetainDataset, VLMUnlearningCollator, model_inputs
-from unlearn_trainer.data.collator import row_id_digest
+from unlearn_trainer.data.collator import row_id_digest, single_image, to_device
 from unlearn_trainer.testing import tiny_images, tiny_model_and_processor, tiny_vqa_rows
 
 
@@ -133,3 +133,32 @@ def test_forget_retain_collator_batches(kit):
     assert set(batch) == {"forget", "retain"}
     assert batch["forget"]["sample_index"].tolist() == [0, 1]
     assert batch["retain"]["input_ids"].shape[0] == 2
+
+
+def test_forget_part_unwraps_a_forget_retain_collator(kit):
+    family, model, processor = kit
+    inner = VLMUnlearningCollator(processor)
+    assert ForgetRetainCollator.forget_part(ForgetRetainCollator(inner)) is inner
+    assert ForgetRetainCollator.forget_part(inner) is inner
+
+
+def test_to_device_casts_floating_tensors_only_with_a_dtype():
+    batch = {"input_ids": torch.tensor([[1, 2]]), "pixel_values": torch.ones(1, 3), "n": 3}
+    moved = to_device(batch, "cpu")
+    assert moved["pixel_values"].dtype == torch.float32 and moved["n"] == 3
+    cast = to_device(batch, "cpu", torch.bfloat16)
+    assert cast["pixel_values"].dtype == torch.bfloat16 and cast["input_ids"].dtype == torch.long
+    assert to_device(batch, "cpu", torch.int8)["pixel_values"].dtype == torch.float32  # not a floating dtype
+
+
+def test_single_image_names_the_pool_and_the_entry():
+    image = tiny_images(1)[0]
+    assert single_image(image, 0) is image
+    assert single_image({"id": "a", "images": [image]}, 0) is image
+    assert single_image({"id": "a", "picture": image}, 0, "picture") is image
+    with pytest.raises(ValueError, match=rf"Distant row #1 \(id digest {row_id_digest('a')}\) has 2 images"):
+        single_image({"id": "a", "images": [image, image]}, 1, what="Distant")
+    with pytest.raises(ValueError, match="Distant row #2 .* has no 'picture' column"):
+        single_image({"id": "a", "image": image}, 2, "picture", what="Distant")
+    with pytest.raises(ValueError, match="Reference image #3 is None"):
+        single_image(None, 3)

@@ -70,6 +70,27 @@ def test_ga_loss_all_above_ceiling_still_differentiable():
     assert nll.grad.tolist() == [0.0, 0.0]
 
 
+def test_ga_loss_ceiling_compares_the_mean_token_nll_for_any_reduction():
+    # sums of 2 and 3 answer tokens (mean token NLL 1.0 and 10.0): the ceiling reads the mean, the loss the sum
+    summed = torch.tensor([2.0, 30.0], requires_grad=True)
+    loss = losses.ga_loss(summed, ceiling=5.0, mean_token_nll=summed.detach() / torch.tensor([2.0, 3.0]))
+    assert loss.item() == pytest.approx(-16.0)
+    loss.backward()
+    assert summed.grad.tolist() == [-0.5, 0.0]
+    with_sums = torch.tensor([2.0, 30.0], requires_grad=True)
+    losses.ga_loss(with_sums, ceiling=5.0).backward()  # without it the sum itself is compared
+    assert with_sums.grad.tolist() == [-0.5, 0.0] and losses.ga_loss(with_sums, ceiling=1.0).item() == -16.0
+
+
+def test_stop_above_is_the_one_ceiling():
+    values = torch.tensor([[-1.0, -6.0], [-3.0, -0.5]], requires_grad=True)
+    gated = losses.stop_above(values, -values, 2.0)
+    assert torch.equal(gated, values.detach())
+    gated.sum().backward()
+    assert values.grad.tolist() == [[1.0, 0.0], [0.0, 1.0]]
+    assert losses.stop_above(values, -values, None) is values
+
+
 def test_npo_loss_hand_computed():
     policy, ref = torch.tensor([-2.0]), torch.tensor([-1.0])
     value = losses.npo_loss(policy, ref, beta=0.4)

@@ -19,7 +19,8 @@ from unlearn_trainer.saliency import (
     set_trainable,
 )
 from unlearn_trainer.testing import lora_config_for, tiny_model_and_processor, tiny_vqa_rows
-from unlearn_trainer.trainers.saliency import SaliencyConfig, SaliencyTrainer
+from unlearn_trainer.trainers.ga import GATrainer
+from unlearn_trainer.trainers.saliency import SaliencyConfig, SaliencyTrainer, _as_rows
 
 CONNECTOR_AND_LM = ["multi_modal_projector|merger", "language_model"]
 
@@ -307,3 +308,12 @@ def test_configuration_errors(tmp_path):
     # learning_rate None: the paper's for the model family (2e-5 LLaVA, 1e-5 Qwen2-VL), set when the trainer is built
     assert (cfg.beta, cfg.learning_rate, cfg.num_train_epochs, cfg.per_device_train_batch_size) == (1.0, None, 2.0, 4)
     assert cfg.fisher_mode == "dataset"
+
+
+def test_saliency_loss_is_ga_and_preserved_parts_concatenate():
+    # -L_f of MMUnlearner Eq. 3 is GA's forget term: one implementation, inherited
+    assert SaliencyTrainer.unlearning_loss is GATrainer.unlearning_loss
+    a, b = tiny_vqa_rows(2), tiny_vqa_rows(3, seed=1)
+    rows = _as_rows([a, None, b])
+    assert len(rows) == 5 and [rows[i] for i in range(5)] == a + b and list(rows) == a + b
+    assert _as_rows(a) is a

@@ -150,14 +150,15 @@ def test_sparse_reference_kl_against_exact():
 # -- reference images ----------------------------------------------------------------------------------------
 def test_reference_pool_is_seeded_and_documented():
     images = tiny_images(9, seed=4)
-    pool = ReferenceImagePool(images, num_images=5, seed=1)
+    pool = ReferenceImagePool(images, num_reference_images=5, seed=1)
     expected = torch.randperm(9, generator=torch.Generator().manual_seed(1))[:5].tolist()
     assert pool.indices_for(0) == pool.indices_for(7) == expected
     assert all(a is images[i] for a, i in zip(pool.images_for(3), expected))
-    assert ReferenceImagePool(images[:5], num_images=5, seed=1).indices_for(0) == [0, 1, 2, 3, 4]
-    per = ReferenceImagePool(images, num_images=5, seed=1, sampling="per_sample")
+    assert ReferenceImagePool(images[:5], num_reference_images=5, seed=1).indices_for(0) == [0, 1, 2, 3, 4]
+    per = ReferenceImagePool(images, num_reference_images=5, seed=1, sampling="per_sample")
     draws = [per.indices_for(i) for i in range(6)]
-    assert draws == [ReferenceImagePool(images, num_images=5, seed=1, sampling="per_sample").indices_for(i) for i in range(6)]
+    again = ReferenceImagePool(images, num_reference_images=5, seed=1, sampling="per_sample")
+    assert draws == [again.indices_for(i) for i in range(6)]
     assert all(len(set(d)) == 5 for d in draws) and len({tuple(d) for d in draws}) > 1
 
 
@@ -166,20 +167,20 @@ def test_reference_pool_accepts_rows_and_datasets_and_errors():
 
     images = tiny_images(5, seed=6)
     rows = [{"id": f"ref-{i}", "image": im} for i, im in enumerate(images)]
-    assert ReferenceImagePool(rows, num_images=5).images_for(0) == images
+    assert ReferenceImagePool(rows, num_reference_images=5).images_for(0) == images
     ds = datasets.Dataset.from_list([{"picture": im, "id": str(i)} for i, im in enumerate(images)],
                                     features=datasets.Features({"picture": datasets.Image(), "id": datasets.Value("string")}))
-    got = ReferenceImagePool(ds, num_images=5, image_column="picture").images_for(0)
+    got = ReferenceImagePool(ds, num_reference_images=5, image_column="picture").images_for(0)
     assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(got, images))
     with pytest.raises(ValueError, match="no 'image' or 'images' column"):
-        ReferenceImagePool(ds, num_images=5)
+        ReferenceImagePool(ds, num_reference_images=5)
     with pytest.raises(ValueError, match="needs num_reference_images=5 reference images but .* only 3"):
-        ReferenceImagePool(images[:3], num_images=5)
+        ReferenceImagePool(images[:3], num_reference_images=5)
     with pytest.raises(ValueError, match=rf"Reference row #2 \(id digest {row_id_digest('ref-2')}\) has 0 images") as err:
-        ReferenceImagePool(rows[:2] + [{"id": "ref-2", "image": None}] + rows[3:], num_images=5)
+        ReferenceImagePool(rows[:2] + [{"id": "ref-2", "image": None}] + rows[3:], num_reference_images=5)
     assert "ref-2" not in str(err.value)
     with pytest.raises(ValueError, match="needs reference images"):
-        ReferenceImagePool(None, num_images=5)
+        ReferenceImagePool(None, num_reference_images=5)
     forget = tiny_vqa_rows(1)[0]
     swapped = swap_in_reference_images(forget, images[:2])
     assert [r["image"] for r in swapped] == images[:2]

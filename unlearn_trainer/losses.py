@@ -22,6 +22,7 @@ __all__ = [
     "sequence_logprob",
     "sequence_nll",
     "masked_mean_per_sample",
+    "stop_above",
     "ga_loss",
     "nll_loss",
     "npo_loss",
@@ -96,13 +97,23 @@ def nll_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return sequence_nll(logits, labels).mean()
 
 
-def ga_loss(per_sample_nll: torch.Tensor, ceiling: float | None = None) -> torch.Tensor:
-    """Gradient ascent: ``-mean(NLL)``. Samples whose NLL is above ``ceiling`` stop contributing gradient
-    (their value is kept for logging), so GA cannot run away to infinity."""
-    nll = per_sample_nll
-    if ceiling is not None:
-        nll = torch.where(nll.detach() > ceiling, nll.detach(), nll)
-    return -nll.mean()
+def stop_above(values: torch.Tensor, measure: torch.Tensor, ceiling: float | None) -> torch.Tensor:
+    """``values`` with the gradient stopped where ``measure > ceiling`` (values kept): the one GA ceiling of every
+    method, per sample (:func:`ga_loss`, :func:`viker_loss`) or per token (:func:`fttp_objective`)."""
+    if ceiling is None:
+        return values
+    return torch.where(measure.detach() > ceiling, values.detach(), values)
+
+
+def ga_loss(
+    per_sample_nll: torch.Tensor, ceiling: float | None = None, mean_token_nll: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Gradient ascent: ``-mean(NLL)``. Samples whose mean token NLL is above ``ceiling`` stop contributing
+    gradient (their value is kept for logging), so GA cannot run away to infinity. ``per_sample_nll`` is the
+    sample's NLL as it enters the loss (mean or sum over its answer tokens); ``mean_token_nll`` (default:
+    ``per_sample_nll``) is what the ceiling is compared with, so one ceiling means the same for both reductions."""
+    measure = per_sample_nll if mean_token_nll is None else mean_token_nll
+    return -stop_above(per_sample_nll, measure, ceiling).mean()
 
 
 def npo_loss(policy_logp: torch.Tensor, ref_logp: torch.Tensor, beta: float = 0.4) -> torch.Tensor:
@@ -245,11 +256,9 @@ def viker_loss(
         total = torch.zeros(mask.shape[0], dtype=x.dtype, device=x.device).index_add(0, rows, x)
         return total / counts if reduction == "mean" else total
 
-    ga = per_sample(token_logp)
-    if ceiling is not None:
-        over = (-ga.detach() / (counts if reduction == "sum" else 1)) > ceiling
-        ga = torch.where(over, ga.detach(), ga)
-    ga_term, reg_term = ga.mean(), per_sample(reg).mean()
+    nll = -per_sample(token_logp)
+    ga_term = ga_loss(nll, ceiling, mean_token_nll=nll / counts if reduction == "sum" else None)  # mean log-probability
+    reg_term = per_sample(reg).mean()
     return ga_term + lam * reg_term, ga_term, reg_term
 
 
@@ -277,10 +286,8 @@ def fttp_objective(
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}.")
     _require_tokens(concept | other)
-    ga = token_logps
-    if ceiling is not None:  # concept tokens already pushed past the ceiling stop receiving the GA gradient
-        ga = torch.where(-token_logps.detach() > ceiling, token_logps.detach(), token_logps)
-    ga = (ga * concept).sum(-1)
+    # concept tokens already pushed past the ceiling stop receiving the GA gradient
+    ga = (stop_above(token_logps, -token_logps, ceiling) * concept).sum(-1)
     gd = -(token_logps * other).sum(-1)
     if reduction == "mean":
         ga = ga / concept.sum(-1).clamp_min(1)

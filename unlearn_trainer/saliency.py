@@ -38,7 +38,7 @@ from typing import Any
 import torch
 
 from . import losses
-from .data.collator import model_inputs, row_images, row_name
+from .data.collator import model_inputs, row_images, row_name, to_device
 from .fingerprint import image_digest, model_fingerprint
 
 __all__ = [
@@ -148,10 +148,6 @@ def _device_of(model) -> torch.device:
     return torch.device("cpu")
 
 
-def _to_device(batch: dict, device) -> dict:
-    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-
-
 def _check_mode(mode: str) -> None:
     if mode not in FISHER_MODES:
         raise ValueError(f"fisher_mode must be one of {FISHER_MODES}, got {mode!r}.")
@@ -197,7 +193,7 @@ def fisher_diagonal(
             t.requires_grad_(True)
         for start in tqdm(starts, desc=desc, disable=not progress, unit="batch"):
             chunk = [rows[i] for i in range(start, min(start + step, n))]
-            batch = _to_device(collator(chunk), device)
+            batch = to_device(collator(chunk), device)
             with torch.enable_grad():
                 logits = model(**model_inputs(batch), use_cache=False).logits
                 nll = losses.sequence_nll(logits, batch["labels"])

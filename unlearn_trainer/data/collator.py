@@ -31,6 +31,8 @@ __all__ = [
     "row_id_digest",
     "META_KEYS",
     "model_inputs",
+    "to_device",
+    "single_image",
     "END_OF_TURN_TOKENS",
 ]
 
@@ -43,6 +45,20 @@ END_OF_TURN_TOKENS = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|end|>", "<
 def model_inputs(batch: dict) -> dict:
     """The keys of ``batch`` that go to the model's forward (labels and collator metadata removed)."""
     return {k: v for k, v in batch.items() if k not in META_KEYS and k != "labels"}
+
+
+def to_device(batch: dict, device, dtype: torch.dtype | None = None) -> dict:
+    """``batch`` with its tensors on ``device``; with a floating ``dtype`` (the model's), floating tensors
+    (``pixel_values``...) are cast to it too. Other values pass through."""
+    cast = dtype is not None and dtype.is_floating_point
+    out = {}
+    for k, v in batch.items():
+        if torch.is_tensor(v):
+            v = v.to(device)
+            if cast and v.is_floating_point():
+                v = v.to(dtype)
+        out[k] = v
+    return out
 
 
 def row_id_digest(row_id) -> str:
@@ -69,6 +85,28 @@ def row_images(row: dict) -> list:
         image = row.get("image")
         images = [] if image is None else [image]
     return [im for im in images if im is not None]
+
+
+def single_image(entry: Any, index: int, image_column: str | None = None, what: str = "Reference"):
+    """The one image of a pool entry (ViKeR's reference images, SGPVT's distant images): an image itself, or a row
+    (dict) with exactly one image in ``image``/``images`` or in ``image_column``. ``what`` names the pool in errors."""
+    if isinstance(entry, dict):
+        if image_column is not None:
+            if image_column not in entry:
+                raise ValueError(f"{what} {row_name(entry, index)} has no {image_column!r} column.")
+            images = entry[image_column]
+            images = [im for im in (images if isinstance(images, (list, tuple)) else [images]) if im is not None]
+        else:
+            images = row_images(entry)
+        if len(images) != 1:
+            raise ValueError(
+                f"{what} {row_name(entry, index)} has {len(images)} images; each {what.lower()} entry must hold "
+                f"exactly one image (in 'image', 'images' or the given image column)."
+            )
+        return images[0]
+    if entry is None:
+        raise ValueError(f"{what} image #{index} is None.")
+    return entry
 
 
 def _image_token(processor) -> str | None:
@@ -451,6 +489,12 @@ class ForgetRetainCollator:
     def __init__(self, forget_collator, retain_collator=None):
         self.forget_collator = forget_collator
         self.retain_collator = retain_collator or forget_collator
+
+    @staticmethod
+    def forget_part(collator):
+        """The collator of forget rows alone: ``collator.forget_collator`` of a ForgetRetainCollator, else
+        ``collator`` itself (methods that collate a forget row on its own, e.g. with its image swapped)."""
+        return collator.forget_collator if isinstance(collator, ForgetRetainCollator) else collator
 
     def __call__(self, items: Sequence[dict]) -> dict:
         if items and "forget" not in items[0]:  # plain rows, e.g. from an eval_dataset

@@ -20,7 +20,14 @@ from typing import Any
 import torch
 
 from ..fingerprint import image_digest, model_fingerprint
-from .collator import ForgetRetainCollator, ForgetRetainDataset, VLMUnlearningCollator, row_images, row_name
+from .collator import (
+    ForgetRetainCollator,
+    ForgetRetainDataset,
+    VLMUnlearningCollator,
+    row_images,
+    row_name,
+    to_device,
+)
 from .concepts import find_concept_spans
 
 __all__ = [
@@ -241,19 +248,6 @@ def _left_padding(processor):
         tok.padding_side = old
 
 
-def _to_device(batch: dict, model) -> dict:
-    device = next(model.parameters()).device
-    dtype = getattr(model, "dtype", None)
-    out = {}
-    for k, v in batch.items():
-        if torch.is_tensor(v):
-            v = v.to(device)
-            if v.is_floating_point() and dtype is not None and dtype.is_floating_point:
-                v = v.to(dtype)
-        out[k] = v
-    return out
-
-
 def generate_guidance_answers(
     model,
     processor,
@@ -331,8 +325,8 @@ def generate_guidance_answers(
                     question = incontext_question(_query_for(row, query, i), prompt, prompt_position)
                     texts.append(renderer.render({**row, "question": question}, include_answer=False, index=i))
                     images.append(row_images(row))  # one list per row, as the collator does (Gemma 3, SmolVLM)
-                inputs = _to_device(dict(processor(text=texts, images=images, return_tensors="pt", padding=True)),
-                                    ref)
+                inputs = to_device(dict(processor(text=texts, images=images, return_tensors="pt", padding=True)),
+                                   device, getattr(ref, "dtype", None))
                 fork = [device.index or 0] if device.type == "cuda" else []
                 with torch.random.fork_rng(devices=fork):
                     torch.manual_seed(seed + start)

@@ -14,37 +14,12 @@ which k are used for each forget sample:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 
-from .collator import row_images, row_name
+from .collator import row_images, row_name, single_image
 
 __all__ = ["ReferenceImagePool", "swap_in_reference_images"]
-
-_SAMPLINGS = ("fixed", "per_sample")
-
-
-def _entry_image(entry: Any, index: int, image_column: str | None):
-    """The single image of a pool entry: an image itself, or a row (dict) with an image column."""
-    if isinstance(entry, dict):
-        if image_column is not None:
-            if image_column not in entry:
-                raise ValueError(f"Reference {row_name(entry, index)} has no {image_column!r} column.")
-            images = entry[image_column]
-            images = [im for im in (images if isinstance(images, (list, tuple)) else [images]) if im is not None]
-        else:
-            images = row_images(entry)
-        if len(images) != 1:
-            raise ValueError(
-                f"Reference {row_name(entry, index)} has {len(images)} images; each reference entry must hold exactly "
-                f"one image (in 'image', 'images' or the column named by image_column)."
-            )
-        return images[0]
-    if entry is None:
-        raise ValueError(f"Reference image #{index} is None.")
-    return entry
-
 
 class ReferenceImagePool:
     """The reference images of ViKeR and the seeded choice of k of them per forget sample.
@@ -53,13 +28,15 @@ class ReferenceImagePool:
         images: a list of images (PIL, arrays, tensors: whatever the processor takes), or a ``datasets.Dataset``
             / list of rows with an image column (``image``, ``images`` with one image, or ``image_column``).
             Rows are read lazily, only when their image is drawn.
-        num_images: images per forget sample (the paper's k, default 5).
+        num_reference_images: images per forget sample (the paper's k, default 5; >= 1, checked by ViKeRConfig).
         seed: seed of the choice.
-        sampling: "fixed" (the same k for every sample) or "per_sample" (a seeded draw per sample index).
+        sampling: "fixed" (the same k for every sample) or "per_sample" (a seeded draw per sample index), as
+            ``ViKeRConfig.reference_sampling`` (which validates it).
         image_column: the column holding the image, for rows.
     """
 
-    def __init__(self, images, num_images: int = 5, seed: int = 0, sampling: str = "fixed", image_column: str | None = None):
+    def __init__(self, images, num_reference_images: int = 5, seed: int = 0, sampling: str = "fixed",
+                 image_column: str | None = None):
         if images is None:
             raise ValueError("ViKeR needs reference images: pass reference_images= (images of irrelevant people).")
         if isinstance(images, (str, bytes)) or not hasattr(images, "__len__") or not hasattr(images, "__getitem__"):
@@ -67,14 +44,10 @@ class ReferenceImagePool:
                 f"reference_images must be a list of images or a dataset of rows with an image column, got "
                 f"{type(images).__name__}."
             )
-        if num_images < 1:
-            raise ValueError(f"num_reference_images must be >= 1, got {num_images}.")
-        if sampling not in _SAMPLINGS:
-            raise ValueError(f"reference_sampling must be one of {_SAMPLINGS}, got {sampling!r}.")
-        if len(images) < num_images:
+        if len(images) < num_reference_images:
             raise ValueError(
-                f"ViKeR needs num_reference_images={num_images} reference images but reference_images has only {len(images)}; "
-                f"give at least {num_images} images or lower num_reference_images."
+                f"ViKeR needs num_reference_images={num_reference_images} reference images but reference_images has "
+                f"only {len(images)}; give at least {num_reference_images} images or lower num_reference_images."
             )
         column_names = getattr(images, "column_names", None)
         if column_names is not None and image_column is None and not {"image", "images"} & set(column_names):
@@ -82,14 +55,14 @@ class ReferenceImagePool:
                 f"The reference dataset has no 'image' or 'images' column (columns: {column_names}); pass "
                 f"image_column=."
             )
-        self.source, self.num_images, self.seed, self.sampling = images, num_images, seed, sampling
-        self.image_column = image_column
+        self.source, self.seed, self.sampling, self.image_column = images, seed, sampling, image_column
+        self.num_reference_images = num_reference_images
         if sampling == "fixed":
-            if len(images) == num_images:
-                self._fixed = list(range(num_images))
+            if len(images) == num_reference_images:
+                self._fixed = list(range(num_reference_images))
             else:
                 g = torch.Generator().manual_seed(seed)
-                self._fixed = torch.randperm(len(images), generator=g)[:num_images].tolist()
+                self._fixed = torch.randperm(len(images), generator=g)[:num_reference_images].tolist()
             self._fixed_images = [self.image(i) for i in self._fixed]  # validated once, reused for every sample
 
     def __len__(self) -> int:
@@ -97,14 +70,14 @@ class ReferenceImagePool:
 
     def image(self, index: int):
         """Image ``index`` of the pool."""
-        return _entry_image(self.source[index], index, self.image_column)
+        return single_image(self.source[index], index, self.image_column)
 
     def indices_for(self, sample_index: int) -> list[int]:
         """Positions in the pool of the k reference images of forget sample ``sample_index``."""
         if self.sampling == "fixed":
             return list(self._fixed)
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + int(sample_index))
-        return torch.randperm(len(self.source), generator=g)[: self.num_images].tolist()
+        return torch.randperm(len(self.source), generator=g)[: self.num_reference_images].tolist()
 
     def images_for(self, sample_index: int) -> list:
         """The k reference images of forget sample ``sample_index``."""

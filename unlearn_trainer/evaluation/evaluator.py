@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from ..data.collator import VLMUnlearningCollator, model_inputs, row_images
+from ..data.collator import VLMUnlearningCollator, model_inputs, row_images, to_device
 from . import metrics as M
 
 __all__ = ["generate_answers", "option_loglikelihoods", "evaluate_rows", "evaluate_splits", "format_table"]
@@ -85,7 +85,7 @@ def generate_answers(
         for positions in chunks:
             # images nested per row, as in training; errors name rows by their position in ``rows``
             batch = collator.encode_prompts([{**rows[i], "__index__": i} for i in positions])
-            batch = {k: v.to(_device(model)) if torch.is_tensor(v) else v for k, v in batch.items()}
+            batch = to_device(batch, _device(model))
             gen = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=tok.pad_token_id)
             new = gen[:, batch["input_ids"].shape[1]:]
@@ -111,7 +111,7 @@ def option_loglikelihoods(model, processor, rows: Sequence[dict], batch_size: in
     with _eval_mode(model, processor):
         for positions in _batches(flat, batch_size):  # a row's options stay in order
             batch = collator([flat[p] for p in positions])
-            batch = {k: v.to(_device(model)) if torch.is_tensor(v) else v for k, v in batch.items()}
+            batch = to_device(batch, _device(model))
             logps, mask = token_logprobs(model(**model_inputs(batch)).logits, batch["labels"])
             means = (logps.sum(-1) / mask.sum(-1)).tolist()
             for p, value in zip(positions, means):

@@ -234,10 +234,7 @@ class PUBGTrainer(UnlearnTrainer):
         guidance = inputs["guidance"]
         forget = inputs["forget"]
         forget_loss, forget_nll = self._per_sample_nll(self.forget_logits(model, forget), forget["labels"])
-        ceiling = self.args.forget_loss_ceiling
-        if ceiling is not None:  # samples already pushed past the ceiling stop receiving the GA gradient
-            forget_loss = torch.where(forget_nll.detach() > ceiling, forget_loss.detach(), forget_loss)
-        ga = -forget_loss.mean()
+        ga = losses.ga_loss(forget_loss, self.args.forget_loss_ceiling, mean_token_nll=forget_nll)
         yield ga, {"forget_nll": forget_nll.mean(), "ga_loss": ga}
         del forget_loss, forget_nll, ga
         if guidance is None:  # every o* of this batch was dropped: it named the forgotten concept

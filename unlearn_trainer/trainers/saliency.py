@@ -17,9 +17,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from .. import losses
+from torch.utils.data import ConcatDataset
+
 from ..saliency import FISHER_MODES, SaliencyMask, check_checkpointing, compute_saliency_mask, set_trainable
-from .base import PerFamily, UnlearnConfig, UnlearnTrainer, paper_field
+from .base import PerFamily, UnlearnConfig, paper_field
+from .ga import GATrainer
 
 __all__ = ["SaliencyConfig", "SaliencyTrainer", "SUGGESTED_LEARNING_RATES"]
 
@@ -92,32 +94,17 @@ class SaliencyConfig(UnlearnConfig):
             raise ValueError(f"saliency_eps must be > 0, got {self.saliency_eps}.")
 
 
-class _Concat:
-    """Several datasets of rows read as one (the preserved set P is a union of three sets, Eq. 6)."""
-
-    def __init__(self, parts):
-        self.parts = [p for p in parts if p is not None]
-        self._len = sum(len(p) for p in self.parts)
-
-    def __len__(self):
-        return self._len
-
-    def __getitem__(self, i):
-        for p in self.parts:
-            if i < len(p):
-                return p[i]
-            i -= len(p)
-        raise IndexError(i)
-
-
 def _as_rows(data):
+    """The preserved set P as one dataset of rows: a list of datasets (P is a union of three sets, Eq. 6) is
+    concatenated."""
     if isinstance(data, (list, tuple)) and data and not isinstance(data[0], dict):
-        return _Concat(data)
+        return ConcatDataset([part for part in data if part is not None])
     return data
 
 
-class SaliencyTrainer(UnlearnTrainer):
-    """MMUnlearner. Extra argument ``preserve_dataset``: the preserved set P (Eq. 6), rows or a list of datasets of
+class SaliencyTrainer(GATrainer):
+    """MMUnlearner: GA's loss (``-L_f`` of Eq. 3, inherited from :class:`GATrainer`) with its gradient gated by the
+    saliency mask. Extra argument ``preserve_dataset``: the preserved set P (Eq. 6), rows or a list of datasets of
     rows: text-only QA about the forget concepts, retain VQA, text-only QA about retain concepts. Defaults to
     ``retain_dataset`` (with a warning). Not needed if ``args.saliency_mask`` points to a saved mask."""
 
@@ -172,9 +159,3 @@ class SaliencyTrainer(UnlearnTrainer):
         # the base trainer's forget_gradient_context gates the forget pass with this mask
         self._saliency_mask, self._saliency_mask_path = self.saliency_mask, a.saliency_mask
         logger.info("Saliency mask (beta=%s):\n%s", a.beta, self.saliency_mask.table())
-
-    def unlearning_loss(self, model, inputs):
-        forget = inputs["forget"]
-        nll = losses.sequence_nll(self.forget_logits(model, forget), forget["labels"])
-        loss = losses.ga_loss(nll, ceiling=self.args.forget_loss_ceiling)
-        return loss, {"forget_nll": nll.mean()}

@@ -49,7 +49,7 @@ from typing import Any, ClassVar
 import torch
 
 from .. import losses
-from ..data.collator import ForgetRetainCollator, row_images, row_name
+from ..data.collator import ForgetRetainCollator, row_name, single_image
 from ..vision.adapters import get_adapter
 from ..vision.sgpvt import (
     MLLAMA_NOT_SUPPORTED,
@@ -159,19 +159,6 @@ class SGPVTSample:
     token_scores: torch.Tensor
 
 
-def _distant_image(entry, index: int, column: str | None):
-    if isinstance(entry, dict):
-        images = entry.get(column) if column is not None else row_images(entry)
-        images = images if isinstance(images, (list, tuple)) else [images]
-        images = [im for im in images if im is not None]
-        if len(images) != 1:
-            raise ValueError(f"Distant {row_name(entry, index)} has {len(images)} images; give one image per entry.")
-        return images[0]
-    if entry is None:
-        raise ValueError(f"Distant image #{index} is None.")
-    return entry
-
-
 class SGPVTTrainer(UnlearnTrainer):
     """SGPVT (Eq. 12). Extra arguments: ``distant_images`` (images of concepts far from every forget target -- a
     list of images, or rows / a ``datasets.Dataset`` with an image column named by ``distant_image_column`` if it is
@@ -189,7 +176,8 @@ class SGPVTTrainer(UnlearnTrainer):
         self.site = TokenSite(self.model, self.args.perturb)
         self.distant_images = None
         if distant_images is not None:
-            self.distant_images = [_distant_image(e, i, distant_image_column) for i, e in enumerate(distant_images)]
+            self.distant_images = [single_image(entry, i, distant_image_column, "Distant")
+                                   for i, entry in enumerate(distant_images)]
             if not self.distant_images:
                 raise ValueError("distant_images is empty.")
         if self.args.damage_boundary is None and self.distant_images is None:
@@ -264,12 +252,9 @@ class SGPVTTrainer(UnlearnTrainer):
         return (self.args.seed * 1_000_003 + self.args.process_index * 7_919 + self._sgpvt_calls * 101 + j) % (2**63)
 
     # -- per-sample quantities (reference model, cached) ---------------------------------------------------
-    def _forget_collator(self):
-        collator = self.data_collator
-        return collator.forget_collator if isinstance(collator, ForgetRetainCollator) else collator
-
     def _single_batch(self, row: dict, index: int) -> dict:
-        return self._prepare_inputs(self._forget_collator()([dict(row, __index__=index)]))
+        collator = ForgetRetainCollator.forget_part(self.data_collator)
+        return self._prepare_inputs(collator([dict(row, __index__=index)]))
 
     def _sample_infos(self, ref_model, batch) -> list[SGPVTSample]:
         if batch.get("sample_index") is None:

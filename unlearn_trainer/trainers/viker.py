@@ -148,7 +148,7 @@ class ViKeRTrainer(UnlearnTrainer):
         super().__init__(*args, **kwargs)
         self.reference_pool = ReferenceImagePool(
             reference_images,
-            num_images=self.args.num_reference_images,
+            num_reference_images=self.args.num_reference_images,
             seed=self.args.reference_seed,
             sampling=self.args.reference_sampling,
             image_column=reference_image_column,
@@ -190,10 +190,7 @@ class ViKeRTrainer(UnlearnTrainer):
         """The k reference rows of forget sample ``sample_index`` (its image swapped), collated like training."""
         row = self.forget_dataset[int(sample_index)]
         rows = swap_in_reference_images(row, self.reference_pool.images_for(int(sample_index)), index=int(sample_index))
-        collator = self.data_collator
-        if isinstance(collator, ForgetRetainCollator):
-            collator = collator.forget_collator
-        return collator(rows)
+        return ForgetRetainCollator.forget_part(self.data_collator)(rows)
 
     def _reference_distributions(self, ref_model, batch) -> list[ReferenceDistribution]:
         if batch.get("sample_index") is None:
