@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .testing import LANGUAGE_MODEL_LORA_TARGETS
+from .vision.adapters import LANGUAGE_MODEL_LORA_TARGETS
 
 __all__ = ["ScriptArguments", "parse_args", "load_model_and_processor", "load_data", "run_method", "DemoData",
            "data_split"]

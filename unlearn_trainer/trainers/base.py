@@ -24,14 +24,13 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
-from accelerate.utils import DistributedType
+from accelerate.utils import DistributedType, is_peft_model
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from .. import losses
 from ..data.collator import ForgetRetainCollator, ForgetRetainDataset, VLMUnlearningCollator, model_inputs
 
-__all__ = ["UnlearnConfig", "UnlearnTrainer", "NonFiniteLossError", "is_peft_model", "PerFamily", "paper_default",
-           "paper_field"]
+__all__ = ["UnlearnConfig", "UnlearnTrainer", "NonFiniteLossError", "PerFamily", "paper_default", "paper_field"]
 
 logger = logging.getLogger(__name__)
 
@@ -181,11 +180,6 @@ def _give_collators_the_position_limit(collator, model) -> None:
         inner = getattr(collator, name, None)
         if isinstance(inner, VLMUnlearningCollator) and getattr(inner, "max_positions", None) is None:
             inner.max_positions = limit
-
-
-def is_peft_model(model) -> bool:
-    """True for a PEFT model (its reference is itself with the adapter disabled)."""
-    return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
 
 
 def _trainable_outside_adapter(model) -> list[str]:
