@@ -234,11 +234,13 @@ def test_forgotten_summary_reads_dataset_columns_without_rows(world_rows):
 
 def test_example_cli_writes_the_card_and_pushes_with_push_to_hub(world_rows, tmp_path, hub, monkeypatch):
     from unlearn_trainer import cli
+    from unlearn_trainer.data.benchmarks import BenchmarkData
 
     forget, retain = world_rows
     model, processor = tiny_model_and_processor("llava")
     monkeypatch.setattr(cli, "load_model_and_processor", lambda script_args: (model, processor, True))
-    data = cli.DemoData(forget=forget, retain=retain, eval_splits={"forget": forget[:2], "retain": retain[:2]})
+    data = BenchmarkData(name="toyworld", forget=forget, retain=retain,
+                         eval_splits={"forget": forget[:2], "retain": retain[:2]})
     monkeypatch.setattr(cli, "load_data", lambda script_args: data)
     out = tmp_path / "run"
     argv = ["--output_dir", str(out), "--max_steps", "1", "--per_device_train_batch_size", "2", "--max_new_tokens",
