@@ -631,8 +631,20 @@ class UnlearnTrainer(Trainer):
         if self.args.saliency_mask is not None:
             from ..saliency import forget_gradient_gate  # lazy: saliency is only imported by runs that use a mask
 
-            return forget_gradient_gate(self, model)
+            return forget_gradient_gate(self._loaded_saliency_mask(), self.accelerator.unwrap_model(model))
         return contextlib.nullcontext()
+
+    def _loaded_saliency_mask(self):
+        """The mask at ``args.saliency_mask``: the one loaded at construction (or computed by SaliencyTrainer), loaded
+        again only if the path changed since."""
+        mask = getattr(self, "_saliency_mask", None)
+        if mask is None or getattr(self, "_saliency_mask_path", None) != self.args.saliency_mask:
+            from ..saliency import SaliencyMask, check_checkpointing
+
+            check_checkpointing(self.args)
+            mask = SaliencyMask.load(self.args.saliency_mask)
+            self._saliency_mask, self._saliency_mask_path = mask, self.args.saliency_mask
+        return mask
 
     def retain_term(self, model, retain: dict) -> torch.Tensor:
         logits = self.forward_logits(model, retain)
