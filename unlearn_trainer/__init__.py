@@ -1,5 +1,6 @@
 """unlearn_trainer: machine unlearning for vision-language models as drop-in Hugging Face trainers."""
 
+from . import _quiet  # noqa: F401  (first: drops two upstream start-up messages, see _quiet.py)
 from ._version import __version__
 from .data import (
     ConceptMaskCollator,
