@@ -1,5 +1,6 @@
-"""Importing the package and building a trainer print nothing: no upstream start-up message (bitsandbytes' CPU
-kernel notice via peft, DeepSpeed's accelerator notice via accelerate) reaches stdout or stderr.
+"""Importing the package and building a (LoRA) trainer print nothing: no upstream start-up message (bitsandbytes'
+CPU kernel notice via peft, DeepSpeed's accelerator notice via accelerate, peft's use of a deprecated transformers
+property) reaches stdout or stderr.
 
 The messages only appear where bitsandbytes / DeepSpeed are installed (the [dev] environment has both); elsewhere
 these tests pass without exercising the filters."""
@@ -14,11 +15,12 @@ ROOT = Path(__file__).resolve().parent.parent
 BUILD_A_TRAINER = """
 import tempfile
 from unlearn_trainer import GAConfig, GATrainer
-from unlearn_trainer.testing import tiny_model_and_processor, tiny_vqa_rows
+from unlearn_trainer.testing import lora_config_for, tiny_model_and_processor, tiny_vqa_rows
 
 model, processor = tiny_model_and_processor("llava")
 args = GAConfig(output_dir=tempfile.mkdtemp(), report_to="none", max_steps=1, disable_tqdm=True)
-GATrainer(model=model, args=args, forget_dataset=tiny_vqa_rows(2), processing_class=processor)
+GATrainer(model=model, args=args, forget_dataset=tiny_vqa_rows(2), processing_class=processor,
+          peft_config=lora_config_for(model))
 """
 
 

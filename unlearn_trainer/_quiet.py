@@ -12,11 +12,15 @@ Neither comes from a backend this package uses on that path:
 Each is dropped by a filter on that one logger that matches that one message (the DeepSpeed one only while torch
 sees no CUDA device, where it is expected); every other record of those loggers passes. A process that imported
 peft before this package has already printed the first one.
+
+Likewise ``PeftModel.__init__`` reads transformers' deprecated ``is_gradient_checkpointing`` property, a
+``FutureWarning`` on every LoRA run (peft's to fix, not the user's): that one warning is ignored.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable
 
 
@@ -46,3 +50,6 @@ for _name, _filter in _FILTERS.items():
     _logger = logging.getLogger(_name)
     if not any(isinstance(f, _DropMessage) for f in _logger.filters):
         _logger.addFilter(_filter)
+
+warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning,
+                        module=r"transformers\.modeling_utils")

@@ -555,7 +555,8 @@ class UnlearnTrainer(Trainer):
             with _eval_mode(self._ref_model):
                 yield self._ref_model
             return
-        unwrapped = self.accelerator.unwrap_model(model)
+        # through torch.compile too (torch_compile=True): accelerate's is_peft_model does not see through it
+        unwrapped = self.accelerator.unwrap_model(model, keep_torch_compile=False)
         if not is_peft_model(unwrapped):
             raise RuntimeError(
                 f"{type(self).__name__} needs a reference model but none was built; this is a bug in the method "
