@@ -107,7 +107,7 @@ def component_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
     return collapsed
 
 
-def _describe(cycle: list[str], graph: dict[str, set[str]]) -> str:
+def _describe(cycle: list[str]) -> str:
     return "import cycle: " + " -> ".join(cycle)
 
 
@@ -115,13 +115,13 @@ def test_module_import_graph_is_acyclic():
     graph = import_graph()
     assert f"{PACKAGE}.trainers.base" in graph and f"{PACKAGE}.hub" in graph  # the walk found the package
     cycle = find_cycle(graph)
-    assert cycle is None, _describe(cycle, graph)
+    assert cycle is None, _describe(cycle)
 
 
 def test_subpackage_import_graph_is_acyclic():
     graph = component_graph(import_graph())
     cycle = find_cycle(graph)
-    assert cycle is None, _describe(cycle, graph)
+    assert cycle is None, _describe(cycle)
 
 
 # The checker itself, on small synthetic packages: it must see lazy and relative imports, must not call a package
