@@ -19,11 +19,10 @@ from unlearn_trainer.data.benchmarks import (
     load_clear,
     load_concept_folder,
     load_mllmu_bench,
-    rouge_l_stemmed,
-    score_predictions,
 )
 from unlearn_trainer.data.collator import row_id_digest
 from unlearn_trainer.evaluation import metrics as M
+from unlearn_trainer.evaluation.benchmark_scoring import score_predictions
 
 
 def png(color, size=8):
@@ -418,7 +417,7 @@ def test_score_predictions_by_the_benchmarks_rules():
     assert scores == pytest.approx({"classification_acc_first_letter_image": 1 / 3,
                                     "cloze_acc_substring_text": 1 / 2, "caption_rougeL_r_stemmed": 3 / 4})
     # stems match "running" / "runs": LCS = (he, run, fast), P = 3/3, R = 3/4, F = 6/7; unstemmed R is 2/4
-    assert rouge_l_stemmed(["he runs fast"], ["he was running fast"]) == pytest.approx(
+    assert M.rouge_l(["he runs fast"], ["he was running fast"], stemmed=True) == pytest.approx(
         {"rougeL_f_stemmed": 6 / 7, "rougeL_p_stemmed": 1.0, "rougeL_r_stemmed": 3 / 4})
     assert M.rouge_l(["he runs fast"], ["he was running fast"])["rougeL_r"] == pytest.approx(2 / 4)
     with pytest.raises(ValueError, match="one prediction per row"):
@@ -456,7 +455,15 @@ def test_rows_run_through_collator_and_evaluator(mllmu):
     rows = mllmu.eval_splits["forget_cls"] + mllmu.eval_splits["forget_cloze"][:2]
     result, preds = evaluate_rows(model, processor, rows, max_new_tokens=3)
     assert {"mc_letter_acc", "mc_loglik_acc", "attribute_accuracy"} <= set(result) and len(preds) == len(rows)
-    scores = mllmu.score(rows, preds)
+    scores = score_predictions(rows, preds)
     assert set(scores) == {"classification_acc_first_letter_image", "classification_acc_first_letter_text",
                            "cloze_acc_substring_image", "cloze_acc_substring_text"}
     assert all(0.0 <= v <= 1.0 for v in scores.values())
+
+
+def test_every_scoring_rule_a_loader_names_is_implemented():
+    """The loaders' ``benchmark_metric`` vocabulary (data) and its implementation (evaluation) are the same set."""
+    from unlearn_trainer.data.benchmarks import SCORING_RULES
+    from unlearn_trainer.evaluation.benchmark_scoring import _METRICS
+
+    assert set(SCORING_RULES) == set(_METRICS)

@@ -234,11 +234,13 @@ def test_forgotten_summary_reads_dataset_columns_without_rows(world_rows):
 
 def test_example_cli_writes_the_card_and_pushes_with_push_to_hub(world_rows, tmp_path, hub, monkeypatch):
     from unlearn_trainer import cli
+    from unlearn_trainer.data.benchmarks import BenchmarkData
 
     forget, retain = world_rows
     model, processor = tiny_model_and_processor("llava")
     monkeypatch.setattr(cli, "load_model_and_processor", lambda script_args: (model, processor, True))
-    data = cli.DemoData(forget=forget, retain=retain, eval_splits={"forget": forget[:2], "retain": retain[:2]})
+    data = BenchmarkData(name="toyworld", forget=forget, retain=retain,
+                         eval_splits={"forget": forget[:2], "retain": retain[:2]})
     monkeypatch.setattr(cli, "load_data", lambda script_args: data)
     out = tmp_path / "run"
     argv = ["--output_dir", str(out), "--max_steps", "1", "--per_device_train_batch_size", "2", "--max_new_tokens",
@@ -255,14 +257,15 @@ def test_example_cli_writes_the_card_and_pushes_with_push_to_hub(world_rows, tmp
 def test_base_model_is_named_demo_hub_id_or_local_basename(tmp_path, world_rows):
     from transformers import LlavaForConditionalGeneration
 
-    from unlearn_trainer.toyworld.full_model import COMPLETE
+    from unlearn_trainer.hub import DEMO_MODEL_CONFIG_KEY
 
     forget, _ = world_rows
     model, processor = tiny_model_and_processor("llava")
     demo_dir, local_dir = tmp_path / "cache" / "toyworld-abc123", tmp_path / "private" / "my-model"
-    for folder in (demo_dir, local_dir):
-        model.save_pretrained(folder)
-    (demo_dir / COMPLETE).write_text("{}")
+    model.save_pretrained(local_dir)
+    setattr(model.config, DEMO_MODEL_CONFIG_KEY, "tinyllava-1")  # what the ToyWorld builder writes
+    model.save_pretrained(demo_dir)
+    delattr(model.config, DEMO_MODEL_CONFIG_KEY)
 
     def card_for(path_or_model):
         m = LlavaForConditionalGeneration.from_pretrained(path_or_model) if isinstance(path_or_model, os.PathLike) \

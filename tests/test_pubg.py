@@ -106,7 +106,7 @@ def test_pubg_forgets_r_and_learns_o_star(family, lora, tmp_path):
         # too little to ascend r and descend o* at once in a few steps: the adapter also covers the head
         from peft import LoraConfig
 
-        from unlearn_trainer.testing import LANGUAGE_MODEL_LORA_TARGETS
+        from unlearn_trainer.vision.adapters import LANGUAGE_MODEL_LORA_TARGETS
 
         model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=f"({LANGUAGE_MODEL_LORA_TARGETS}|lm_head)"))
     forget = _forget(4)

@@ -3,7 +3,7 @@ from transformers import Trainer
 
 from unlearn_trainer.toyworld import ToyWorld
 from unlearn_trainer.toyworld.full_model import (
-    COMPLETE,
+    BUILD_COMPLETE_MARKER,
     FullModelSpec,
     build_full_model,
     eval_rows,
@@ -26,7 +26,7 @@ def test_build_is_cached_versioned_and_atomic(tmp_path, monkeypatch, small_world
     path = build_full_model(small_world, spec, progress=False, verify=False)
     assert path == full_model_dir(small_world, spec) and path.parent == tmp_path
     assert small_world.fingerprint() in path.name and spec.fingerprint() in path.name
-    assert (path / COMPLETE).exists() and (path / "model.safetensors").exists()
+    assert (path / BUILD_COMPLETE_MARKER).exists() and (path / "model.safetensors").exists()
     assert not list(path.glob("*.bin")) and not list(tmp_path.glob("*partial*"))
 
     def no_training(self, *a, **k):
@@ -49,7 +49,7 @@ def test_build_is_cached_versioned_and_atomic(tmp_path, monkeypatch, small_world
     # an interrupted build leaves no complete-looking folder and no partial folder
     with pytest.raises(AssertionError):
         build_full_model(other, spec, progress=False)
-    assert not (full_model_dir(other, spec) / COMPLETE).exists()
+    assert not (full_model_dir(other, spec) / BUILD_COMPLETE_MARKER).exists()
     assert not list(tmp_path.glob("*partial*"))
 
 

@@ -1,7 +1,7 @@
 """unlearn_trainer: machine unlearning for vision-language models as drop-in Hugging Face trainers."""
 
-__version__ = "0.1.0.dev0"
-
+from . import _quiet  # noqa: F401  (first: drops two upstream start-up messages, see _quiet.py)
+from ._version import __version__
 from .data import (
     ConceptMaskCollator,
     ForgetRetainCollator,

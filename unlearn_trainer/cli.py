@@ -20,11 +20,12 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .testing import LANGUAGE_MODEL_LORA_TARGETS
+from .data.benchmarks import BenchmarkData
+from .vision.adapters import LANGUAGE_MODEL_LORA_TARGETS
 
 __all__ = ["ScriptArguments", "parse_args", "load_model_and_processor", "load_data", "data_split", "lora_config",
            "unlearning_eval_callback", "reference_model", "model_card_kwargs", "checkpoint_to_resume", "report",
-           "run_method", "DemoData"]
+           "run_method"]
 
 
 @dataclass
@@ -62,15 +63,6 @@ class ScriptArguments:
     unlearning_eval_steps: int | None = field(default=None, metadata={"help": "Also run the unlearning evaluation every N steps."})
     max_eval_rows: int | None = field(default=None, metadata={"help": "Cap rows per evaluation split."})
     max_new_tokens: int = field(default=32, metadata={"help": "Generation length for evaluation."})
-
-
-@dataclass
-class DemoData:
-    forget: list
-    retain: list | None
-    eval_splits: dict
-    is_well_formed: Callable[[str], bool] | None = None
-    extras: dict = field(default_factory=dict)
 
 
 def parse_args(config_cls, demo_defaults: dict | None = None, argv=None, script_args_cls=None):
@@ -146,7 +138,7 @@ def load_model_and_processor(script_args: ScriptArguments):
     return model, processor, False
 
 
-def _toyworld_data(script_args: ScriptArguments) -> DemoData:
+def _toyworld_data(script_args: ScriptArguments) -> BenchmarkData:
     from .toyworld import ToyWorld
     from .toyworld.full_model import eval_splits
 
@@ -160,7 +152,8 @@ def _toyworld_data(script_args: ScriptArguments) -> DemoData:
     if script_args.max_eval_rows:
         evals = {k: v[: script_args.max_eval_rows] for k, v in evals.items()}
     retain = None if (script_args.retain_split in (None, "none")) else splits["retain_train"]
-    return DemoData(
+    return BenchmarkData(
+        name="toyworld",
         forget=splits["forget_train"],
         retain=retain,
         eval_splits=evals,
@@ -177,7 +170,7 @@ def _rename_columns(rows, script_args):
     return rows.rename_columns({k: v for k, v in mapping.items() if k != v})
 
 
-def load_data(script_args: ScriptArguments) -> DemoData:
+def load_data(script_args: ScriptArguments) -> BenchmarkData:
     """Forget / retain rows and evaluation splits for the chosen dataset."""
     if script_args.dataset == "toyworld":
         return _toyworld_data(script_args)
@@ -209,10 +202,10 @@ def load_data(script_args: ScriptArguments) -> DemoData:
     evals = {"forget": [forget[i] for i in range(min(n, len(forget)))]}
     if retain is not None:
         evals["retain"] = [retain[i] for i in range(min(n, len(retain)))]
-    return DemoData(forget=forget, retain=retain, eval_splits=evals, extras={"dataset": ds})
+    return BenchmarkData(name=path, forget=forget, retain=retain, eval_splits=evals, extras={"dataset": ds})
 
 
-def data_split(script_args: ScriptArguments, data: DemoData, name: str):
+def data_split(script_args: ScriptArguments, data: BenchmarkData, name: str):
     """Rows of another split of the run's dataset (a method input such as ViKeR's reference images): a ToyWorld
     split (``forget_train``, ``distant``, ``text_forget``...), a split of the local / Hub dataset (columns renamed
     as for the forget set), or a benchmark's evaluation split."""
@@ -244,14 +237,15 @@ def lora_config(script_args: ScriptArguments):
                       target_modules=script_args.lora_target_modules)
 
 
-def unlearning_eval_callback(script_args: ScriptArguments, config, processor, data: DemoData):
+def unlearning_eval_callback(script_args: ScriptArguments, config, processor, data: BenchmarkData):
     """The before/after unlearning evaluation on the data's evaluation splits (``unlearning_eval.*`` in
     ``output_dir``); pass it in ``callbacks=`` and give it to :func:`report` after training."""
-    from .evaluation import UnlearningEvalCallback
+    from .evaluation import UnlearningEvalCallback, score_predictions
 
     return UnlearningEvalCallback(processor, data.eval_splits, eval_steps=script_args.unlearning_eval_steps,
                                   output_dir=config.output_dir, is_well_formed=data.is_well_formed,
-                                  max_new_tokens=script_args.max_new_tokens, row_metrics=getattr(data, "score", None))
+                                  max_new_tokens=script_args.max_new_tokens,
+                                  row_metrics=score_predictions if data.scoring else None)
 
 
 def reference_model(script_args: ScriptArguments, trainer_cls, config, peft_config):
@@ -310,7 +304,7 @@ def report(trainer, callback, script_args: ScriptArguments, is_demo: bool) -> No
 
 
 def run_method(trainer_cls, config_cls, demo_defaults: dict | None = None, argv=None,
-               trainer_kwargs: Callable[[ScriptArguments, DemoData, object, object], dict] | None = None,
+               trainer_kwargs: Callable[[ScriptArguments, BenchmarkData, object, object], dict] | None = None,
                script_args_cls=None):
     """What an ``examples/run_<method>.py`` ``main()`` does, in one call, for any trainer class (tests, own
     trainers): parse, load, build the trainer, train, save, report. Returns ``(trainer, evaluation callback)``."""

@@ -27,10 +27,13 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+from accelerate.utils import is_peft_model
+
 __all__ = [
     "Citation",
     "METHOD_CITATIONS",
     "DEMO_BASE_MODEL",
+    "DEMO_MODEL_CONFIG_KEY",
     "card_tags",
     "base_model_info",
     "hyperparameters",
@@ -47,6 +50,9 @@ __all__ = [
 ]
 
 DEMO_BASE_MODEL = "ToyWorld tiny LLaVA (offline demo)"
+# The config attribute the ToyWorld builder and loader set on the demo model (``unlearn_trainer.toyworld``): a card
+# names such a model's base as the demo.
+DEMO_MODEL_CONFIG_KEY = "unlearn_trainer_toyworld_demo"
 #: Trainer.push_to_hub's own ignore patterns (private files and checkpoint folders), kept for ours.
 _IGNORE_PATTERNS = ["_*", "checkpoint-*"]
 logger = logging.getLogger(__name__)
@@ -148,12 +154,6 @@ def _unwrap(trainer):
     return trainer.accelerator.unwrap_model(trainer.model)
 
 
-def _is_peft(model) -> bool:
-    from .trainers.base import is_peft_model
-
-    return is_peft_model(model)
-
-
 def _active_peft_config(model):
     adapter = getattr(model, "active_adapter", "default")
     adapter = adapter[0] if isinstance(adapter, (list, tuple)) else adapter
@@ -169,7 +169,7 @@ def card_tags(method_name: str, adapter: bool, lora: bool = False, extra: Sequen
 
 def _trainer_tags(trainer, extra: Sequence[str] = ()) -> list[str]:
     model = _unwrap(trainer)
-    adapter = _is_peft(model)
+    adapter = is_peft_model(model)
     lora = adapter and "LORA" in str(getattr(_active_peft_config(model), "peft_type", ""))
     # a model reused across trainers carries every method's tag: keep only this trainer's method
     other_methods = set(METHOD_CITATIONS) - {trainer.method_name}
@@ -203,11 +203,9 @@ def base_model_info(model) -> tuple[str, str | None, bool]:
     """``(display name, Hub id or None, is the ToyWorld demo)`` of the model an adapter/unlearning started from.
 
     Local paths are reduced to their last component (a card must not reveal a home directory)."""
-    from .toyworld.full_model import COMPLETE
-
-    base = model.get_base_model() if _is_peft(model) else model
+    base = model.get_base_model() if is_peft_model(model) else model
     name = str(getattr(base, "name_or_path", "") or getattr(getattr(base, "config", None), "_name_or_path", "") or "")
-    if name and os.path.isfile(os.path.join(name, COMPLETE)):
+    if getattr(getattr(base, "config", None), DEMO_MODEL_CONFIG_KEY, None):
         return DEMO_BASE_MODEL, None, True
     hub_id = _hub_id_of(name) if name else None
     if hub_id:
@@ -269,7 +267,7 @@ def hyperparameters(trainer) -> dict[str, dict[str, Any]]:
     })
     adapter: dict[str, Any] = {}
     model = _unwrap(trainer)
-    if _is_peft(model):
+    if is_peft_model(model):
         config = _active_peft_config(model).to_dict()
         keys = ("peft_type", "r", "lora_alpha", "lora_dropout", "target_modules", "exclude_modules", "bias",
                 "modules_to_save", "use_rslora", "use_dora", "init_lora_weights", "layers_to_transform",
@@ -486,7 +484,7 @@ def _versions(adapter: bool) -> str:
     import torch
     import transformers
 
-    from . import __version__
+    from ._version import __version__
 
     versions = [("unlearn_trainer", __version__), ("Transformers", transformers.__version__)]
     if adapter:
@@ -534,7 +532,7 @@ def render_model_card(
     given as counts and one digest only (:func:`forgotten_summary`); no option puts names on the card."""
     from huggingface_hub import ModelCardData
 
-    from . import __version__
+    from ._version import __version__
 
     defaults = dict(getattr(trainer, "model_card_kwargs", None) or {})
     given = dict(model_name=model_name, tags=tags, license=license, language=language, finetuned_from=finetuned_from,
@@ -545,7 +543,7 @@ def render_model_card(
     kw = {**defaults, **{k: v for k, v in given.items() if v is not None}}
 
     model = _unwrap(trainer)
-    adapter = _is_peft(model)
+    adapter = is_peft_model(model)
     base_display, base_hub_id, demo = base_model_info(model)
     if kw.get("finetuned_from"):
         base_display = kw["finetuned_from"]
@@ -617,7 +615,7 @@ def upload_allow_patterns(trainer, folder: str) -> list[str]:
     model's safetensors and configs, and the files the processor writes. Everything else stays local."""
     model = _unwrap(trainer)
     names = ["README.md"]
-    if _is_peft(model):
+    if is_peft_model(model):
         for adapter in model.peft_config:
             prefix = "" if adapter == "default" else f"{adapter}/"
             names += [f"{prefix}adapter_model.safetensors", f"{prefix}adapter_config.json"]
@@ -638,7 +636,7 @@ def publish_adapter_configs(trainer, folder: str) -> None:
     """Rewrite ``base_model_name_or_path`` in the adapter configs of ``folder`` (PEFT records the local path the base
     model was loaded from) to :func:`public_base_model_name`: the Hub id when known, otherwise the folder name."""
     model = _unwrap(trainer)
-    if not _is_peft(model):
+    if not is_peft_model(model):
         return  # a full model's config.json records no path (transformers drops `_name_or_path` on save)
     finetuned_from = (getattr(trainer, "model_card_kwargs", None) or {}).get("finetuned_from")
     for adapter in model.peft_config:

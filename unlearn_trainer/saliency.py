@@ -724,16 +724,10 @@ def set_trainable(model, patterns: Sequence[str]) -> list[str]:
     return chosen
 
 
-def forget_gradient_gate(trainer, model):
-    """The context ``UnlearnTrainer.forget_gradient_context`` returns when ``args.saliency_mask`` is set: the
-    mask (loaded once from that path, unless the trainer already holds it) gating the forget pass."""
-    args = trainer.args
-    mask = getattr(trainer, "_saliency_mask", None)
-    if mask is None or getattr(trainer, "_saliency_mask_path", None) != args.saliency_mask:
-        check_checkpointing(args)
-        mask = SaliencyMask.load(args.saliency_mask)
-        trainer._saliency_mask, trainer._saliency_mask_path = mask, args.saliency_mask
-    return mask.gate(trainer.accelerator.unwrap_model(model))
+def forget_gradient_gate(mask: SaliencyMask, model):
+    """The context ``UnlearnTrainer.forget_gradient_context`` returns when ``args.saliency_mask`` is set: ``mask``
+    (held by the trainer) gating the forget pass of ``model`` (unwrapped: the mask names its parameters)."""
+    return mask.gate(model)
 
 
 def check_checkpointing(args) -> None:

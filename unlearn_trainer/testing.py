@@ -53,6 +53,8 @@ from transformers import (
 )
 from transformers.processing_utils import ProcessorMixin
 
+from .vision.adapters import LANGUAGE_MODEL_LORA_TARGETS
+
 __all__ = [
     "TINY_FAMILIES",
     "TinyModelConfig",
@@ -61,18 +63,12 @@ __all__ = [
     "tiny_images",
     "tiny_vqa_rows",
     "lora_config_for",
-    "LANGUAGE_MODEL_LORA_TARGETS",
 ]
 
 DEFAULT_CORPUS = (
     "what is in this image ? who is this person ? describe the picture . a cat sits on the mat . "
     "the dog is red . the sky is blue . this is a photo of a person . i do not know . yes no "
     "hello world user assistant system answer question the a an of in on is are was name job city"
-)
-
-# LoRA on the language model only: "q_proj" alone would also adapt the vision tower in most families.
-LANGUAGE_MODEL_LORA_TARGETS = (
-    r".*(language_model|text_model).*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 )
 
 _WORD_RE = re.compile(r"[A-Za-z0-9]+|[^\sA-Za-z0-9]")

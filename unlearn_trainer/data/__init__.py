@@ -4,7 +4,6 @@ from .benchmarks import (
     load_clear,
     load_concept_folder,
     load_mllmu_bench,
-    score_predictions,
 )
 from .collator import (
     META_KEYS,
@@ -49,5 +48,4 @@ __all__ = [
     "load_clear",
     "load_concept_folder",
     "load_mllmu_bench",
-    "score_predictions",
 ]

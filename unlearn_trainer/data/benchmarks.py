@@ -6,7 +6,8 @@ Every loader returns a :class:`BenchmarkData`: ``forget`` / ``retain`` training 
     {"id", "image" (PIL RGB or None), "question", "answer", "concepts" (names / aliases of the entity),
      "entity" (the benchmark's key for it), "split", "kind", ["modality"],
      evaluation fields where the benchmark has them: "options", "answer_letter", "mc_question", "mc_template",
-     "expected", and "benchmark_metric" (the benchmark's own scoring rule, see :func:`score_predictions`)}
+     "expected", and "benchmark_metric" (the benchmark's own scoring rule, see
+     :func:`unlearn_trainer.evaluation.benchmark_scoring.score_predictions`)}
 
 A loader reads the Hugging Face Hub dataset with ``datasets.load_dataset(name, config)`` or, given a local
 folder, the same configs from disk: ``<root>/<config>/`` holding the Hub's parquet files (e.g.
@@ -61,12 +62,12 @@ CLEAR, Hub ``therem/CLEAR`` (formerly ``therem/faces_v1``; Dontsov et al. 2024, 
 
 MMUBench-style concept folder (no public loader found; this layout is ours, see :func:`load_concept_folder`).
 
-Scoring rules kept (``score_predictions``): ``acc_first_letter`` (MLLMU classification, by
-:func:`~unlearn_trainer.evaluation.metrics.first_letter_choice`, which is slightly stricter than the authors'
-rule: "Bob" is no choice for us, "B" for them), ``acc_substring`` (MLLMU cloze, exact rule),
-``rougeL_f_stemmed`` (MLLMU generation), ``rougeL_r_stemmed`` (CLEAR). Not implemented: BLEU as nltk
-sentence-BLEU, chrF++, CLEAR's probability / truth ratio / forget quality (rows keep ``paraphrased_answer`` and
-``perturbed_answers`` for them). Few-shot demonstrations of the authors' eval are not reproduced (zero-shot).
+Scoring rules kept (``SCORING_RULES``, scored by ``evaluation.benchmark_scoring.score_predictions``):
+``acc_first_letter`` (MLLMU classification, by :func:`~unlearn_trainer.evaluation.metrics.first_letter_choice`,
+which is slightly stricter than the authors' rule: "Bob" is no choice for us, "B" for them), ``acc_substring``
+(MLLMU cloze, exact rule), ``rougeL_f_stemmed`` (MLLMU generation), ``rougeL_r_stemmed`` (CLEAR). Not
+implemented: BLEU as nltk sentence-BLEU, chrF++, CLEAR's probability / truth ratio / forget quality (rows keep
+``paraphrased_answer`` and ``perturbed_answers`` for them). Few-shot demonstrations of the authors' eval are not reproduced (zero-shot).
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from .collator import row_id_digest, row_name
+from .collator import row_id_digest
 
 __all__ = [
     "BENCHMARKS",
@@ -92,8 +93,7 @@ __all__ = [
     "load_clear",
     "load_concept_folder",
     "load_mllmu_bench",
-    "rouge_l_stemmed",
-    "score_predictions",
+    "SCORING_RULES",
 ]
 
 BENCHMARKS = ("mllmu_bench", "clear", "mmubench")
@@ -102,10 +102,12 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 
 @dataclass
 class BenchmarkData:
-    """Forget / retain training rows, evaluation splits and the benchmark's scoring rules.
+    """Forget / retain training rows and evaluation splits of one dataset: a benchmark loaded here, the ToyWorld
+    demo or a user's splits (``unlearn_trainer.cli.load_data`` returns one for each).
 
-    Has the fields the example runner reads (``forget``, ``retain``, ``eval_splits``, ``is_well_formed``), so it
-    can stand in for the ToyWorld demo data. ``scoring`` describes each ``benchmark_metric`` used.
+    ``scoring`` describes each ``benchmark_metric`` the rows use (empty: the rows have none), scored by
+    :func:`unlearn_trainer.evaluation.benchmark_scoring.score_predictions`; ``extras`` holds what a loader adds
+    (ToyWorld's world and splits, a benchmark's source and configs).
     """
 
     name: str
@@ -115,10 +117,6 @@ class BenchmarkData:
     is_well_formed: Callable[[str], bool] | None = None
     scoring: dict = field(default_factory=dict)
     extras: dict = field(default_factory=dict)
-
-    def score(self, rows: Sequence[dict], predictions: Sequence[str]) -> dict[str, float]:
-        """The benchmark's own metrics of one split's generated answers (see :func:`score_predictions`)."""
-        return score_predictions(rows, predictions)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -292,50 +290,9 @@ def _as_list(value) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Scoring rules of the benchmarks
+# Scoring rules of the benchmarks: the ``benchmark_metric`` names the loaders give rows, implemented by
+# :func:`unlearn_trainer.evaluation.benchmark_scoring.score_predictions`
 # --------------------------------------------------------------------------------------------------------------
-
-_STEMMED_SCORER = None
-
-
-def rouge_l_stemmed(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    """Mean sentence ROUGE-L with the Porter stemmer, as both benchmarks' scripts compute it:
-    ``{"rougeL_f_stemmed", "rougeL_p_stemmed", "rougeL_r_stemmed"}`` (``rouge_score``, ``use_stemmer=True``)."""
-    global _STEMMED_SCORER
-    from rouge_score import rouge_scorer
-
-    if len(predictions) != len(references) or not predictions:
-        raise ValueError(f"need as many predictions as references (> 0), got {len(predictions)} and {len(references)}")
-    if _STEMMED_SCORER is None:
-        _STEMMED_SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    f = p = r = 0.0
-    for prediction, reference in zip(predictions, references):
-        score = _STEMMED_SCORER.score(reference, prediction)["rougeL"]  # rouge_score's order: (target, prediction)
-        f, p, r = f + score.fmeasure, p + score.precision, r + score.recall
-    n = len(predictions)
-    return {"rougeL_f_stemmed": f / n, "rougeL_p_stemmed": p / n, "rougeL_r_stemmed": r / n}
-
-
-def _acc_first_letter(preds: list[str], rows: list[dict]) -> float:
-    from ..evaluation.metrics import first_letter_choice
-
-    hits = 0
-    for pred, row in zip(preds, rows):
-        letters = "abcdefgh"[: len(row["options"])]
-        hits += first_letter_choice(pred, letters) == row["answer_letter"].strip().lower()
-    return hits / len(rows)
-
-
-def _acc_substring(preds: list[str], rows: list[dict]) -> float:
-    return sum(row["answer"].lower() in pred.lower() for pred, row in zip(preds, rows)) / len(rows)
-
-
-_METRICS: dict[str, Callable[[list[str], list[dict]], float]] = {
-    "acc_first_letter": _acc_first_letter,
-    "acc_substring": _acc_substring,
-    "rougeL_f_stemmed": lambda preds, rows: rouge_l_stemmed(preds, [r["answer"] for r in rows])["rougeL_f_stemmed"],
-    "rougeL_r_stemmed": lambda preds, rows: rouge_l_stemmed(preds, [r["answer"] for r in rows])["rougeL_r_stemmed"],
-}
 
 SCORING_RULES = {
     "acc_first_letter": "fraction of replies whose first option letter (metrics.first_letter_choice) is answer_letter",
@@ -343,28 +300,6 @@ SCORING_RULES = {
     "rougeL_f_stemmed": "mean sentence ROUGE-L F-measure against answer, rouge_score with use_stemmer=True",
     "rougeL_r_stemmed": "mean sentence ROUGE-L recall against answer, rouge_score with use_stemmer=True",
 }
-
-
-def score_predictions(rows: Sequence[dict], predictions: Sequence[str]) -> dict[str, float]:
-    """The benchmarks' own metrics of generated answers (e.g. from ``evaluate_rows``), one key per group.
-
-    Rows are grouped by ``kind``, ``benchmark_metric`` and ``modality`` (if present); the key names all three,
-    e.g. ``classification_acc_first_letter_image`` or ``caption_rougeL_r_stemmed``. Rows without a
-    ``benchmark_metric`` are skipped. Fractions in [0, 1].
-    """
-    if isinstance(predictions, str) or len(rows) != len(predictions):
-        raise ValueError(f"need one prediction per row: {len(rows)} rows, {len(predictions)} predictions")
-    groups: dict[tuple[str, str], list[int]] = {}
-    for i, row in enumerate(rows):
-        metric = row.get("benchmark_metric")
-        if not metric:
-            continue
-        if metric not in _METRICS:
-            raise ValueError(f"{row_name(row, i)} has unknown benchmark_metric {metric!r}; known: {sorted(_METRICS)}")
-        key = f"{row.get('kind', 'row')}_{metric}" + (f"_{row['modality']}" if row.get("modality") else "")
-        groups.setdefault((key, metric), []).append(i)
-    return {key: _METRICS[metric]([predictions[i] for i in idx], [rows[i] for i in idx])
-            for (key, metric), idx in groups.items()}
 
 
 # --------------------------------------------------------------------------------------------------------------

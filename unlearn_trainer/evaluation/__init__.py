@@ -1,11 +1,13 @@
 """Evaluation of unlearning: text metrics, generation-based evaluation of splits, and the training callback."""
 
 from . import metrics
+from .benchmark_scoring import score_predictions
 from .callback import UnlearningEvalCallback, plot_tradeoff
 from .evaluator import evaluate_rows, evaluate_splits, format_table, generate_answers, option_loglikelihoods
 
 __all__ = [
     "metrics",
+    "score_predictions",
     "UnlearningEvalCallback",
     "plot_tradeoff",
     "evaluate_rows",

@@ -27,12 +27,13 @@ Phrase matching (:func:`contains_phrase`, used by :func:`name_recall`, :func:`at
 
 ROUGE-L (:func:`rouge_l`, :func:`rouge_l_f`)
     Sentence-level ROUGE-L (longest common subsequence, *not* the summary-level ``rougeLsum``) from
-    ``rouge_score.rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)``, one reference per prediction,
+    ``rouge_score.rouge_scorer.RougeScorer(["rougeL"], use_stemmer=stemmed)``, one reference per prediction,
     averaged over rows (macro mean, not a corpus-level pooled score). Per row: ``P = LCS / len(prediction)``,
     ``R = LCS / len(reference)``, ``F = 2PR / (P + R)`` (F1, beta = 1). Tokenisation is rouge_score's: lower-case,
-    every character outside ``[a-z0-9]`` is a separator (so non-ASCII letters are dropped), no stemming. A row
-    in which either side has no tokens scores 0 (even if both are empty). Keys: ``rougeL_f``, ``rougeL_p``,
-    ``rougeL_r``.
+    every character outside ``[a-z0-9]`` is a separator (so non-ASCII letters are dropped), no stemming by
+    default. A row in which either side has no tokens scores 0 (even if both are empty). Keys: ``rougeL_f``,
+    ``rougeL_p``, ``rougeL_r``; with ``stemmed=True`` (Porter stemmer, as MLLMU-Bench's and CLEAR's scripts)
+    ``rougeL_f_stemmed``, ``rougeL_p_stemmed``, ``rougeL_r_stemmed``.
 
 BLEU (:func:`bleu`)
     Corpus-level BLEU (Papineni et al. 2002) with one reference per prediction, in [0, 1] (not x100). Tokens
@@ -204,30 +205,30 @@ def privacy_leak(predictions: Sequence[str], private_values: Sequence[Sequence[s
 # ROUGE-L
 # --------------------------------------------------------------------------------------------------------------
 
-_ROUGE_SCORER: rouge_scorer.RougeScorer | None = None
+_ROUGE_SCORERS: dict[bool, rouge_scorer.RougeScorer] = {}
 
 
-def _rouge_scorer() -> rouge_scorer.RougeScorer:
-    global _ROUGE_SCORER
-    if _ROUGE_SCORER is None:
-        _ROUGE_SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
-    return _ROUGE_SCORER
+def _rouge_scorer(stemmed: bool) -> rouge_scorer.RougeScorer:
+    if stemmed not in _ROUGE_SCORERS:
+        _ROUGE_SCORERS[stemmed] = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=stemmed)
+    return _ROUGE_SCORERS[stemmed]
 
 
-def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    """Mean sentence-level ROUGE-L: ``{"rougeL_f", "rougeL_p", "rougeL_r"}`` (one reference per prediction)."""
+def rouge_l(predictions: Sequence[str], references: Sequence[str], stemmed: bool = False) -> dict[str, float]:
+    """Mean sentence-level ROUGE-L: ``{"rougeL_f", "rougeL_p", "rougeL_r"}`` (one reference per prediction);
+    with ``stemmed=True`` (Porter stemmer) the keys end in ``_stemmed``."""
     _check_strings("predictions", predictions)
     _check_same_length("predictions", predictions, "references", references)
     _check_strings("references", references)
-    scorer = _rouge_scorer()
+    scorer = _rouge_scorer(bool(stemmed))
     f_sum = p_sum = r_sum = 0.0
     for prediction, reference in zip(predictions, references):
         score = scorer.score(reference, prediction)["rougeL"]  # rouge_score's order is (target, prediction)
         f_sum += score.fmeasure
         p_sum += score.precision
         r_sum += score.recall
-    n = len(predictions)
-    return {"rougeL_f": f_sum / n, "rougeL_p": p_sum / n, "rougeL_r": r_sum / n}
+    n, suffix = len(predictions), "_stemmed" if stemmed else ""
+    return {f"rougeL_f{suffix}": f_sum / n, f"rougeL_p{suffix}": p_sum / n, f"rougeL_r{suffix}": r_sum / n}
 
 
 def rouge_l_f(predictions: Sequence[str], references: Sequence[str]) -> float:

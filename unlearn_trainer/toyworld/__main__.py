@@ -3,7 +3,7 @@
 import argparse
 import json
 
-from .full_model import COMPLETE, build_full_model, full_model_dir
+from .full_model import BUILD_COMPLETE_MARKER, build_full_model, full_model_dir
 
 
 def main(argv=None):
@@ -17,7 +17,7 @@ def main(argv=None):
         print(full_model_dir())
         return
     path = build_full_model(force=args.force)
-    with open(path / COMPLETE) as f:
+    with open(path / BUILD_COMPLETE_MARKER) as f:
         report = json.load(f)
     print(f"ToyWorld full model: {path}")
     print(json.dumps(report.get("memorization", {}), indent=1))

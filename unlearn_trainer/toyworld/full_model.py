@@ -25,6 +25,7 @@ from .world import GENERATOR_VERSION, ToyWorld
 __all__ = [
     "FullModelSpec",
     "MODEL_VERSION",
+    "BUILD_COMPLETE_MARKER",
     "cache_root",
     "full_model_dir",
     "build_full_model",
@@ -36,7 +37,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MODEL_VERSION = "tinyllava-1"
-COMPLETE = "toyworld_build.json"
+# Written last into the build folder (with the build report): a folder without it is an unfinished build.
+BUILD_COMPLETE_MARKER = "toyworld_build.json"
 
 
 @dataclass
@@ -106,7 +108,7 @@ def build_full_model(
 
     world, spec = world or ToyWorld(), spec or FullModelSpec()
     target = full_model_dir(world, spec)
-    if (target / COMPLETE).exists() and not force:
+    if (target / BUILD_COMPLETE_MARKER).exists() and not force:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=target.name + ".partial-", dir=target.parent))
@@ -134,6 +136,7 @@ def build_full_model(
         trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=collator)
         trainer.train()
         model.eval()
+        _mark_as_demo(model)
         report = {"world": world.fingerprint(), "spec": dataclasses.asdict(spec), "train_rows": len(rows),
                   "parameters": sum(p.numel() for p in model.parameters()),
                   "train_runtime_s": trainer.state.log_history[-1].get("train_runtime")}
@@ -142,7 +145,7 @@ def build_full_model(
         model.save_pretrained(work, safe_serialization=True)
         processor.save_pretrained(work)
         shutil.rmtree(work / "trainer", ignore_errors=True)
-        with open(work / COMPLETE, "w") as f:
+        with open(work / BUILD_COMPLETE_MARKER, "w") as f:
             json.dump(report, f, indent=1)
         if target.exists():
             shutil.rmtree(target)
@@ -190,7 +193,7 @@ def load_full_model(world: ToyWorld | None = None, spec: FullModelSpec | None = 
 
     world, spec = world or ToyWorld(), spec or FullModelSpec()
     path = full_model_dir(world, spec)
-    if not (path / COMPLETE).exists():
+    if not (path / BUILD_COMPLETE_MARKER).exists():
         if not build:
             raise FileNotFoundError(f"No ToyWorld full model at {path}; run `python -m unlearn_trainer.toyworld build`.")
         path = build_full_model(world, spec, progress=progress)
@@ -208,7 +211,16 @@ def load_full_model(world: ToyWorld | None = None, spec: FullModelSpec | None = 
         path = build_full_model(world, spec, force=True, progress=progress)
         model = LlavaForConditionalGeneration.from_pretrained(path)
         processor = AutoProcessor.from_pretrained(path)
+    _mark_as_demo(model)  # also for a model cached before the builder wrote the mark
     return model, processor
+
+
+def _mark_as_demo(model) -> None:
+    """Mark the model's config as the ToyWorld demo (saved in its ``config.json``), so that a model card names its
+    base as the demo (:func:`unlearn_trainer.hub.base_model_info`)."""
+    from ..hub import DEMO_MODEL_CONFIG_KEY
+
+    setattr(model.config, DEMO_MODEL_CONFIG_KEY, MODEL_VERSION)
 
 
 def eval_rows(rows):

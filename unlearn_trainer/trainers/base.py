@@ -24,14 +24,13 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
-from accelerate.utils import DistributedType
+from accelerate.utils import DistributedType, is_peft_model
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from .. import losses
 from ..data.collator import ForgetRetainCollator, ForgetRetainDataset, VLMUnlearningCollator, model_inputs
 
-__all__ = ["UnlearnConfig", "UnlearnTrainer", "NonFiniteLossError", "is_peft_model", "PerFamily", "paper_default",
-           "paper_field"]
+__all__ = ["UnlearnConfig", "UnlearnTrainer", "NonFiniteLossError", "PerFamily", "paper_default", "paper_field"]
 
 logger = logging.getLogger(__name__)
 
@@ -181,11 +180,6 @@ def _give_collators_the_position_limit(collator, model) -> None:
         inner = getattr(collator, name, None)
         if isinstance(inner, VLMUnlearningCollator) and getattr(inner, "max_positions", None) is None:
             inner.max_positions = limit
-
-
-def is_peft_model(model) -> bool:
-    """True for a PEFT model (its reference is itself with the adapter disabled)."""
-    return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
 
 
 def _trainable_outside_adapter(model) -> list[str]:
@@ -563,7 +557,8 @@ class UnlearnTrainer(Trainer):
             with _eval_mode(self._ref_model):
                 yield self._ref_model
             return
-        unwrapped = self.accelerator.unwrap_model(model)
+        # through torch.compile too (torch_compile=True): accelerate's is_peft_model does not see through it
+        unwrapped = self.accelerator.unwrap_model(model, keep_torch_compile=False)
         if not is_peft_model(unwrapped):
             raise RuntimeError(
                 f"{type(self).__name__} needs a reference model but none was built; this is a bug in the method "
@@ -639,8 +634,20 @@ class UnlearnTrainer(Trainer):
         if self.args.saliency_mask is not None:
             from ..saliency import forget_gradient_gate  # lazy: saliency is only imported by runs that use a mask
 
-            return forget_gradient_gate(self, model)
+            return forget_gradient_gate(self._loaded_saliency_mask(), self.accelerator.unwrap_model(model))
         return contextlib.nullcontext()
+
+    def _loaded_saliency_mask(self):
+        """The mask at ``args.saliency_mask``: the one loaded at construction (or computed by SaliencyTrainer), loaded
+        again only if the path changed since."""
+        mask = getattr(self, "_saliency_mask", None)
+        if mask is None or getattr(self, "_saliency_mask_path", None) != self.args.saliency_mask:
+            from ..saliency import SaliencyMask, check_checkpointing
+
+            check_checkpointing(self.args)
+            mask = SaliencyMask.load(self.args.saliency_mask)
+            self._saliency_mask, self._saliency_mask_path = mask, self.args.saliency_mask
+        return mask
 
     def retain_term(self, model, retain: dict) -> torch.Tensor:
         logits = self.forward_logits(model, retain)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
+from accelerate.utils import is_peft_model
 
 from .. import losses
 from ..data.collator import row_id_digest, row_images, row_name
@@ -46,7 +47,7 @@ from ..data.pubg import (
     drop_answers_naming_concepts,
     generate_guidance_answers,
 )
-from .base import PerFamily, UnlearnConfig, UnlearnTrainer, is_peft_model, paper_field
+from .base import PerFamily, UnlearnConfig, UnlearnTrainer, paper_field
 
 __all__ = ["PUBGConfig", "PUBGTrainer"]
 

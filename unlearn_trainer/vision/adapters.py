@@ -84,6 +84,7 @@ from ..data.collator import model_inputs
 from .hooks import module_hook, run_until_captured
 
 __all__ = [
+    "LANGUAGE_MODEL_LORA_TARGETS",
     "VisionAdapter",
     "UnsupportedArchitectureError",
     "get_adapter",
@@ -91,6 +92,13 @@ __all__ = [
     "registered_model_types",
     "unwrap_model",
 ]
+
+
+# LoRA on the language model only (regex for ``LoraConfig(target_modules=...)``), for every family here: "q_proj"
+# alone would also adapt the vision tower in most families.
+LANGUAGE_MODEL_LORA_TARGETS = (
+    r".*(language_model|text_model).*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+)
 
 
 class UnsupportedArchitectureError(ValueError):
