@@ -85,8 +85,8 @@ def test_per_pass_loss_is_the_sum_of_the_passes(tmp_path):
 
 def test_non_finite_retain_pass_stops_before_any_update(tmp_path):
     def nan_retain(trainer):
-        original = trainer.retain_term
-        trainer.retain_term = lambda model, retain: original(model, retain) * float("nan")
+        original = trainer._retain_term
+        trainer._retain_term = lambda model, retain: original(model, retain) * float("nan")
 
     trainer, model, before, calls, _ = _run("ga_gd", tmp_path, True, patch=nan_retain)
     with pytest.raises(NonFiniteLossError, match=r"step 0 \(forget rows .*retain_nll"):

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from .. import losses
+from ..citation import Citation
 from ..saliency import FISHER_MODES, SaliencyMask, check_checkpointing, compute_saliency_mask, set_trainable
 from .base import PerFamily, UnlearnConfig, UnlearnTrainer, paper_field
 
@@ -123,6 +124,15 @@ class SaliencyTrainer(UnlearnTrainer):
 
     config_class = SaliencyConfig
     method_name = "saliency"
+    citation = Citation(
+        "MMUnlearner (saliency-masked unlearning)",
+        "MMUnlearner: Reformulating Multimodal Machine Unlearning in the Era of Multimodal Large Language Models",
+        "Jiahao Huo, Yibo Yan, Xu Zheng, Yuanhuiyi Lyu, Xin Zou, Zhihua Wei, Xuming Hu",
+        "Findings of ACL 2025, pages 7190-7206",
+        None,
+        "gradient ascent gated by a weight-saliency mask (Fisher saliency of the forget set over a "
+        "preserved set), plus a retain loss that updates every trainable parameter.",
+    )
 
     def __init__(self, *args, preserve_dataset: Sequence[dict] | Sequence[Sequence[dict]] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
