@@ -518,7 +518,8 @@ def render_model_card(
         method_display=method_display,
         method_summary=(citation.summary if citation
                         else f"the `{trainer.method_name}` objective of `{type(trainer).__name__}`."),
-        citation=str(citation) if citation else "no paper is declared for this method (its trainer class has no `citation`).",
+        citation=(str(citation) if citation
+                  else "no paper is declared for this method (its trainer class has no `citation`)."),
         forgotten=_forgotten_text(summary, dataset_line),
         evaluation=_evaluation_text(trainer),
         hyperparameters="\n\n".join(sections),

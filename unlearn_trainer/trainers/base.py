@@ -747,9 +747,10 @@ class UnlearnTrainer(Trainer):
         """The unlearning objective: the sum of the method's passes and the retain pass.
 
         In Trainer's training step (which backpropagates the returned loss; :meth:`compute_loss_context_manager`)
-        with one backward per pass (:meth:`_backward_per_pass`), every pass but the last is backpropagated here as soon as it exists, scaled as
-        Trainer's ``training_step`` scales the returned loss, and the returned loss is the last pass's loss plus the
-        detached others: Trainer's ``training_step`` then backpropagates the last pass and logs the total. Peak
+        with one backward per pass (:meth:`_backward_per_pass`), every pass but the last is backpropagated here as
+        soon as it exists, scaled as Trainer's ``training_step`` scales the returned loss, and the returned loss is
+        the last pass's loss plus the detached others: Trainer's ``training_step`` then backpropagates the last pass
+        and logs the total. Peak
         activation memory is that of the largest pass instead of the sum of all passes; the gradient is the same as
         one backward of the sum. Each pass is checked for NaN/inf before its backward, and the optimizer step only
         runs after the whole step, so a non-finite pass still stops training before any update.
@@ -803,7 +804,8 @@ class UnlearnTrainer(Trainer):
         steps, unless the loss is already scaled for them): the earlier passes get the same scale."""
         scaled = self.loss_is_scaled_for_ga
         if scaled is None:
-            scaled = (self.model_accepts_loss_kwargs and num_items_in_batch is not None) or self.compute_loss_func is not None
+            scaled = ((self.model_accepts_loss_kwargs and num_items_in_batch is not None)
+                      or self.compute_loss_func is not None)
         return 1 if scaled else getattr(self, "current_gradient_accumulation_steps", 1)
 
     def _backward_per_pass(self, inputs) -> bool:

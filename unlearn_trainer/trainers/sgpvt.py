@@ -247,7 +247,8 @@ class SGPVTTrainer(UnlearnTrainer):
         """Perturbation ``j`` of Eq. 11: KL from the reference to the model on the same perturbed visual tokens."""
         rows, shape = shared["rows"], shared["shape"]
         if "index" not in shared:
-            shared["index"], shared["cos"] = self._selected_rows(shared["samples"], shared["s_t"], rows.shape[0], forget)
+            shared["index"], shared["cos"] = self._selected_rows(shared["samples"], shared["s_t"], rows.shape[0],
+                                                                 forget)
         index, cos = shared["index"], shared["cos"]
         m = self.args.num_perturbations
         generator = torch.Generator().manual_seed(self._seed(j))
