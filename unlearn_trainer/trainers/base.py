@@ -417,7 +417,7 @@ class UnlearnTrainer(Trainer):
     def _build_reference(self, args: UnlearnConfig, model, ref_model):
         """The frozen reference model when the run uses one and ``model`` is not a PEFT model (whose reference is
         itself with the adapter disabled); ``None`` otherwise."""
-        if self.uses_reference(args) and not is_peft_model(model):
+        if self._uses_reference(args) and not is_peft_model(model):
             if ref_model is None and _zero3_enabled():
                 # ZeRO-3 partitions parameters as the model loads: a deepcopy holds empty shards (as TRL, refuse).
                 raise ValueError(
@@ -610,7 +610,7 @@ class UnlearnTrainer(Trainer):
                 f"(AutoProcessor.from_pretrained(<model>))."
             )
 
-    def uses_reference(self, args: UnlearnConfig | None = None) -> bool:
+    def _uses_reference(self, args: UnlearnConfig | None = None) -> bool:
         """Whether this run needs the frozen reference model (the method's objective or a KL retain term)."""
         args = args or self.args
         return self.needs_reference or args.retain_loss == "kl"
@@ -638,7 +638,7 @@ class UnlearnTrainer(Trainer):
         """Refuse a run that uses the reference when it is a PEFT model with trainable parameters outside its adapter:
         the adapter-disabled model would move with every update while per-sample reference caches still fill."""
         model = self.accelerator.unwrap_model(self.model)
-        if not self.uses_reference() or not is_peft_model(model):
+        if not self._uses_reference() or not is_peft_model(model):
             return
         moving = _trainable_outside_adapter(model)
         if moving:
