@@ -1,13 +1,10 @@
 """The base of every unlearning trainer: forget/retain plumbing, the reference model, caches, guards, logging.
 
-A method subclasses :class:`UnlearnTrainer`, sets ``needs_reference`` if its objective uses the frozen
-model, and implements ``unlearning_loss(model, inputs) -> (loss, terms)``; a method whose objective needs
-several trainable forward passes (PUBG's guidance pass, SGPVT's distillation pass) yields them one by one from
-``method_passes`` instead. Its config states the paper's settings once, in ``paper_settings`` (the field
-defaults come from it; :meth:`UnlearnTrainer.paper_deviations` lists how a run departs from it). Everything else
-(retain term, one backward per pass so that only one pass's activations are alive, reference model without a
-second copy under PEFT, per-sample reference caches, non-finite guard, logging of every term, gradient
-accumulation) lives here.
+A method subclasses :class:`UnlearnTrainer` as its docstring's "Adding a method" block says: it overrides its
+single forget loss (``unlearning_loss``) or its several trainable passes (``unlearning_passes``), and declares its
+name, citation, reference use and paper settings. Everything else (retain term, one backward per pass so that only
+one pass's activations are alive, reference model without a second copy under PEFT, per-sample reference caches,
+non-finite guard, logging of every term, gradient accumulation) lives here.
 """
 
 from __future__ import annotations
@@ -19,7 +16,7 @@ import logging
 import math
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -28,9 +25,11 @@ from accelerate.utils import DistributedType, is_peft_model
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from .. import losses
+from ..citation import Citation
 from ..data.collator import ForgetRetainCollator, ForgetRetainDataset, VLMUnlearningCollator, model_inputs
 
-__all__ = ["UnlearnConfig", "UnlearnTrainer", "NonFiniteLossError", "PerFamily", "paper_default", "paper_field"]
+__all__ = ["Citation", "UnlearnConfig", "UnlearnTrainer", "NonFiniteLossError", "PerFamily", "paper_default",
+           "paper_field"]
 
 logger = logging.getLogger(__name__)
 
@@ -248,12 +247,40 @@ class _UnlearnCallback(TrainerCallback):
 class UnlearnTrainer(Trainer):
     """A ``transformers.Trainer`` that unlearns ``forget_dataset`` while (optionally) keeping ``retain_dataset``.
 
-    Batches are ``{"forget": model_input, "retain": model_input}``. Subclasses implement
-    :meth:`unlearning_loss`. Plain batches (e.g. from ``eval_dataset``) use the parent's loss.
+    Adding a method (one file, ``trainers/<method>.py``):
+
+    - Override exactly one of
+        - ``unlearning_loss(model, inputs) -> (loss, terms)``: the method's forget objective as one loss, or
+        - ``unlearning_passes(model, inputs) -> [pass, ...]``: an objective made of several trainable forward
+          passes (PUBG: forget + guidance; SGPVT: GA + one distillation pass per perturbation), a list of
+          zero-argument callables each returning ``(loss, terms)``; the objective is the sum of their losses. The
+          passes run in order and, in training, each is backpropagated before the next one runs, so that only one
+          pass's activations are in memory.
+
+      ``inputs`` is the batch ``{"forget": model_input, "retain": ...}`` (plus any key the method's collator adds);
+      ``terms`` maps names to scalars, each logged as it is. Do not add the retain term: the base adds it (the
+      config's ``retain_loss`` / ``retain_weight``) as its own pass.
+    - Declare, as class attributes: ``method_name`` (its name and Hub tag), ``citation`` (a :class:`Citation`: the
+      paper, display name and one-line objective shown on the model card), ``config_class`` (an
+      :class:`UnlearnConfig` subclass whose ``paper_settings`` state the paper's settings once, its fields
+      defaulting to them through :func:`paper_field`), and ``needs_reference = True`` if the objective uses the
+      frozen pre-unlearning model.
+    - Call these helpers: :meth:`forget_logits` (the pass that unlearns, so that a saliency mask gates it),
+      :meth:`forward_logits` (any other trainable pass), :meth:`reference` (context: the frozen model, under
+      ``torch.no_grad()``), :meth:`reference_logits`, :meth:`cached_reference` (a per-sample reference quantity,
+      computed once), and ``self.args`` / ``self.state`` as in any Trainer. ``losses`` holds the pure loss
+      functions (GA, NPO, KL, ...).
+
+    Everything else is the base's (private, or Trainer API): pairing the forget / retain rows, the retain pass, the
+    reference model, one backward per pass, the non-finite guard, logging, saving and the model card. Plain batches
+    (e.g. from ``eval_dataset``) use the parent's loss.
     """
 
     config_class = UnlearnConfig
     method_name = "base"
+    #: The method's paper (titles, authors and venues as printed in the paper or in the reference lists that cite
+    #: it; arXiv ids or URLs only where those texts give one). ``None``: the card says no paper is declared.
+    citation: Citation | None = None
     #: True if the method's objective uses the frozen pre-unlearning model.
     needs_reference = False
     # Losses here are means over samples, not normalised by num_items_in_batch: Trainer divides by the
@@ -278,75 +305,18 @@ class UnlearnTrainer(Trainer):
         **kwargs,
     ):
         self.model_card_kwargs = model_card_kwargs
-        if args is None:
-            args = self.config_class(output_dir=f"{self.method_name}-unlearned")
-        elif not isinstance(args, self.config_class):
-            args = self._convert_args(args)
-        if forget_dataset is None:
-            forget_dataset = train_dataset
-        elif train_dataset is not None and train_dataset is not forget_dataset:
-            raise ValueError("Pass the forget set as forget_dataset= or train_dataset=, not both.")
-        if forget_dataset is None or len(forget_dataset) == 0:
-            raise ValueError("The forget set is empty: pass forget_dataset= with at least one row to unlearn.")
+        args = self._unlearn_args(args)
+        forget_dataset = self._forget_set(forget_dataset, train_dataset)
         self.paper_family = self._resolve_paper_settings(args, model)
-        if peft_config is not None:
-            from peft import get_peft_model
-            from transformers import set_seed
-
-            # The adapter's random initialisation follows args.seed (Trainer seeds only later, in its __init__), so
-            # runs with the same seed start from the same adapter whatever the process count or RNG use before.
-            set_seed(args.seed)
-            if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
-                # QLoRA, as TRL does: freeze the quantized base, upcast its other weights to fp32, and make the
-                # inputs require grad so that gradient checkpointing (if asked) still reaches the adapter.
-                from peft import prepare_model_for_kbit_training
-
-                model = prepare_model_for_kbit_training(
-                    model, use_gradient_checkpointing=args.gradient_checkpointing,
-                    gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs)
-            model = get_peft_model(model, peft_config)
+        model = self._wrap_peft(model, peft_config, args)
         self._check_processor_matches_model(model, processing_class)
-        if args.retain_loss is None:
-            args.retain_loss = "nll" if retain_dataset is not None else "none"
-        if args.retain_loss != "none" and retain_dataset is None:
-            raise ValueError(f"retain_loss={args.retain_loss!r} needs a retain set: pass retain_dataset=.")
-
-        self.forget_dataset, self.retain_dataset = forget_dataset, retain_dataset
-        paired = ForgetRetainDataset(
-            forget_dataset, retain_dataset if args.retain_loss != "none" else None, seed=args.pairing_seed
-        )
-        if data_collator is None:
-            if processing_class is None:
-                raise ValueError("Pass processing_class= (the model's processor) or a data_collator=.")
-            data_collator = VLMUnlearningCollator(processing_class)
-        if not isinstance(data_collator, ForgetRetainCollator):
-            data_collator = ForgetRetainCollator(data_collator)
-        _give_collators_the_position_limit(data_collator, model)
-        if args.saliency_mask is not None:
-            # Checked now, on the weights about to be unlearned (not at the first step, which may follow a resume)
-            from ..saliency import SaliencyMask
-
-            self._saliency_mask = SaliencyMask.load(args.saliency_mask)
-            self._saliency_mask.check_fingerprint(model, args.saliency_mask)
-            self._saliency_mask_path = args.saliency_mask
-
-        self._ref_model = None
-        if self.uses_reference(args) and not is_peft_model(model):
-            if ref_model is None and _zero3_enabled():
-                # ZeRO-3 partitions parameters as the model loads: a deepcopy holds empty shards (as TRL, refuse).
-                raise ValueError(
-                    f"{type(self).__name__} needs a frozen reference model, and under DeepSpeed ZeRO-3 the model cannot "
-                    f"be copied: pass ref_model= (a second from_pretrained of the same checkpoint, loaded after the "
-                    f"training arguments), or train a LoRA adapter (peft_config=: the reference is then the model with "
-                    f"its adapter disabled)."
-                )
-            self._ref_model = ref_model if ref_model is not None else copy.deepcopy(model)
-            self._ref_model.requires_grad_(False).eval()
-        elif ref_model is not None and is_peft_model(model):
-            raise ValueError("With a PEFT model the reference is the model with its adapter disabled; drop ref_model=.")
-
+        paired, data_collator = self._pair_data(args, forget_dataset, retain_dataset, data_collator, processing_class,
+                                                model)
+        self._load_saliency_mask(args, model)
+        self._ref_model = self._build_reference(args, model, ref_model)
         self._ref_cache: dict[str, dict[int, Any]] = defaultdict(dict)
         self._terms: dict[str, list[float]] = defaultdict(list)
+        self._in_trainer_step = False  # set by compute_loss_context_manager
         if paired.retain is not None and args.dataloader_num_workers > 0 and args.dataloader_persistent_workers:
             logger.warning("dataloader_persistent_workers=True: the workers keep the forget/retain pairing of the "
                            "first epoch, so training uses only |forget| retain rows. Set it to False to walk the "
@@ -363,24 +333,119 @@ class UnlearnTrainer(Trainer):
         self._check_launch()
         self.add_callback(_UnlearnCallback(self, paired))
         self._check_reference_is_frozen()
-        if self._ref_model is not None:
-            if self.is_deepspeed_enabled:
-                from trl.models.utils import prepare_deepspeed
-
-                self._ref_model = prepare_deepspeed(self._ref_model, self.accelerator)
-            elif self.is_fsdp_enabled:
-                # As TRL's DPO/GRPO trainers: shard the frozen copy too (prepare_model would neither shard it nor move
-                # it to the device under FSDP).
-                from trl.models.utils import prepare_fsdp
-
-                self._ref_model = prepare_fsdp(self._ref_model, self.accelerator)
-            else:
-                self._ref_model = self.accelerator.prepare_model(self._ref_model, evaluation_mode=True)
+        self._prepare_reference_for_backend()
         # Hub tags on the model itself, so that PEFT's card update in save_pretrained keeps them (unlearn_trainer.hub).
         if hasattr(self.model, "add_model_tags"):
             from ..hub import card_tags
 
             self.model.add_model_tags(card_tags(self.method_name, adapter=is_peft_model(self.model)))
+
+    # -- construction steps (in __init__'s order) ----------------------------------------------------------
+    def _unlearn_args(self, args: TrainingArguments | None) -> UnlearnConfig:
+        """The method's config: its defaults, or ``args`` converted to it."""
+        if args is None:
+            return self.config_class(output_dir=f"{self.method_name}-unlearned")
+        if not isinstance(args, self.config_class):
+            return self._convert_args(args)
+        return args
+
+    @staticmethod
+    def _forget_set(forget_dataset, train_dataset):
+        """The forget set, given as ``forget_dataset=`` or (drop-in) ``train_dataset=``; refused if empty."""
+        if forget_dataset is None:
+            forget_dataset = train_dataset
+        elif train_dataset is not None and train_dataset is not forget_dataset:
+            raise ValueError("Pass the forget set as forget_dataset= or train_dataset=, not both.")
+        if forget_dataset is None or len(forget_dataset) == 0:
+            raise ValueError("The forget set is empty: pass forget_dataset= with at least one row to unlearn.")
+        return forget_dataset
+
+    @staticmethod
+    def _wrap_peft(model, peft_config, args: UnlearnConfig):
+        """``model`` with the ``peft_config`` adapter (QLoRA-prepared when quantized), or ``model`` itself."""
+        if peft_config is None:
+            return model
+        from peft import get_peft_model
+        from transformers import set_seed
+
+        # The adapter's random initialisation follows args.seed (Trainer seeds only later, in its __init__), so
+        # runs with the same seed start from the same adapter whatever the process count or RNG use before.
+        set_seed(args.seed)
+        if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
+            # QLoRA, as TRL does: freeze the quantized base, upcast its other weights to fp32, and make the
+            # inputs require grad so that gradient checkpointing (if asked) still reaches the adapter.
+            from peft import prepare_model_for_kbit_training
+
+            model = prepare_model_for_kbit_training(
+                model, use_gradient_checkpointing=args.gradient_checkpointing,
+                gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs)
+        return get_peft_model(model, peft_config)
+
+    def _pair_data(self, args: UnlearnConfig, forget_dataset, retain_dataset, data_collator, processing_class,
+                   model) -> tuple[ForgetRetainDataset, ForgetRetainCollator]:
+        """Settle the retain term, pair each forget row with a retain row and wrap the collator for the pairs."""
+        if args.retain_loss is None:
+            args.retain_loss = "nll" if retain_dataset is not None else "none"
+        if args.retain_loss != "none" and retain_dataset is None:
+            raise ValueError(f"retain_loss={args.retain_loss!r} needs a retain set: pass retain_dataset=.")
+
+        self.forget_dataset, self.retain_dataset = forget_dataset, retain_dataset
+        paired = ForgetRetainDataset(
+            forget_dataset, retain_dataset if args.retain_loss != "none" else None, seed=args.pairing_seed
+        )
+        if data_collator is None:
+            if processing_class is None:
+                raise ValueError("Pass processing_class= (the model's processor) or a data_collator=.")
+            data_collator = VLMUnlearningCollator(processing_class)
+        if not isinstance(data_collator, ForgetRetainCollator):
+            data_collator = ForgetRetainCollator(data_collator)
+        _give_collators_the_position_limit(data_collator, model)
+        return paired, data_collator
+
+    def _load_saliency_mask(self, args: UnlearnConfig, model) -> None:
+        if args.saliency_mask is not None:
+            # Checked now, on the weights about to be unlearned (not at the first step, which may follow a resume)
+            from ..saliency import SaliencyMask
+
+            self._saliency_mask = SaliencyMask.load(args.saliency_mask)
+            self._saliency_mask.check_fingerprint(model, args.saliency_mask)
+            self._saliency_mask_path = args.saliency_mask
+
+    def _build_reference(self, args: UnlearnConfig, model, ref_model):
+        """The frozen reference model when the run uses one and ``model`` is not a PEFT model (whose reference is
+        itself with the adapter disabled); ``None`` otherwise."""
+        if self._uses_reference(args) and not is_peft_model(model):
+            if ref_model is None and _zero3_enabled():
+                # ZeRO-3 partitions parameters as the model loads: a deepcopy holds empty shards (as TRL, refuse).
+                raise ValueError(
+                    f"{type(self).__name__} needs a frozen reference model, and under DeepSpeed ZeRO-3 the model cannot "
+                    f"be copied: pass ref_model= (a second from_pretrained of the same checkpoint, loaded after the "
+                    f"training arguments), or train a LoRA adapter (peft_config=: the reference is then the model with "
+                    f"its adapter disabled)."
+                )
+            reference = ref_model if ref_model is not None else copy.deepcopy(model)
+            reference.requires_grad_(False).eval()
+            return reference
+        if ref_model is not None and is_peft_model(model):
+            raise ValueError("With a PEFT model the reference is the model with its adapter disabled; drop ref_model=.")
+        return None
+
+    def _prepare_reference_for_backend(self) -> None:
+        """Shard / place the frozen reference copy as the training backend does the model (DeepSpeed, FSDP, plain)."""
+        if self._ref_model is None:
+            return
+        if self.is_deepspeed_enabled:
+            from trl.models.utils import prepare_deepspeed
+
+            self._ref_model = prepare_deepspeed(self._ref_model, self.accelerator)
+        elif self.is_fsdp_enabled:
+            # As TRL's DPO/GRPO trainers: shard the frozen copy too (prepare_model would neither shard it nor move
+            # it to the device under FSDP).
+            from trl.models.utils import prepare_fsdp
+
+            self._ref_model = prepare_fsdp(self._ref_model, self.accelerator)
+        else:
+            self._ref_model = self.accelerator.prepare_model(self._ref_model, evaluation_mode=True)
 
     # -- configuration -------------------------------------------------------------------------------------
     @classmethod
@@ -542,7 +607,7 @@ class UnlearnTrainer(Trainer):
                 f"(AutoProcessor.from_pretrained(<model>))."
             )
 
-    def uses_reference(self, args: UnlearnConfig | None = None) -> bool:
+    def _uses_reference(self, args: UnlearnConfig | None = None) -> bool:
         """Whether this run needs the frozen reference model (the method's objective or a KL retain term)."""
         args = args or self.args
         return self.needs_reference or args.retain_loss == "kl"
@@ -571,7 +636,7 @@ class UnlearnTrainer(Trainer):
         """Refuse a run that uses the reference when it is a PEFT model with trainable parameters outside its adapter:
         the adapter-disabled model would move with every update while per-sample reference caches still fill."""
         model = self.accelerator.unwrap_model(self.model)
-        if not self.uses_reference() or not is_peft_model(model):
+        if not self._uses_reference() or not is_peft_model(model):
             return
         moving = _trainable_outside_adapter(model)
         if moving:
@@ -649,60 +714,112 @@ class UnlearnTrainer(Trainer):
             self._saliency_mask, self._saliency_mask_path = mask, self.args.saliency_mask
         return mask
 
-    def retain_term(self, model, retain: dict) -> torch.Tensor:
+    # -- the method's objective (override one of the two) ------------------------------------------------------
+    def unlearning_loss(self, model, inputs: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The method's forget objective as one loss, and its named terms for logging. ``inputs`` has "forget"
+        (and "retain" if a retain set is used: the base adds the retain term itself). Override this, or
+        :meth:`unlearning_passes` for an objective made of several trainable passes."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must override unlearning_loss(model, inputs) (one forget loss) or "
+            f"unlearning_passes(model, inputs) (several trainable passes)."
+        )
+
+    def unlearning_passes(self, model, inputs: dict) -> list[Callable[[], tuple[torch.Tensor, dict[str, Any]]]]:
+        """The method's trainable forward passes, in order: zero-argument callables each returning ``(loss, terms)``;
+        the objective is the sum of their losses. In training each pass is backpropagated before the next one runs.
+        Default: the single pass :meth:`unlearning_loss`."""
+        return [lambda: self.unlearning_loss(model, inputs)]
+
+    # -- the training objective (private) -----------------------------------------------------------------------
+    def _retain_term(self, model, retain: dict) -> torch.Tensor:
         logits = self.forward_logits(model, retain)
         if self.args.retain_loss == "kl":
             return losses.kl_retain_loss(logits, self.reference_logits(model, retain), retain["labels"])
         return losses.nll_loss(logits, retain["labels"])
 
-    # -- the method's objective ----------------------------------------------------------------------------
-    def unlearning_loss(self, model, inputs: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Return the method's forget objective and its named terms for logging. ``inputs`` has "forget"
-        (and "retain" if a retain set is used; the base adds the retain term itself). A method that yields its
-        passes from :meth:`method_passes` instead gets their sum here."""
-        if type(self).method_passes is not UnlearnTrainer.method_passes:
-            return self.sum_passes(self.method_passes(model, inputs))
-        raise NotImplementedError(f"{type(self).__name__} must implement unlearning_loss(model, inputs).")
+    def _retain_pass(self, model, retain: dict) -> tuple[torch.Tensor, dict[str, Any]]:
+        term = self._retain_term(model, retain)
+        return self.args.retain_weight * term, {f"retain_{self.args.retain_loss}": term}
 
-    def method_passes(self, model, inputs: dict) -> Iterator[tuple[torch.Tensor, dict[str, Any]]]:
-        """Yield ``(loss, terms)`` for each trainable forward pass of the method's objective; the objective is the
-        sum of the yielded losses. Default: one pass, :meth:`unlearning_loss`. A method with several passes
-        yields each as soon as it is computed: the training step backpropagates it before the next pass runs."""
-        yield self.unlearning_loss(model, inputs)
-
-    def unlearning_passes(self, model, inputs: dict) -> Iterator[tuple[torch.Tensor, dict[str, Any]]]:
+    def _passes(self, model, inputs: dict) -> list[Callable[[], tuple[torch.Tensor, dict[str, Any]]]]:
         """The method's passes, then the retain pass (``retain_weight * retain term``) if a retain set is used."""
-        yield from self.method_passes(model, inputs)
+        passes = list(self.unlearning_passes(model, inputs))
         retain = inputs.get("retain")
         if retain is not None and self.args.retain_loss != "none":
-            r = self.retain_term(model, retain)
-            yield self.args.retain_weight * r, {f"retain_{self.args.retain_loss}": r}
-
-    @staticmethod
-    def sum_passes(passes) -> tuple[torch.Tensor, dict[str, Any]]:
-        """Sum of the passes' losses and the union of their terms (for a single backward, or evaluation)."""
-        total, terms = None, {}
-        for loss, t in passes:
-            total = loss if total is None else total + loss
-            terms.update(t)
-        return total, terms
+            passes.append(lambda: self._retain_pass(model, retain))
+        return passes
 
     def _record_terms(self, terms: dict) -> None:
         for k, v in terms.items():
             self._terms[k].append(float(v.detach()) if torch.is_tensor(v) else float(v))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The unlearning objective: the sum of the method's passes and the retain pass.
+
+        In Trainer's training step (which backpropagates the returned loss; :meth:`compute_loss_context_manager`)
+        with one backward per pass (:meth:`_backward_per_pass`), every pass but the last is backpropagated here as
+        soon as it exists, scaled as Trainer's ``training_step`` scales the returned loss, and the returned loss is
+        the last pass's loss plus the detached others: Trainer's ``training_step`` then backpropagates the last pass
+        and logs the total. Peak
+        activation memory is that of the largest pass instead of the sum of all passes; the gradient is the same as
+        one backward of the sum. Each pass is checked for NaN/inf before its backward, and the optimizer step only
+        runs after the whole step, so a non-finite pass still stops training before any update.
+        """
         if "forget" not in inputs:
             return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)
-        loss, terms = self.sum_passes(self.unlearning_passes(model, inputs))
-        self._check_finite(loss, terms, inputs["forget"])
-        self._record_terms(terms)
-        if return_outputs:
-            return loss, {"terms": terms}
+        passes = self._passes(model, inputs)
+        if not (self._in_trainer_step and torch.is_grad_enabled() and self._backward_per_pass(inputs)):
+            total, terms = None, {}
+            for run in passes:
+                loss, pass_terms = run()
+                total = loss if total is None else total + loss
+                terms.update(pass_terms)
+            self._check_finite(total, terms, inputs["forget"])
+            self._record_terms(terms)
+            return (total, {"terms": terms}) if return_outputs else total
+        scale = self._gradient_accumulation_divisor(num_items_in_batch)
+        done = torch.zeros((), device=self.args.device)
+        terms_all: dict[str, Any] = {}
+        *earlier, last = passes
+        for run in earlier:
+            loss = self._run_pass(run, inputs["forget"], terms_all)
+            self.accelerator.backward(loss / scale)
+            done += loss.detach()
+            del loss
+        loss = self._run_pass(last, inputs["forget"], terms_all)
+        self._record_terms(terms_all)
+        loss = loss + done  # the last pass (backpropagated by Trainer.training_step) + the detached earlier ones
+        return (loss, {"terms": terms_all}) if return_outputs else loss
+
+    def compute_loss_context_manager(self) -> contextlib.ExitStack:
+        """Trainer's context around ``compute_loss`` in its steps, marking that a Trainer step computes the loss and
+        backpropagates what :meth:`compute_loss` returns: only then does it backpropagate the earlier passes itself
+        (a direct call keeps returning the whole objective's graph)."""
+        stack = super().compute_loss_context_manager()
+        self._in_trainer_step = True
+        stack.callback(setattr, self, "_in_trainer_step", False)
+        return stack
+
+    def _run_pass(self, run, forget: dict, terms_all: dict) -> torch.Tensor:
+        """Run one pass, check it is finite (before its backward) and keep its terms detached, so that nothing of
+        the pass's graph outlives its backward."""
+        loss, terms = run()
+        self._check_finite(loss, terms, forget)
+        terms_all.update({k: v.detach() if torch.is_tensor(v) else v for k, v in terms.items()})
         return loss
 
+    def _gradient_accumulation_divisor(self, num_items_in_batch):
+        """What Trainer's ``training_step`` divides the returned loss by before its backward (the accumulation
+        steps, unless the loss is already scaled for them): the earlier passes get the same scale."""
+        scaled = self.loss_is_scaled_for_ga
+        if scaled is None:
+            scaled = ((self.model_accepts_loss_kwargs and num_items_in_batch is not None)
+                      or self.compute_loss_func is not None)
+        return 1 if scaled else getattr(self, "current_gradient_accumulation_steps", 1)
+
     def _backward_per_pass(self, inputs) -> bool:
+        """Whether each pass gets its own backward; otherwise one backward of the sum, as Trainer does."""
         return (
             self.args.backward_per_pass
             and isinstance(inputs, dict) and "forget" in inputs
@@ -711,34 +828,6 @@ class UnlearnTrainer(Trainer):
             and type(self).compute_loss is UnlearnTrainer.compute_loss  # a subclass's own loss keeps the default
             and not str(self.args.optim).lower().endswith("lomo")  # LOMO optimisers update inside backward
         )
-
-    def training_step(self, model, inputs, num_items_in_batch=None):
-        """One unlearning step, backpropagating each trainable pass before the next one runs.
-
-        Peak activation memory is then that of the largest pass instead of the sum of all passes (GA+GD, PUBG,
-        SGPVT and any method with a retain set run two or more trainable passes). The gradient is the same as
-        one backward of the summed loss; each pass is checked for NaN/inf before its backward and the optimizer
-        step only runs after the whole step, so a non-finite pass still stops training before any update.
-        """
-        if not self._backward_per_pass(inputs):
-            return super().training_step(model, inputs, num_items_in_batch)
-        model.train()
-        if hasattr(self.optimizer, "train") and callable(self.optimizer.train):
-            self.optimizer.train()
-        inputs = self._prepare_inputs(inputs)
-        total = torch.zeros((), device=self.args.device)
-        terms_all: dict[str, Any] = {}
-        with self.compute_loss_context_manager():
-            for loss, terms in self.unlearning_passes(model, inputs):
-                self._check_finite(loss, terms, inputs["forget"])
-                # detach the logged terms now: nothing of this pass's graph outlives its backward
-                terms_all.update({k: v.detach() if torch.is_tensor(v) else v for k, v in terms.items()})
-                scaled = loss / self.current_gradient_accumulation_steps
-                self.accelerator.backward(scaled)
-                total += scaled.detach()
-                del loss, terms, scaled
-        self._record_terms(terms_all)
-        return total
 
     def _check_finite(self, loss: torch.Tensor, terms: dict, forget: dict) -> None:
         if torch.isfinite(loss).all():

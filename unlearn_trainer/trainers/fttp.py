@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 import torch
 
 from .. import losses
+from ..citation import Citation
 from ..data.collator import ForgetRetainCollator, VLMUnlearningCollator
 from ..data.concepts import MISSING_CONCEPT_OPTIONS, ConceptForgetRetainCollator, ConceptMaskCollator
 from .base import UnlearnConfig, UnlearnTrainer, paper_field
@@ -98,6 +99,16 @@ class FTTPTrainer(UnlearnTrainer):
 
     config_class = FTTPConfig
     method_name = "fttp"
+    citation = Citation(
+        "FTTP (Forget the Token and Pixel)",
+        "Forget the Token and Pixel: Rethinking Gradient Ascent for Concept Unlearning in Multimodal Generative Models",
+        "Jiaqi Li, Chuanyi Zhang, Miaozeng Du, Hui Zhang, Yongrui Chen, Qianshan Wei, Junfeng Fang, Ruipeng Wang, "
+        "Sheng Bi, Guilin Qi",
+        "Findings of ACL 2025, pages 12179-12200",
+        None,
+        "gradient ascent on the answer tokens that spell the forgotten concept and "
+        "gradient descent on the other answer tokens, so the model stays fluent without a retain set.",
+    )
 
     def __init__(self, model=None, args: FTTPConfig | None = None, data_collator=None, train_dataset=None,
                  eval_dataset=None, processing_class=None, **kwargs):

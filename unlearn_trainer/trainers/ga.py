@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .. import losses
+from ..citation import Citation
 from .base import UnlearnConfig, UnlearnTrainer
 
 __all__ = ["GAConfig", "GATrainer"]
@@ -38,6 +39,15 @@ class GAConfig(UnlearnConfig):
 class GATrainer(UnlearnTrainer):
     config_class = GAConfig
     method_name = "ga"
+    citation = Citation(
+        "GA (gradient ascent)",
+        "Knowledge Unlearning for Mitigating Privacy Risks in Language Models",
+        "Joel Jang, Dongkeun Yoon, Sohee Yang, Sungmin Cha, Moontae Lee, Lajanugen Logeswaran, Minjoon Seo",
+        "ACL 2023 (the usual reference for the gradient-ascent baseline)",
+        "https://arxiv.org/abs/2210.01504",
+        "the standard unlearning baseline: maximise the negative log-likelihood of the forget "
+        "answers; optionally with a retain term (GradDiff: NLL on the retain set; KL_Min: KL to the original model).",
+    )
 
     def unlearning_loss(self, model, inputs):
         forget = inputs["forget"]

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import torch
 
 from .. import losses
+from ..citation import Citation
 from .base import UnlearnConfig, UnlearnTrainer, paper_field
 
 __all__ = ["NPOConfig", "NPOTrainer"]
@@ -36,6 +37,15 @@ class NPOConfig(UnlearnConfig):
 class NPOTrainer(UnlearnTrainer):
     config_class = NPOConfig
     method_name = "npo"
+    citation = Citation(
+        "NPO",
+        "Negative Preference Optimization: From Catastrophic Collapse to Effective Unlearning",
+        "Ruiqi Zhang, Licong Lin, Yu Bai, Song Mei",
+        "2024, arXiv:2404.05868",
+        "https://arxiv.org/abs/2404.05868",
+        "gradient ascent on each forget answer's sequence log-probability relative to the original model, "
+        "reweighted so that answers already forgotten stop driving the update (a loss bounded below, unlike GA).",
+    )
     needs_reference = True
 
     def unlearning_loss(self, model, inputs):

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from torch.utils.data import ConcatDataset
 
+from ..citation import Citation
 from ..saliency import FISHER_MODES, SaliencyMask, check_checkpointing, compute_saliency_mask, set_trainable
 from .base import PerFamily, UnlearnConfig, paper_field
 from .ga import GATrainer
@@ -110,6 +111,15 @@ class SaliencyTrainer(GATrainer):
 
     config_class = SaliencyConfig
     method_name = "saliency"
+    citation = Citation(
+        "MMUnlearner (saliency-masked unlearning)",
+        "MMUnlearner: Reformulating Multimodal Machine Unlearning in the Era of Multimodal Large Language Models",
+        "Jiahao Huo, Yibo Yan, Xu Zheng, Yuanhuiyi Lyu, Xin Zou, Zhihua Wei, Xuming Hu",
+        "Findings of ACL 2025, pages 7190-7206",
+        None,
+        "gradient ascent gated by a weight-saliency mask (Fisher saliency of the forget set over a "
+        "preserved set), plus a retain loss that updates every trainable parameter.",
+    )
 
     def __init__(self, *args, preserve_dataset: Sequence[dict] | Sequence[Sequence[dict]] | None = None, **kwargs):
         super().__init__(*args, **kwargs)

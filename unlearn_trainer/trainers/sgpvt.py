@@ -43,12 +43,14 @@ Logged terms: ``ga_term`` (the GA loss, -mean NLL), ``kl_term`` (L_KL), ``s_t`` 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 
 from .. import losses
+from ..citation import Citation
 from ..data.collator import ForgetRetainCollator, row_name, single_image
 from ..vision.adapters import get_adapter
 from ..vision.sgpvt import (
@@ -166,6 +168,15 @@ class SGPVTTrainer(UnlearnTrainer):
 
     config_class = SGPVTConfig
     method_name = "sgpvt"
+    citation = Citation(
+        "SGPVT (Self-Generated Proximal Visual Tokens)",
+        "SGPVT: Self-Generated Proximal Visual Tokens for Mitigating Proximal Collateral Damage in MLLM Unlearning",
+        "Jiaqi Li, Zhijing Zhang, Jiahui Geng, Sheng Bi, Chuanyi Zhang, Fan Liu, Guilin Qi",
+        "venue and year not stated in the paper text",
+        "https://github.com/aoluming/sgpvt",
+        "gradient ascent on the forget samples plus distillation from "
+        "the original model on perturbed visual tokens near the target, protecting related concepts.",
+    )
     needs_reference = True
 
     def __init__(self, model=None, args=None, *rest, distant_images=None, distant_image_column: str | None = None,
@@ -190,10 +201,18 @@ class SGPVTTrainer(UnlearnTrainer):
         self._sgpvt_calls = 0
 
     # -- the objective -------------------------------------------------------------------------------------
-    def method_passes(self, model, inputs):
-        """The GA pass (Eq. 10), then one distillation pass per perturbation (Eq. 11, weighted lambda_k / M):
-        the training step backpropagates each before the next runs. Eq. 12 is their sum."""
+    def unlearning_passes(self, model, inputs):
+        """The GA pass (Eq. 10), then one distillation pass per perturbation (Eq. 11, weighted lambda_k / M),
+        backpropagated one after the other in training. Eq. 12 is their sum."""
         forget = inputs["forget"]
+        shared: dict[str, Any] = {}  # what the GA pass leaves for the distillation passes
+        passes = [lambda: self._ga_pass(model, forget, shared)]
+        if self.args.lambda_k != 0:
+            passes += [functools.partial(self._distillation_pass, model, forget, shared, j)
+                       for j in range(self.args.num_perturbations)]
+        return passes
+
+    def _ga_pass(self, model, forget: dict, shared: dict):
         samples = self.cached_reference("sgpvt_sample", model, forget, self._sample_infos)
         with self.site.capture(model, forget) as box:
             logits = self.forget_logits(model, forget)
@@ -206,32 +225,33 @@ class SGPVTTrainer(UnlearnTrainer):
                             for s in s_min])
         terms = {"ga_term": ga_term, "s_t": s_t.mean(), "s_min": s_min.mean()}
         self._sgpvt_calls += 1
-        if self.args.lambda_k == 0:
-            yield ga_term, terms
-            return
-        if "rows" not in box:
-            raise RuntimeError("SGPVT: the forward pass on the forget batch never reached the visual tokens.")
-        rows, shape = box["rows"].detach(), box["shape"]
-        del box, nll
-        yield ga_term, terms
-        del ga_term, terms
-        index, cos = self._selected_rows(samples, s_t, rows.shape[0], forget)
+        if self.args.lambda_k != 0:
+            if "rows" not in box:
+                raise RuntimeError("SGPVT: the forward pass on the forget batch never reached the visual tokens.")
+            shared.update(rows=box["rows"].detach(), shape=box["shape"], samples=samples, s_t=s_t, kl_values=[])
+        return ga_term, terms
+
+    def _distillation_pass(self, model, forget: dict, shared: dict, j: int):
+        """Perturbation ``j`` of Eq. 11: KL from the reference to the model on the same perturbed visual tokens."""
+        rows, shape = shared["rows"], shared["shape"]
+        if "index" not in shared:
+            shared["index"], shared["cos"] = self._selected_rows(shared["samples"], shared["s_t"], rows.shape[0],
+                                                                 forget)
+        index, cos = shared["index"], shared["cos"]
         m = self.args.num_perturbations
-        kl_values = []
-        for j in range(m):  # Eq. 11: E_m over perturbed samples
-            generator = torch.Generator().manual_seed(self._seed(j))
-            perturbed = rows.clone()
-            perturbed[index] = perturb_tokens(rows[index], cos.to(rows.device), self.args.noise_std, generator)
-            with self.site.replace(model, perturbed, shape):
-                student = self.forward_logits(model, forget)
-            with torch.no_grad(), self.reference(model) as ref, self.site.replace(ref, perturbed, shape):
-                teacher = self.forward_logits(ref, forget).detach()
-            kl = losses.teacher_kl_loss(student, teacher, forget["labels"])
-            del student, teacher
-            kl_values.append(kl.detach())
-            logged = {"kl_term": sum(kl_values) / m} if j == m - 1 else {}
-            yield self.args.lambda_k * kl / m, logged  # Eq. 12: GA + lambda_k * mean_m KL
-            del kl
+        generator = torch.Generator().manual_seed(self._seed(j))
+        perturbed = rows.clone()
+        perturbed[index] = perturb_tokens(rows[index], cos.to(rows.device), self.args.noise_std, generator)
+        with self.site.replace(model, perturbed, shape):
+            student = self.forward_logits(model, forget)
+        with torch.no_grad(), self.reference(model) as ref, self.site.replace(ref, perturbed, shape):
+            teacher = self.forward_logits(ref, forget).detach()
+        kl = losses.teacher_kl_loss(student, teacher, forget["labels"])
+        del student, teacher
+        kl_values = shared["kl_values"]
+        kl_values.append(kl.detach())
+        logged = {"kl_term": sum(kl_values) / m} if j == m - 1 else {}
+        return self.args.lambda_k * kl / m, logged  # Eq. 12: GA + lambda_k * mean_m KL
 
     def _selected_rows(self, samples, s_t, total: int, forget) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch row indices of every sample's selected tokens and their target cosine."""

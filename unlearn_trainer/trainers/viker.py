@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import losses
+from ..citation import Citation
 from ..data.collator import ForgetRetainCollator, row_name
 from ..data.reference_images import ReferenceImagePool, swap_in_reference_images
 from .base import UnlearnConfig, UnlearnTrainer, paper_field
@@ -142,6 +143,15 @@ class ViKeRTrainer(UnlearnTrainer):
 
     config_class = ViKeRConfig
     method_name = "viker"
+    citation = Citation(
+        "ViKeR (Visual-Guided Key-Token Regularization)",
+        "Visual-Guided Key-Token Regularization for Multimodal Large Language Model Unlearning",
+        "Chengyi Cai, Zesheng Ye, Peike Li, Bo Han, Jianzhong Qi, Feng Liu",
+        "venue and year not stated in the paper text",
+        None,
+        "gradient ascent regularised toward the original model's "
+        "token distributions given irrelevant reference images, which focuses unlearning on the key tokens.",
+    )
     needs_reference = True
 
     def __init__(self, *args, reference_images=None, reference_image_column: str | None = None, **kwargs):
