@@ -56,3 +56,21 @@ def test_only_the_two_messages_are_dropped():
                                                        "%s. Please make sure ...")
     assert passes("bitsandbytes.backends.cpu.ops", "some other bitsandbytes warning")
     assert passes("DeepSpeed", "Some other DeepSpeed warning")
+
+
+def test_training_on_cpu_does_not_pin_memory(tmp_path):
+    """Pinned memory is for copies to an accelerator; on CPU torch warned at every epoch of every run."""
+    import warnings
+
+    from unlearn_trainer import GAConfig, GATrainer
+    from unlearn_trainer.testing import lora_config_for, tiny_model_and_processor, tiny_vqa_rows
+
+    model, processor = tiny_model_and_processor("llava")
+    args = GAConfig(output_dir=str(tmp_path), report_to="none", max_steps=1, disable_tqdm=True)
+    trainer = GATrainer(model=model, args=args, forget_dataset=tiny_vqa_rows(2), processing_class=processor,
+                        peft_config=lora_config_for(model))
+    assert trainer.args.dataloader_pin_memory is False
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.train()
+    assert not [w for w in caught if "pin_memory" in str(w.message)]

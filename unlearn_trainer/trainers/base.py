@@ -321,6 +321,9 @@ class UnlearnTrainer(Trainer):
             logger.warning("dataloader_persistent_workers=True: the workers keep the forget/retain pairing of the "
                            "first epoch, so training uses only |forget| retain rows. Set it to False to walk the "
                            "whole retain set.")
+        if args.dataloader_pin_memory and args.device.type == "cpu":
+            # Pinned memory only helps copies to an accelerator; on CPU torch warns at every epoch that it is unused.
+            args.dataloader_pin_memory = False
         super().__init__(
             model=model,
             args=args,
