@@ -172,7 +172,7 @@ def fisher_diagonal(
     ``(grad L_row)^2`` (empirical Fisher; one row per forward). Runs in eval mode (no dropout, deterministic),
     leaves ``.grad`` and ``requires_grad`` as they were; a progress bar counts batches.
     """
-    from tqdm.auto import tqdm
+    from ._progress import progress_bar
 
     _check_mode(mode)
     if batch_size < 1:
@@ -191,7 +191,7 @@ def fisher_diagonal(
         model.eval()
         for t in tensors:
             t.requires_grad_(True)
-        for start in tqdm(starts, desc=desc, disable=not progress, unit="batch"):
+        for start in progress_bar(starts, desc=f"saliency Fisher pass: {desc}", enabled=progress, unit="batch"):
             chunk = [rows[i] for i in range(start, min(start + step, n))]
             batch = to_device(collator(chunk), device)
             with torch.enable_grad():

@@ -307,14 +307,14 @@ def generate_guidance_answers(
             answers = None
     fresh = answers is None
 
-    from tqdm.auto import tqdm
+    from .._progress import progress_bar
 
     renderer = VLMUnlearningCollator(processor, return_index=False)
     tokenizer = getattr(processor, "tokenizer", processor)
 
     def generate(indices: list[int], seed: int, desc: str) -> list[str]:
         out_answers: list[str] = []
-        bar = tqdm(total=len(indices), desc=desc, disable=not progress)
+        bar = progress_bar(total=len(indices), desc=desc, enabled=progress, unit="row")
         with _reference_mode(model) as ref, _left_padding(processor), torch.no_grad():
             device = next(ref.parameters()).device
             for start in range(0, len(indices), batch_size):
@@ -339,13 +339,13 @@ def generate_guidance_answers(
         return out_answers
 
     if fresh:
-        answers = generate(list(range(len(rows))), seed, "PUBG guidance answers")
+        answers = generate(list(range(len(rows))), seed, "PUBG guidance answers o* (reference model, once)")
     for attempt in range(1, concept_retries + 1):
         leaks = answers_naming_concepts(rows, answers, concept_key)
         if not leaks:
             break
         fresh = True
-        for i, answer in zip(leaks, generate(leaks, seed + 100_003 * attempt, "PUBG o* naming the concept, again")):
+        for i, answer in zip(leaks, generate(leaks, seed + 100_003 * attempt, "PUBG guidance answers naming the concept, again")):
             answers[i] = answer
     answers = drop_answers_naming_concepts(rows, answers, concept_key, concept_policy, "generated guidance answer")
     empty = [row_name(r, i) for i, (r, a) in enumerate(zip(rows, answers)) if a is not None and not a]

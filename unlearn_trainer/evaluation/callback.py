@@ -1,17 +1,21 @@
-"""``UnlearningEvalCallback``: evaluate before training, every N steps and at the end; log, and write JSON,
-a Markdown table and (with matplotlib) a trade-off plot."""
+"""``UnlearningEvalCallback``: evaluate before training, every N steps and at the end; log through the trainer (so
+``report_to`` integrations receive the metrics), and write JSON, a Markdown table and (with matplotlib) plots."""
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 
 from transformers import TrainerCallback
 
-from .evaluator import evaluate_splits, format_table
+from .evaluator import evaluate_splits, format_table, headline_metric, headline_table, is_forget_split
 
-__all__ = ["UnlearningEvalCallback", "plot_tradeoff", "RESUMED"]
+__all__ = ["UnlearningEvalCallback", "plot_tradeoff", "tradeoff_figure", "RESUMED"]
+
+logger = logging.getLogger(__name__)
 
 #: Label of the first evaluation of a run resumed from a checkpoint (its weights are already partly unlearned).
 RESUMED = "resumed"
@@ -33,9 +37,15 @@ def _is_sharded(model) -> bool:
 class UnlearningEvalCallback(TrainerCallback):
     """Evaluate ``splits`` (``{name: rows}``) with :func:`evaluate_splits`.
 
-    Results are kept in ``self.history`` (list of ``{"step", "label", "metrics"}``), logged as
-    ``eval_<split>_<metric>``, and on train end written to ``output_dir``: ``unlearning_eval.json``,
-    ``unlearning_eval.md`` (before/after table) and ``unlearning_eval.png`` (if matplotlib is installed).
+    Results are kept in ``self.history`` (list of ``{"step", "label", "metrics"}``) and logged as
+    ``eval_<split>_<metric>`` through the trainer's ``log``, so that every ``report_to`` integration (W&B,
+    TensorBoard, ...) and ``on_log`` callback receives them; only numbers are logged, never an answer. The trainer's
+    ``log_history`` entry also carries the evaluation's label (``unlearning_eval``). An :class:`UnlearnTrainer`
+    attaches itself (:meth:`attach_trainer`); with a plain ``transformers.Trainer`` call
+    ``callback.attach_trainer(trainer)`` (otherwise the metrics are only appended to ``state.log_history``).
+    On train end, ``output_dir`` gets ``unlearning_eval.json``, ``unlearning_eval.md`` (:meth:`table`) and
+    ``unlearning_eval.png`` (:func:`plot_tradeoff`, if matplotlib is installed). Each evaluation shows a labelled
+    progress bar unless ``args.disable_tqdm``.
     Only the main process records and writes; with a sharded model (FSDP, ZeRO-3) the other processes run the
     same generation and discard it, so the collective parameter gathers stay in step.
     """
@@ -60,38 +70,65 @@ class UnlearningEvalCallback(TrainerCallback):
         self.eval_kwargs = eval_kwargs
         self.history: list[dict] = []
         self.answers: dict[str, dict[str, list[str]]] = {}
+        self._trainer = None
 
-    def evaluate(self, model, label: str, step: int, state=None) -> dict:
-        metrics, answers = evaluate_splits(model, self.processor, self.splits, self.is_well_formed, **self.eval_kwargs)
+    def attach_trainer(self, trainer) -> None:
+        """Log through ``trainer.log`` (what ``Trainer.evaluate`` does with its metrics)."""
+        self._trainer = trainer
+
+    def _eval_kwargs(self, label: str, progress: bool) -> dict:
+        return {"progress": progress, "desc": f"unlearning eval ({label}):", **self.eval_kwargs}
+
+    def evaluate(self, model, label: str, step: int, state=None, progress: bool = False) -> dict:
+        metrics, answers = evaluate_splits(model, self.processor, self.splits, self.is_well_formed,
+                                           **self._eval_kwargs(label, progress))
         self.history.append({"step": step, "label": label, "metrics": metrics})
         self.answers[label] = answers
         if state is not None:
-            flat = {f"eval_{s}_{k}": v for s, m in metrics.items() for k, v in m.items() if k != "n"}
-            state.log_history.append({**flat, "step": step, "unlearning_eval": label})
+            self._log(metrics, label, state)
         return metrics
 
-    def _evaluate_everywhere(self, model, label: str, state) -> None:
+    def _log(self, metrics: dict[str, dict[str, float]], label: str, state) -> None:
+        """Numbers only (no answer, no label string, which trackers reject) to the trainer's ``log``; the label is
+        added to the ``log_history`` entry afterwards."""
+        flat = {f"eval_{s}_{k}": float(v) for s, m in metrics.items() for k, v in m.items()
+                if k != "n" and isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if self._trainer is None:
+            state.log_history.append({**flat, "step": state.global_step, "unlearning_eval": label})
+            return
+        self._trainer.log(dict(flat))
+        entry = state.log_history[-1] if state.log_history else {}
+        if entry.get("step") == state.global_step and flat.keys() <= entry.keys():
+            entry["unlearning_eval"] = label
+
+    def _evaluate_everywhere(self, args, model, label: str, state) -> None:
         if state.is_world_process_zero:
-            self.evaluate(model, label, state.global_step, state)
+            self.evaluate(model, label, state.global_step, state, progress=not args.disable_tqdm)
         elif _is_sharded(model):
-            evaluate_splits(model, self.processor, self.splits, self.is_well_formed, **self.eval_kwargs)
+            evaluate_splits(model, self.processor, self.splits, self.is_well_formed,
+                            **self._eval_kwargs(label, False))
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         # A resumed run starts from a checkpoint's weights, not the model before unlearning: label it as such.
         label = "before" if state.global_step == 0 else RESUMED
-        self._evaluate_everywhere(model, label, state)
+        self._evaluate_everywhere(args, model, label, state)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if self.eval_steps and state.global_step % self.eval_steps == 0 and state.global_step < state.max_steps:
-            self._evaluate_everywhere(model, f"step {state.global_step}", state)
+            self._evaluate_everywhere(args, model, f"step {state.global_step}", state)
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
-        self._evaluate_everywhere(model, "after", state)
+        self._evaluate_everywhere(args, model, "after", state)
         if state.is_world_process_zero:
             self.write(self.output_dir or args.output_dir)
 
     def table(self) -> str:
-        return format_table({h["label"]: h["metrics"] for h in self.history if h["label"] in ("before", RESUMED, "after")})
+        """The headline (one row per split: its main metric, goal ↓/↑, first → last evaluation), then every metric
+        of the first and last evaluations."""
+        columns = {h["label"]: h["metrics"] for h in self.history if h["label"] in ("before", RESUMED, "after")}
+        if not columns:
+            return ""
+        return f"{headline_table(columns)}\n\nAll metrics:\n\n{format_table(columns)}"
 
     def write(self, output_dir: str) -> dict[str, str]:
         os.makedirs(output_dir, exist_ok=True)
@@ -107,45 +144,108 @@ class UnlearningEvalCallback(TrainerCallback):
                                               self.forget_split, self.retain_split)
             except ImportError:
                 pass
+            except ValueError as error:  # no score to plot: the JSON and the table are still written
+                logger.warning("unlearning_eval.png not written: %s", error)
         return paths
 
 
-def plot_tradeoff(history: Sequence[dict], path: str, forget_split: str = "forget", retain_split: str = "retain",
-                  metric: str = "name_recall") -> str:
-    """Forget vs retain ``metric`` over the evaluations (left) and coherence per split (right), as a PNG."""
-    try:
-        import matplotlib
+def _series(history: Sequence[dict], split: str, metric: str) -> list[tuple[int, float, str]]:
+    """``(step, value, label)`` of ``split``'s ``metric`` over the evaluations that have it."""
+    points = []
+    for h in history:
+        value = h["metrics"].get(split, {}).get(metric)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            points.append((h["step"], float(value), h["label"]))
+    return points
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+
+def _pair(history: Sequence[dict], forget_split: str, retain_split: str, metric: str | None):
+    """``(forget split, retain split, metric)`` for the trade-off panel: the given splits if both have ``metric``
+    (default: the forget split's headline metric), else the first forget split whose "retain" twin shares its
+    headline metric (MLLMU-Bench ``forget_cls`` / ``retain_cls``, CLEAR ``forget_caption`` / ``retain_caption``)."""
+    first = history[0]["metrics"]
+    candidates = [(forget_split, retain_split)] + [(s, s.replace("forget", "retain", 1)) for s in first
+                                                   if "forget" in s and s != forget_split]
+    for forget, retain in candidates:
+        if forget not in first or retain not in first:
+            continue
+        chosen = metric or headline_metric(first[forget])
+        if chosen and _series(history, forget, chosen) and _series(history, retain, chosen):
+            return forget, retain, chosen
+    return None
+
+
+def tradeoff_figure(history: Sequence[dict], forget_split: str = "forget", retain_split: str = "retain",
+                    metric: str | None = None):
+    """A matplotlib ``Figure`` of the evaluations, with panels chosen from the metrics present: forget vs retain
+    (when a forget split and its retain twin share a metric), then one panel per headline metric
+    (:func:`~unlearn_trainer.evaluation.evaluator.headline_metric`) with each split's value over the training steps
+    (a trajectory when evaluation ran every N steps), then coherence if it was measured. Labels stay inside the
+    frame."""
+    try:
+        from matplotlib.figure import Figure
     except ImportError as err:
         raise ImportError("Plots need matplotlib: pip install 'unlearn-trainer[plots]'") from err
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    xs = [h["metrics"].get(forget_split, {}).get(metric) for h in history]
-    ys = [h["metrics"].get(retain_split, {}).get(metric) for h in history]
-    pts = [(x, y, h["label"]) for x, y, h in zip(xs, ys, history) if x is not None and y is not None]
-    if pts:
-        ax1.plot([p[0] for p in pts], [p[1] for p in pts], "o-")
-        for x, y, label in pts:
-            ax1.annotate(label, (x, y), fontsize=8)
-    ax1.set_xlabel(f"{forget_split} {metric} (lower is better)")
-    ax1.set_ylabel(f"{retain_split} {metric} (higher is better)")
-    ax1.set_xlim(-0.05, 1.05)
-    ax1.set_ylim(-0.05, 1.05)
-    ax1.set_title("forget vs retain")
-    splits = list(history[0]["metrics"]) if history else []
-    labels = [h["label"] for h in history]
-    for split in splits:
-        values = [h["metrics"].get(split, {}).get("coherence") for h in history]
-        if any(v is not None for v in values):
-            ax2.plot(range(len(values)), [v if v is not None else float("nan") for v in values], "o-", label=split)
-    ax2.set_xticks(range(len(labels)))
-    ax2.set_xticklabels(labels, rotation=30, fontsize=8)
-    ax2.set_ylim(-0.05, 1.05)
-    ax2.set_title("coherence")
-    if splits:
-        ax2.legend(fontsize=7)
-    fig.tight_layout()
+    if not history:
+        raise ValueError("No evaluation to plot: the history is empty.")
+    first = history[0]["metrics"]
+    by_metric: dict[str, list[str]] = {}
+    for split, metrics in first.items():
+        main = headline_metric(metrics)
+        if main is not None and _series(history, split, main):
+            by_metric.setdefault(main, []).append(split)
+    coherence = [s for s in first if _series(history, s, "coherence")]
+    pair = _pair(history, forget_split, retain_split, metric)
+    panels = ([("pair", pair)] if pair else []) + [("metric", m) for m in by_metric] + \
+        ([("coherence", "coherence")] if coherence else [])
+    if not panels:
+        raise ValueError("No metric to plot: the evaluations have no score.")
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig = Figure(figsize=(4.6 * cols, 3.8 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).flatten()
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    for ax, (kind, what) in zip(axes, panels):
+        if kind == "pair":
+            forget, retain, name = what
+            xs, ys = dict((p[2], p[1]) for p in _series(history, forget, name)), \
+                dict((p[2], p[1]) for p in _series(history, retain, name))
+            labels = [h["label"] for h in history if h["label"] in xs and h["label"] in ys]
+            ax.plot([xs[k] for k in labels], [ys[k] for k in labels], "o-")
+            for k in labels:
+                ax.annotate(k, (xs[k], ys[k]), xytext=(4, 4), textcoords="offset points", fontsize=8,
+                            annotation_clip=True)
+            ax.set_xlabel(f"{forget} {name} (lower is better)")
+            ax.set_ylabel(f"{retain} {name} (higher is better)")
+            ax.set_title("forget vs retain", fontsize=10)
+            _unit_range(ax, [xs[k] for k in labels], "x")
+            _unit_range(ax, [ys[k] for k in labels], "y")
+            continue
+        splits = coherence if kind == "coherence" else by_metric[what]
+        values = []
+        for split in splits:
+            points = _series(history, split, what)
+            values += [p[1] for p in points]
+            goal = "↓" if is_forget_split(split) and kind != "coherence" else "↑"
+            ax.plot([p[0] for p in points], [p[1] for p in points], "o-", label=f"{split} {goal}")
+        ax.set_xlabel("training step")
+        ax.set_ylabel(what)
+        ax.set_title(what, fontsize=10)
+        _unit_range(ax, values, "y")
+        ax.legend(fontsize=7, loc="best")
+    return fig
+
+
+def _unit_range(ax, values: list[float], axis: str) -> None:
+    """Scores in [0, 1] get the whole [0, 1] range (with a margin), so that runs compare at a glance."""
+    if values and all(0.0 <= v <= 1.0 for v in values):
+        (ax.set_xlim if axis == "x" else ax.set_ylim)(-0.05, 1.05)
+
+
+def plot_tradeoff(history: Sequence[dict], path: str, forget_split: str = "forget", retain_split: str = "retain",
+                  metric: str | None = None) -> str:
+    """:func:`tradeoff_figure` saved as a PNG at ``path``; returns ``path``."""
+    fig = tradeoff_figure(history, forget_split, retain_split, metric)
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     return path

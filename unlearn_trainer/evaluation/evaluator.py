@@ -20,14 +20,18 @@ computed from row fields when present:
 from __future__ import annotations
 
 import contextlib
+import fnmatch
+import re
 from collections.abc import Callable, Sequence
 
 import torch
 
+from .._progress import progress_bar
 from ..data.collator import VLMUnlearningCollator, model_inputs, row_images, to_device
 from . import metrics as M
 
-__all__ = ["generate_answers", "option_loglikelihoods", "evaluate_rows", "evaluate_splits", "format_table"]
+__all__ = ["generate_answers", "option_loglikelihoods", "evaluate_rows", "evaluate_splits", "format_table",
+           "headline_table", "headline_metric", "is_forget_split", "format_value"]
 
 LETTERS = "abcdefgh"
 
@@ -76,11 +80,7 @@ def generate_answers(
     rows = list(rows)
     out: list[str] = [""] * len(rows)
     torch.manual_seed(seed)
-    chunks = list(_batches(rows, batch_size))
-    if progress:
-        from tqdm.auto import tqdm
-
-        chunks = tqdm(chunks, desc=desc)
+    chunks = progress_bar(list(_batches(rows, batch_size)), desc=desc, enabled=progress, unit="batch", leave=False)
     with _eval_mode(model, processor):
         for positions in chunks:
             # images nested per row, as in training; errors name rows by their position in ``rows``
@@ -95,7 +95,8 @@ def generate_answers(
 
 
 @torch.no_grad()
-def option_loglikelihoods(model, processor, rows: Sequence[dict], batch_size: int = 32) -> list[list[float]]:
+def option_loglikelihoods(model, processor, rows: Sequence[dict], batch_size: int = 32, progress: bool = False,
+                          desc: str = "scoring options") -> list[list[float]]:
     """Mean per-token log-likelihood of each option of each multiple-choice row (see module docstring)."""
     from ..losses import token_logprobs
 
@@ -109,7 +110,8 @@ def option_loglikelihoods(model, processor, rows: Sequence[dict], batch_size: in
             owners.append(i)
     scores: list[list[float]] = [[] for _ in rows]
     with _eval_mode(model, processor):
-        for positions in _batches(flat, batch_size):  # a row's options stay in order
+        chunks = progress_bar(list(_batches(flat, batch_size)), desc=desc, enabled=progress, unit="batch", leave=False)
+        for positions in chunks:  # a row's options stay in order
             batch = collator([flat[p] for p in positions])
             batch = to_device(batch, _device(model))
             logps, mask = token_logprobs(model(**model_inputs(batch)).logits, batch["labels"])
@@ -164,7 +166,8 @@ def evaluate_rows(
         result["mc_letter_acc"] = M.mc_accuracy_by_letter(
             [preds[i] for i in mc], [rows[i]["answer_letter"] for i in mc], letters=letters
         )
-        scores = option_loglikelihoods(model, processor, [rows[i] for i in mc], batch_size)
+        scores = option_loglikelihoods(model, processor, [rows[i] for i in mc], batch_size, progress,
+                                       f"{desc}, options")
         gold = [LETTERS.index(rows[i]["answer_letter"].lower()) for i in mc]
         result["mc_loglik_acc"] = M.mc_accuracy_by_loglik(scores, gold)
     result["diversity_unique_words"] = float(M.diversity(preds)["unique_words"])
@@ -181,15 +184,71 @@ def evaluate_splits(
     splits: dict[str, Sequence[dict]],
     is_well_formed: Callable[[str], bool] | None = None,
     progress: bool = False,
+    desc: str = "eval",
     **kwargs,
 ) -> tuple[dict[str, dict[str, float]], dict[str, list[str]]]:
-    """``evaluate_rows`` on every split: ``({split: metrics}, {split: answers})``."""
+    """``evaluate_rows`` on every split: ``({split: metrics}, {split: answers})``. With ``progress``, one bar per
+    split and pass, labelled ``"<desc> <split>"`` (e.g. ``unlearning eval (before): forget``)."""
     results, answers = {}, {}
     for name, rows in splits.items():
         results[name], answers[name] = evaluate_rows(
-            model, processor, rows, is_well_formed=is_well_formed, progress=progress, desc=f"eval {name}", **kwargs
+            model, processor, rows, is_well_formed=is_well_formed, progress=progress, desc=f"{desc} {name}", **kwargs
         )
     return results, answers
+
+
+#: Metrics that count things: printed as integers.
+COUNT_METRICS = frozenset({"n", "diversity_unique_words"})
+#: The headline metric of a split: the first of these it has (``*`` matches a benchmark rule's group name).
+HEADLINE_METRICS = ("name_recall", "mc_letter_acc", "*_rougeL_r_stemmed", "attribute_accuracy", "rougeL_f",
+                    "*_rougeL_f_stemmed", "*_acc_*", "bleu")
+#: Splits whose scores unlearning should lower: about the forgotten (their names say forget; MLLMU-Bench's Test_Set
+#: and ToyWorld's generalization split ask about the forget identities with other images).
+FORGET_SPLITS = re.compile(r"(^|_)(forget|test|generali[sz]ation)(_|$)")
+
+
+def format_value(metric: str, value: float | None) -> str:
+    """A table cell: counts as integers, scores with 3 decimals, nothing for a missing value."""
+    if value is None:
+        return ""
+    if metric in COUNT_METRICS and float(value).is_integer():
+        return str(int(value))
+    return f"{value:.3f}"
+
+
+def headline_metric(metrics: dict[str, float]) -> str | None:
+    """The metric a split is judged by (:data:`HEADLINE_METRICS`), or its first score if it has none of them."""
+    for pattern in HEADLINE_METRICS:
+        found = [k for k in metrics if fnmatch.fnmatchcase(k, pattern)]
+        if found:
+            return found[0]
+    return next((k for k in metrics if k not in COUNT_METRICS), None)
+
+
+def is_forget_split(split: str) -> bool:
+    """Whether unlearning should lower ``split``'s scores (:data:`FORGET_SPLITS`); otherwise they should hold."""
+    return bool(FORGET_SPLITS.search(split))
+
+
+def headline_table(columns: dict[str, dict[str, dict[str, float]]]) -> str:
+    """Markdown table: one row per split with its rows, headline metric, goal (↓ forget, ↑ keep) and first → last
+    evaluation (e.g. before → after)."""
+    names = list(columns)
+    if not names:
+        return ""
+    first, last = columns[names[0]], columns[names[-1]]
+    title = names[0] if len(names) == 1 else f"{names[0]} → {names[-1]}"
+    lines = [f"| split | rows | metric | goal | {title} |", "|---|---|---|---|---|"]
+    for split, metrics in first.items():
+        metric = headline_metric(metrics)
+        if metric is None:
+            continue
+        before, after = metrics.get(metric), last.get(split, {}).get(metric)
+        change = format_value(metric, before) if len(names) == 1 else \
+            f"{format_value(metric, before)} → {format_value(metric, after)}"
+        goal = "↓" if is_forget_split(split) else "↑"
+        lines.append(f"| {split} | {format_value('n', metrics.get('n'))} | {metric} | {goal} | {change} |")
+    return "\n".join(lines)
 
 
 def format_table(columns: dict[str, dict[str, dict[str, float]]], keys: Sequence[str] | None = None) -> str:
@@ -200,9 +259,6 @@ def format_table(columns: dict[str, dict[str, dict[str, float]]], keys: Sequence
     for split in splits:
         metric_names = [k for k in columns[names[0]].get(split, {}) if k != "n" and (keys is None or k in keys)]
         for metric in metric_names:
-            cells = []
-            for name in names:
-                value = columns[name].get(split, {}).get(metric)
-                cells.append("" if value is None else f"{value:.3f}")
+            cells = [format_value(metric, columns[name].get(split, {}).get(metric)) for name in names]
             lines.append(f"| {split} | {metric} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -335,6 +335,7 @@ class UnlearnTrainer(Trainer):
         )
         self._check_launch()
         self.add_callback(_UnlearnCallback(self, paired))
+        self._attach_to_callbacks()
         self._check_reference_is_frozen()
         self._prepare_reference_for_backend()
         # Hub tags on the model itself, so that PEFT's card update in save_pretrained keeps them (unlearn_trainer.hub).
@@ -958,6 +959,17 @@ class UnlearnTrainer(Trainer):
         push_checkpoint_to_hub(self, checkpoint_folder)
 
     # -- logging -------------------------------------------------------------------------------------------
+    def add_callback(self, callback) -> None:
+        super().add_callback(callback)
+        self._attach_to_callbacks()
+
+    def _attach_to_callbacks(self) -> None:
+        """Hand this trainer to the callbacks that log through it (``UnlearningEvalCallback.attach_trainer``), so that
+        their metrics go through :meth:`log` to every ``report_to`` integration, as ``Trainer.evaluate``'s do."""
+        for callback in getattr(getattr(self, "callback_handler", None), "callbacks", []):
+            if hasattr(callback, "attach_trainer"):
+                callback.attach_trainer(self)
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self._terms and "loss" in logs:
             for k, vals in self._terms.items():
