@@ -1,7 +1,7 @@
 """Model cards and Hub publishing for unlearned models.
 
-:meth:`UnlearnTrainer.save_model` writes the card (``README.md``, rendered from ``templates/model_card.md``) next
-to the adapter or model; :meth:`UnlearnTrainer.push_to_hub` uploads the adapter (or model), its processor and the
+:meth:`UnlearnTrainer.save_model` writes the card (``README.md``: ``huggingface_hub.ModelCard.from_template`` with
+``templates/model_card.md``) next to the adapter or model; :meth:`UnlearnTrainer.push_to_hub` uploads the adapter (or model), its processor and the
 card, and nothing else from the output folder: the evaluation outputs hold the model's generated answers to forget
 questions, so they, checkpoints, logs, results and pickles stay local. Trainer's per-checkpoint push
 (``hub_strategy="every_save"``) goes through the same allow-list (:func:`push_checkpoint_to_hub`). The card states
@@ -23,7 +23,6 @@ import tempfile
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from string import Template
 from typing import Any
 
 from accelerate.utils import is_peft_model
@@ -442,8 +441,9 @@ def _deviations_text(trainer) -> str:
             f"\n\n{lines}")
 
 
-def _template() -> Template:
-    return Template((resources.files("unlearn_trainer") / "templates" / "model_card.md").read_text(encoding="utf-8"))
+def _template() -> str:
+    """The card's Jinja template, rendered by ``huggingface_hub.ModelCard.from_template``."""
+    return (resources.files("unlearn_trainer") / "templates" / "model_card.md").read_text(encoding="utf-8")
 
 
 def render_model_card(
@@ -462,7 +462,7 @@ def render_model_card(
     ``forget_split``); explicit arguments win. ``finetuned_from`` overrides the detected base model; the license is
     the one given (the ToyWorld demo model is Apache-2.0, like this package) or left out. What was forgotten is
     given as counts and one digest only (:func:`forgotten_summary`); no option puts names on the card."""
-    from huggingface_hub import ModelCardData
+    from huggingface_hub import ModelCard, ModelCardData
 
     from ._version import __version__
 
@@ -493,7 +493,7 @@ def render_model_card(
         tags=tags,
         datasets=[dataset_hub_id] if dataset_hub_id else None,
         pipeline_tag="image-text-to-text",
-    ).to_yaml()
+    )
 
     args = trainer.args
     repo = trainer.hub_model_id or args.hub_model_id
@@ -508,8 +508,9 @@ def render_model_card(
         sections.append(f"### Adapter (PEFT)\n\n{_table(params['adapter'])}")
     kind = "A LoRA adapter" if "lora" in tags else "A PEFT adapter" if adapter else "A model"
     base_ref = f"[{base_hub_id}](https://huggingface.co/{base_hub_id})" if base_hub_id else base_display
-    text = _template().substitute(
-        metadata=metadata,
+    card = ModelCard.from_template(
+        metadata,
+        template_str=_template(),
         title=title,
         summary=(f"{kind} for {base_ref}, unlearned with **{method_display}** "
                  f"(`{type(trainer).__name__}` from `unlearn_trainer`) to forget {summary['rows']} training rows."),
@@ -529,7 +530,7 @@ def render_model_card(
         package_version=__version__,
         versions=_versions(adapter),
     )
-    return text
+    return str(card) + "\n"  # Jinja drops the template's final newline
 
 
 def write_model_card(trainer, output_dir: str | None = None, **kwargs) -> str:
