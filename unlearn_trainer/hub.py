@@ -1,8 +1,8 @@
 """Model cards and Hub publishing for unlearned models.
 
 :meth:`UnlearnTrainer.save_model` writes the card (``README.md``: ``huggingface_hub.ModelCard.from_template`` with
-``templates/model_card.md``) next to the adapter or model; :meth:`UnlearnTrainer.push_to_hub` uploads the adapter (or model), its processor and the
-card, and nothing else from the output folder: the evaluation outputs hold the model's generated answers to forget
+``templates/model_card.md``) next to the adapter or model; :meth:`UnlearnTrainer.push_to_hub` uploads the adapter (or
+model), its processor and the card, and nothing else from the output folder: the evaluation outputs hold the model's generated answers to forget
 questions, so they, checkpoints, logs, results and pickles stay local. Trainer's per-checkpoint push
 (``hub_strategy="every_save"``) goes through the same allow-list (:func:`push_checkpoint_to_hub`). The card states
 the method (with its paper), every hyperparameter, what was forgotten (counts and one opaque digest of the row ids,
