@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import math
@@ -11,7 +12,14 @@ from collections.abc import Callable, Sequence
 
 from transformers import TrainerCallback
 
-from .evaluator import evaluate_splits, format_table, headline_metric, headline_table, is_forget_split
+from .evaluator import (
+    HEADLINE_METRICS,
+    evaluate_splits,
+    format_table,
+    headline_metric,
+    headline_table,
+    is_forget_split,
+)
 
 __all__ = ["UnlearningEvalCallback", "plot_tradeoff", "tradeoff_figure", "RESUMED"]
 
@@ -184,17 +192,18 @@ def tradeoff_figure(history: Sequence[dict], forget_split: str = "forget", retai
     frame."""
     try:
         from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
     except ImportError as err:
         raise ImportError("Plots need matplotlib: pip install 'unlearn-trainer[plots]'") from err
     if not history:
         raise ValueError("No evaluation to plot: the history is empty.")
     first = history[0]["metrics"]
-    by_metric: dict[str, list[str]] = {}
+    by_metric: dict[str, list[tuple[str, str]]] = {}  # panel -> [(split, its metric)]
     for split, metrics in first.items():
         main = headline_metric(metrics)
         if main is not None and _series(history, split, main):
-            by_metric.setdefault(main, []).append(split)
-    coherence = [s for s in first if _series(history, s, "coherence")]
+            by_metric.setdefault(_panel(main), []).append((split, main))
+    coherence = [(s, "coherence") for s in first if _series(history, s, "coherence")]
     pair = _pair(history, forget_split, retain_split, metric)
     panels = ([("pair", pair)] if pair else []) + [("metric", m) for m in by_metric] + \
         ([("coherence", "coherence")] if coherence else [])
@@ -208,33 +217,49 @@ def tradeoff_figure(history: Sequence[dict], forget_split: str = "forget", retai
         ax.set_visible(False)
     for ax, (kind, what) in zip(axes, panels):
         if kind == "pair":
-            forget, retain, name = what
-            xs, ys = dict((p[2], p[1]) for p in _series(history, forget, name)), \
-                dict((p[2], p[1]) for p in _series(history, retain, name))
-            labels = [h["label"] for h in history if h["label"] in xs and h["label"] in ys]
-            ax.plot([xs[k] for k in labels], [ys[k] for k in labels], "o-")
-            for k in labels:
-                ax.annotate(k, (xs[k], ys[k]), xytext=(4, 4), textcoords="offset points", fontsize=8,
-                            annotation_clip=True)
-            ax.set_xlabel(f"{forget} {name} (lower is better)")
-            ax.set_ylabel(f"{retain} {name} (higher is better)")
-            ax.set_title("forget vs retain", fontsize=10)
-            _unit_range(ax, [xs[k] for k in labels], "x")
-            _unit_range(ax, [ys[k] for k in labels], "y")
+            _draw_pair(ax, history, *what)
             continue
         splits = coherence if kind == "coherence" else by_metric[what]
         values = []
-        for split in splits:
-            points = _series(history, split, what)
+        for split, metric_key in splits:
+            points = _series(history, split, metric_key)
             values += [p[1] for p in points]
             goal = "↓" if is_forget_split(split) and kind != "coherence" else "↑"
             ax.plot([p[0] for p in points], [p[1] for p in points], "o-", label=f"{split} {goal}")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("training step")
         ax.set_ylabel(what)
         ax.set_title(what, fontsize=10)
         _unit_range(ax, values, "y")
         ax.legend(fontsize=7, loc="best")
     return fig
+
+
+def _draw_pair(ax, history: Sequence[dict], forget: str, retain: str, metric: str) -> None:
+    """Retain vs forget ``metric`` over the evaluations, the first and last marked in the legend (inside the
+    frame, unlike point labels, which overlap when the points are close)."""
+    xs = {p[2]: p[1] for p in _series(history, forget, metric)}
+    ys = {p[2]: p[1] for p in _series(history, retain, metric)}
+    labels = [h["label"] for h in history if h["label"] in xs and h["label"] in ys]
+    ax.plot([xs[k] for k in labels], [ys[k] for k in labels], "o-", color="0.5", label=metric)
+    ax.plot([xs[labels[0]]], [ys[labels[0]]], "s", markersize=9, label=labels[0])
+    if len(labels) > 1:
+        ax.plot([xs[labels[-1]]], [ys[labels[-1]]], "*", markersize=13, label=labels[-1])
+    ax.set_xlabel(f"{forget} ↓")
+    ax.set_ylabel(f"{retain} ↑")
+    ax.set_title("forget vs retain", fontsize=10)
+    _unit_range(ax, [xs[k] for k in labels], "x")
+    _unit_range(ax, [ys[k] for k in labels], "y")
+    ax.legend(fontsize=7, loc="best")
+
+
+def _panel(metric: str) -> str:
+    """The panel of a headline metric: a benchmark rule's groups (``caption_rougeL_r_stemmed``,
+    ``facerec_rougeL_r_stemmed``) share the rule's panel (``rougeL_r_stemmed``)."""
+    for pattern in HEADLINE_METRICS:
+        if "*" in pattern and fnmatch.fnmatchcase(metric, pattern):
+            return pattern.strip("*_")
+    return metric
 
 
 def _unit_range(ax, values: list[float], axis: str) -> None:

@@ -199,9 +199,10 @@ def evaluate_splits(
 
 #: Metrics that count things: printed as integers.
 COUNT_METRICS = frozenset({"n", "diversity_unique_words"})
-#: The headline metric of a split: the first of these it has (``*`` matches a benchmark rule's group name).
-HEADLINE_METRICS = ("name_recall", "mc_letter_acc", "*_rougeL_r_stemmed", "attribute_accuracy", "rougeL_f",
-                    "*_rougeL_f_stemmed", "*_acc_*", "bleu")
+#: The headline metric of a split: the first of these it has. ``*`` matches the group of a benchmark's own rule
+#: (``benchmark_scoring``): CLEAR's ROUGE-L recall, MLLMU-Bench's generation ROUGE-L.
+HEADLINE_METRICS = ("*_rougeL_r_stemmed", "mc_letter_acc", "*_rougeL_f_stemmed*", "name_recall", "attribute_accuracy",
+                    "rougeL_f", "*_acc_*", "bleu")
 #: Splits whose scores unlearning should lower: about the forgotten (their names say forget; MLLMU-Bench's Test_Set
 #: and ToyWorld's generalization split ask about the forget identities with other images).
 FORGET_SPLITS = re.compile(r"(^|_)(forget|test|generali[sz]ation)(_|$)")
