@@ -78,6 +78,22 @@ def test_evaluation_progress_bars_are_labelled(tmp_path, capsys):
     assert "unlearning eval" not in capsys.readouterr().err
 
 
+def test_one_off_passes_show_labelled_bars(capsys):
+    from unlearn_trainer import VLMUnlearningCollator
+    from unlearn_trainer.data.pubg import generate_guidance_answers
+    from unlearn_trainer.saliency import fisher_diagonal
+
+    model, processor = tiny_model_and_processor("llava")
+    rows = tiny_vqa_rows(2)
+    generate_guidance_answers(model, processor, rows, max_new_tokens=2, concept_retries=0)
+    name = next(n for n, p in model.named_parameters() if n.endswith("v_proj.weight"))
+    fisher_diagonal(model, rows, VLMUnlearningCollator(processor), targets={name: model.get_parameter(name)},
+                    desc="forget set")
+    err = capsys.readouterr().err
+    assert "PUBG guidance answers o* (reference model, once)" in err and "2/2" in err
+    assert "saliency Fisher pass: forget set" in err
+
+
 def test_progress_bar_only_on_the_main_process(monkeypatch):
     assert not progress_bar(range(2), desc="x").disable
     assert progress_bar(range(2), desc="x", enabled=False).disable
