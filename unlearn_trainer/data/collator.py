@@ -12,17 +12,20 @@ A row is a dict in one of three layouts (:data:`ROW_LAYOUTS`), with ``image`` or
   processor's image token(s) itself).
 
 Other column names are renamed with ``column_mapping`` (``{"query": "question", "response": "answer"}``).
-Conversational rows are structured and given their images by TRL's ``prepare_multimodal_messages``, and split into
-prompt and answer text by TRL's ``apply_chat_template``. The collator runs the processor on the whole batch (so
+TRL conversational rows are structured and given their images by TRL's ``prepare_multimodal_messages``; every
+conversation is split into prompt and answer text by TRL's ``apply_chat_template``. The collator runs the processor on the whole batch (so
 image-token expansion, ``pixel_values``, ``image_grid_thw``, ``mm_token_type_ids``... are exactly what the model
 expects), and sets ``labels`` to -100 everywhere except the answer tokens.
 
-Why not TRL's ``DataCollatorForVisionLanguageModeling`` itself (its ``completion_only_loss`` labels are ours on the
-answer tokens, see tests/test_trl_formats.py): it also labels what the template renders after the answer (the
-end-of-turn token and newline; unlearning scores the answer only, ``label_end_of_turn`` adds the end-of-turn token
-alone), it truncates to ``max_length`` (we refuse a long row, naming it), it has no ``completion_only_loss`` for
-``messages`` rows (only ``assistant_only_loss``, which needs ``{% generation %}`` markers in the template), it pads
-prompts on the left, and it does not check the answer tokens in the processor's output.
+Why not TRL's ``DataCollatorForVisionLanguageModeling`` itself (on prompt-completion rows its
+``completion_only_loss`` labels equal ours with ``label_end_of_turn=True``, see tests/test_trl_formats.py): it labels
+everything the template renders after the answer too (the end-of-turn token and what follows it, e.g. Qwen's
+newline), where unlearning scores the answer only (``label_end_of_turn`` adds the end-of-turn token alone); it
+truncates to ``max_length`` (we refuse a long row, naming it); it has no ``completion_only_loss`` for ``messages``
+rows (only ``assistant_only_loss``, which labels every assistant turn and needs ``{% generation %}`` markers in the
+template); it tokenizes prompt and completion separately (the tokens at their boundary can differ from the whole
+conversation's); and it does not check the answer tokens in the processor's output, nor refuse PaliGemma text-only
+rows or control tokens in the text.
 
 How the answer span is found (robust to image-token expansion): the answer's character span in the
 rendered conversation is tokenized with offsets by the tokenizer; image placeholders are expanded by the
