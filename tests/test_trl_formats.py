@@ -147,3 +147,10 @@ def test_trl_dataset_trains_unchanged(family, layout, tmp_path):
         history.append([(h["loss"], h["npo_loss"], h["retain_nll"]) for h in trainer.state.log_history if "npo_loss" in h])
     assert len(history[1]) == 3 and all(torch.isfinite(torch.tensor(h)).all() for h in history[1])
     torch.testing.assert_close(history[1], history[0])
+
+
+def test_column_mapping_needs_our_collator(tmp_path):
+    model, processor = tiny_model_and_processor("llava")
+    with pytest.raises(ValueError, match="the given data_collator reads rows its own way"):
+        NPOTrainer(model=model, args=train_args(NPOConfig, tmp_path), forget_dataset=tiny_vqa_rows(2),
+                   data_collator=lambda rows: rows, processing_class=processor, column_mapping={"q": "question"})

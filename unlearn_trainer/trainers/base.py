@@ -412,6 +412,10 @@ class UnlearnTrainer(Trainer):
         if not isinstance(data_collator, ForgetRetainCollator):
             data_collator = ForgetRetainCollator(data_collator)
         _give_collators_the_position_limit(data_collator, model)
+        if column_mapping and not any(isinstance(c, VLMUnlearningCollator)
+                                      for c in (data_collator.forget_collator, data_collator.retain_collator)):
+            raise ValueError("column_mapping= renames columns for this package's collators; the given data_collator "
+                             "reads rows its own way: rename the columns of the datasets instead.")
         for what, dataset, collator in (("forget_dataset", forget_dataset, data_collator.forget_collator),
                                         ("retain_dataset", paired.retain, data_collator.retain_collator)):
             if not isinstance(collator, VLMUnlearningCollator):
