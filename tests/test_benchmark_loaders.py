@@ -15,6 +15,7 @@ from PIL import Image
 from unlearn_trainer.data.benchmarks import (
     CLEAR_CAPTION_QUESTIONS,
     CLEAR_FACE_PROMPT,
+    LazyRows,
     load_benchmark,
     load_clear,
     load_concept_folder,
@@ -122,6 +123,37 @@ def test_mllmu_training_rows(mllmu):
     assert isinstance(row["image"], Image.Image) and row["image"].mode == "RGB"
     assert color_of(row["image"]) == pcolor("002")
     assert mllmu.is_well_formed is None
+
+
+def test_loaded_splits_hold_no_decoded_image(mllmu_root, clear_root, concepts_root, monkeypatch):
+    """Images stay encoded (bytes or paths) in a datasets.Image column until a row is read."""
+    import PIL.Image
+
+    opened = []
+    real_open = PIL.Image.open
+    monkeypatch.setattr(PIL.Image, "open", lambda *a, **k: opened.append(1) or real_open(*a, **k))
+    loaded = [load_mllmu_bench(str(mllmu_root), 10), load_clear(str(clear_root), 10),
+              load_concept_folder(str(concepts_root), ["Donald Trump"])]
+    assert opened == []
+    for data in loaded:
+        for split in [data.forget, data.retain, *data.eval_splits.values()]:
+            assert isinstance(split, LazyRows) and isinstance(split.images.features["image"], HFImage)
+            assert not any(isinstance(v, Image.Image) for row in split._rows for v in row.values())
+    row = loaded[0].forget[0]
+    assert len(opened) == 1 and row["image"].mode == "RGB" and color_of(row["image"]) == pcolor("002")
+    assert color_of(loaded[2].forget[0]["image"]) == (0, 0, 0)  # a concept folder's image file, read now
+
+
+def test_lazy_rows_act_as_lists(mllmu):
+    forget, retain = mllmu.forget, mllmu.retain
+    assert [r["id"] for r in forget + retain[:1]] == [r["id"] for r in list(forget) + [retain[0]]]
+    assert [r["id"] for r in retain[:1] + forget] == [retain[0]["id"]] + [r["id"] for r in forget]
+    assert forget[-1]["entity"] == "005" and len(retain[1:3]) == 2
+    sample = retain.sample(2, seed=0)
+    ids = [r["id"] for r in retain]
+    assert len(sample) == 2 and [ids.index(r["id"]) for r in sample] == sorted(ids.index(r["id"]) for r in sample)
+    assert [r["id"] for r in retain.sample(2, seed=0)] == [r["id"] for r in sample]  # seeded
+    assert color_of(sample[0]["image"]) == pcolor(sample[0]["entity"])  # the image follows its row
 
 
 def test_mllmu_eval_splits_and_fields(mllmu):

@@ -1,7 +1,8 @@
 """Loaders for public MLLM-unlearning benchmarks (MLLMU-Bench, CLEAR, MMUBench-style concept folders).
 
 Every loader returns a :class:`BenchmarkData`: ``forget`` / ``retain`` training rows and ``eval_splits``
-(``{name: rows}``) in the package's row format::
+(``{name: rows}``), each a :class:`LazyRows` (a sequence of rows whose images decode on access, through a
+``datasets.Image`` feature), in the package's row format::
 
     {"id", "image" (PIL RGB or None), "question", "answer", "concepts" (names / aliases of the entity),
      "entity" (the benchmark's key for it), "split", "kind", ["modality"],
@@ -10,7 +11,7 @@ Every loader returns a :class:`BenchmarkData`: ``forget`` / ``retain`` training 
      :func:`unlearn_trainer.evaluation.benchmark_scoring.score_predictions`)}
 
 A loader reads the Hugging Face Hub dataset with ``datasets.load_dataset(name, config)`` or, given a local
-folder, the same configs from disk: ``<root>/<config>/`` holding the Hub's parquet files (e.g.
+folder, the same configs from disk (``datasets.load_dataset("parquet" | "json", data_files=...)``): ``<root>/<config>/`` holding the Hub's parquet files (e.g.
 ``forget_10/train-00000-of-00001.parquet``, written by ``push_to_hub``, images as ``{"bytes", "path"}``
 structs), a ``datasets.save_to_disk`` folder, or JSON / JSONL files; or ``<root>/<config>.parquet|.jsonl|.json``.
 
@@ -73,7 +74,6 @@ implemented: BLEU as nltk sentence-BLEU, chrF++, CLEAR's probability / truth rat
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import random
@@ -82,11 +82,12 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from .collator import row_id_digest
+from .collator import row_id_digest, row_name
 
 __all__ = [
     "BENCHMARKS",
     "BenchmarkData",
+    "LazyRows",
     "CLEAR_CAPTION_QUESTIONS",
     "CLEAR_FACE_PROMPT",
     "load_benchmark",
@@ -124,29 +125,62 @@ class BenchmarkData:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _to_pil(value, where: str):
-    """An image cell (PIL image, ``{"bytes", "path"}`` struct, or a path) as an RGB PIL image, or None."""
-    from PIL import Image
+class LazyRows(Sequence):
+    """The rows of one split, with their images decoded on access: the rows' other fields as given, and their image
+    cells (``{"bytes", "path"}`` structs or file paths, never decoded PIL images) in :attr:`images`, a
+    ``datasets.Dataset`` whose ``datasets.Image(mode="RGB")`` feature decodes a cell when a row is read. Indexing
+    gives a row (a new dict); a slice, ``+`` and iteration give rows as lists do."""
 
-    if value is None:
+    def __init__(self, rows: Sequence[dict], name: str = "split"):
+        import datasets
+
+        self.name = name
+        self._rows = [{k: (None if k == "image" else v) for k, v in row.items()} for row in rows]
+        features = datasets.Features({"image": datasets.Image(mode="RGB"), "row": datasets.Value("int64")})
+        self.images = datasets.Dataset.from_dict(
+            {"image": [row.get("image") for row in rows], "row": list(range(len(rows)))}, features=features)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        row = dict(self._rows[i])
+        if "image" in row:
+            position = range(len(self))[i]
+            try:
+                row["image"] = self.images[position]["image"]
+            except Exception as err:  # PIL's or datasets' error, named by the row (never its id)
+                raise ValueError(f"{self.name} {row_name(row, position)}: cannot decode the image ({err}).") from err
+        return row
+
+    def __add__(self, other):
+        return list(self) + list(other)
+
+    def __radd__(self, other):
+        return list(other) + list(self)
+
+    def __repr__(self) -> str:
+        return f"LazyRows({self.name!r}, {len(self)} rows)"
+
+    def sample(self, n: int | None, seed: int) -> "LazyRows":
+        """At most ``n`` rows (``datasets`` ``shuffle(seed).select``), in their original order."""
+        if n is None or len(self) <= n:
+            return self
+        keep = sorted(self.images.shuffle(seed=seed).select(range(n))["row"])
+        rows = []
+        for cell in self.images.select(keep).to_list():  # to_list gives the cells undecoded
+            row = self._rows[cell["row"]]
+            rows.append({**row, "image": cell["image"]} if "image" in row else row)
+        return LazyRows(rows, self.name)
+
+
+def _image(value):
+    """An image cell as the rows keep it until access: a ``{"bytes", "path"}`` struct, a path, or None."""
+    if isinstance(value, dict) and value.get("bytes") is None and value.get("path") is None:
         return None
-    if isinstance(value, Image.Image):
-        return value if value.mode == "RGB" else value.convert("RGB")
-    source = value
-    if isinstance(value, dict):
-        source = value.get("bytes") or value.get("path")
-        if source is None:
-            return None
-    try:
-        if isinstance(source, (bytes, bytearray)):
-            image = Image.open(io.BytesIO(source))
-        elif isinstance(source, str):
-            image = Image.open(source)
-        else:
-            raise TypeError(f"unsupported image value of type {type(value).__name__}")
-        return image.convert("RGB")
-    except (OSError, TypeError) as err:
-        raise ValueError(f"{where}: cannot decode the image ({err}).") from err
+    return value
 
 
 def _pick_split(dataset_dict, where: str):
@@ -167,24 +201,29 @@ def _absolute(value, base: str):
 
 
 def _read_file(path: str, resolve_images: bool = True) -> list[dict]:
-    """Records of a parquet, JSONL or JSON (list) file; JSON image paths are relative to the file's folder."""
-    if path.endswith(".parquet"):
-        import pyarrow.parquet as pq
+    """Records of a parquet, JSONL or JSON (list) file, read by ``datasets.load_dataset("parquet" | "json")``
+    with the image cells left undecoded; JSON image paths are relative to the file's folder."""
+    import datasets
 
-        return pq.read_table(path).to_pylist()
-    with open(path, encoding="utf-8") as f:
-        data = [json.loads(line) for line in f if line.strip()] if path.endswith(".jsonl") else json.load(f)
-    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-        raise ValueError(f"{path}: expected a list of JSON objects (one record each).")
-    if not resolve_images:
-        return data
+    kind = "parquet" if path.endswith(".parquet") else "json"
+    if kind == "json":  # datasets would also read a single object, or a list of scalars as a "text" column
+        with open(path, encoding="utf-8") as f:
+            head = f.read(4096)
+        if head.strip() and not (re.match(r"\s*\[\s*[{\]]", head) or (path.endswith(".jsonl") and re.match(r"\s*\{", head))):
+            raise ValueError(f"{path}: expected a list of JSON objects (one record each).")
+    try:
+        records = datasets.load_dataset(kind, data_files=path, split="train").to_list()  # to_list does not decode
+    except datasets.exceptions.DatasetGenerationError as err:
+        raise ValueError(f"{path}: expected a list of JSON objects (one record each) ({err}).") from err
+    if kind == "parquet" or not resolve_images:
+        return records
     base = os.path.dirname(os.path.abspath(path))
-    for record in data:
+    for record in records:
         if record.get("image") is not None:
             record["image"] = _absolute(record["image"], base)
         if isinstance(record.get("images"), list):
             record["images"] = [_absolute(v, base) for v in record["images"]]
-    return data
+    return records
 
 
 def _read_local(root: str, config: str) -> list[dict]:
@@ -196,7 +235,7 @@ def _read_local(root: str, config: str) -> list[dict]:
         if any(os.path.exists(os.path.join(folder, f)) for f in ("state.json", "dataset_dict.json")):
             ds = datasets.load_from_disk(folder)
             ds = _pick_split(ds, folder) if isinstance(ds, datasets.DatasetDict) else ds
-            return [dict(r) for r in ds]
+            return ds.to_list()
         for exts in ((".parquet",), (".jsonl", ".json")):
             files = sorted(
                 os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs if f.endswith(exts)
@@ -210,7 +249,7 @@ def _read_local(root: str, config: str) -> list[dict]:
     if os.path.exists(os.path.join(root, "dataset_dict.json")):
         ds = datasets.load_from_disk(root)
         if config in ds:
-            return [dict(r) for r in ds[config]]
+            return ds[config].to_list()
     raise FileNotFoundError(
         f"Config {config!r} not found under {root!r}: looked for the folder {folder}/ (Hub parquet files, "
         f"save_to_disk, JSON), {folder}.parquet|.jsonl|.json, and a save_to_disk DatasetDict with a split "
@@ -227,7 +266,7 @@ def _read_config(source: str, config: str, benchmark: str, cache_dir: str | None
     ds = datasets.load_dataset(source, config, cache_dir=cache_dir)
     if isinstance(ds, datasets.DatasetDict):
         ds = _pick_split(ds, f"{benchmark} config {config!r} of {source!r}")
-    return [dict(r) for r in ds]
+    return ds.to_list()  # the image cells stay encoded: LazyRows decodes a row's image when it is read
 
 
 def _require_columns(records: list[dict], columns: Sequence[str], benchmark: str, config: str, source: str) -> None:
@@ -273,12 +312,14 @@ def _field(item: dict, key: str, where: str) -> str:
     return value
 
 
-def _cap(rows: list[dict], n: int | None, seed: int) -> list[dict]:
-    """At most ``n`` rows: a seeded sample, in the original order."""
-    if n is None or len(rows) <= n:
-        return rows
-    keep = sorted(random.Random(seed).sample(range(len(rows)), n))
-    return [rows[i] for i in keep]
+def _lazy(data: "BenchmarkData", max_eval_rows: int | None, seed: int) -> "BenchmarkData":
+    """``data`` with every split a :class:`LazyRows` (images decoded on access), the evaluation splits capped at
+    ``max_eval_rows`` rows (a seeded sample, in the original order)."""
+    data.forget = LazyRows(data.forget, f"{data.name} forget")
+    data.retain = None if data.retain is None else LazyRows(data.retain, f"{data.name} retain")
+    data.eval_splits = {k: LazyRows(v, f"{data.name} {k}").sample(max_eval_rows, seed)
+                        for k, v in data.eval_splits.items()}
+    return data
 
 
 def _as_list(value) -> list[str]:
@@ -457,7 +498,7 @@ def load_mllmu_bench(
         for rec in records:
             pid = str(rec["ID"])
             where = f"MLLMU-Bench {split} ID digest {row_id_digest(pid)}"
-            rows.append({"id": f"{pid}/{split}/qa", "image": _to_pil(rec["image"], where),
+            rows.append({"id": f"{pid}/{split}/qa", "image": _image(rec["image"]),
                          "question": _field(rec, "question", where), "answer": _field(rec, "answer", where),
                          "concepts": [names[pid]] if names[pid] else [], "entity": pid, "split": split,
                          "kind": "qa"})
@@ -487,20 +528,19 @@ def load_mllmu_bench(
     def test_image(rec):
         pid, views = str(rec["ID"]), rec.get("images")
         if views:
-            return _to_pil(random.Random(f"{seed}/{pid}").choice(list(views)),
-                           f"MLLMU-Bench Test_Set ID digest {row_id_digest(pid)}")
-        return _to_pil(rec.get("image"), f"MLLMU-Bench Test_Set ID digest {row_id_digest(pid)}")
+            return _image(random.Random(f"{seed}/{pid}").choice(list(views)))
+        return _image(rec.get("image"))
 
     for set_name in eval_sets:
         if set_name in ("forget", "retain"):
             add_set(set_name, forget_records if set_name == "forget" else retain_records,
                     lambda rec: images.get(str(rec["ID"]))
-                    or _to_pil(rec["image"], f"MLLMU-Bench ID digest {row_id_digest(rec['ID'])}"),
+                    or _image(rec["image"]),
                     known_name)
         elif set_name == "real":  # own ID space: never look up the fictitious profiles' names or images
             records = read("Retain_Set", ["ID", "image"] + task_columns)
             add_set("real", records,
-                    lambda rec: _to_pil(rec["image"], f"MLLMU-Bench Retain_Set ID digest {row_id_digest(rec['ID'])}"),
+                    lambda rec: _image(rec["image"]),
                     _mllmu_name)
         else:
             wanted = set(forget_ids)
@@ -508,13 +548,12 @@ def load_mllmu_bench(
             if not records:
                 raise ValueError(f"MLLMU-Bench Test_Set from {path_or_name!r} has none of the {forget_cfg} IDs.")
             add_set("test", records, test_image, known_name)
-    eval_splits = {k: _cap(v, max_eval_rows, seed) for k, v in eval_splits.items()}
-    return BenchmarkData(
+    return _lazy(BenchmarkData(
         name="mllmu_bench", forget=forget, retain=retain_rows, eval_splits=eval_splits,
         scoring={m: SCORING_RULES[m] for m in ("acc_first_letter", "rougeL_f_stemmed", "acc_substring")},
         extras={"source": path_or_name, "forget_ratio": r, "forget_config": forget_cfg, "retain_config": retain_cfg,
                 "forget_ids": forget_ids},
-    )
+    ), max_eval_rows, seed)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -581,7 +620,7 @@ def load_clear(
         rows = []
         for i, rec in enumerate(records):
             where = f"CLEAR {config} row #{i}"
-            image = _to_pil(rec.get("image"), where)
+            image = _image(rec.get("image"))
             name = rec.get("name") if isinstance(rec.get("name"), str) else None
             common = {"id": f"{config}/{i}", "image": image, "concepts": [name] if name else [], "entity": name,
                       "split": split}
@@ -610,7 +649,7 @@ def load_clear(
             for i, rec in enumerate(records):
                 where = f"CLEAR {config} row #{i}"
                 name = _field(rec, "name", where)
-                common = {"image": _to_pil(rec["image"], where), "concepts": [name], "entity": name,
+                common = {"image": _image(rec["image"]), "concepts": [name], "entity": name,
                           "benchmark_metric": "rougeL_r_stemmed"}
                 captions.append({**common, "id": f"{config}/{i}/caption", "question": caption_question(config, i),
                                  "answer": _field(rec, "caption", where), "kind": "caption",
@@ -632,7 +671,7 @@ def load_clear(
             for i, rec in enumerate(records):
                 where = f"CLEAR real_faces row #{i}"
                 name = _field(rec, "answer", where)
-                rows.append({"id": f"real_faces/{i}", "image": _to_pil(rec["image"], where),
+                rows.append({"id": f"real_faces/{i}", "image": _image(rec["image"]),
                              "question": CLEAR_FACE_PROMPT, "answer": name, "expected": [name], "concepts": [name],
                              "entity": name, "kind": "real_faces", "perturbed_answers": _as_list(rec.get("options")),
                              "benchmark_metric": "rougeL_r_stemmed", "split": "real_faces"})
@@ -642,19 +681,18 @@ def load_clear(
             rows = []
             for i, rec in enumerate(records):
                 where = f"CLEAR real_world row #{i}"
-                rows.append({"id": f"real_world/{i}", "image": _to_pil(rec["image"], where),
+                rows.append({"id": f"real_world/{i}", "image": _image(rec["image"]),
                              "question": _field(rec, "question", where), "answer": _field(rec, "answer", where),
                              "concepts": [], "entity": None, "kind": "real_world",
                              "perturbed_answers": _as_list(rec.get("options")),
                              "benchmark_metric": "rougeL_r_stemmed", "split": "real_world"})
             eval_splits["real_world"] = rows
-    eval_splits = {k: _cap(v, max_eval_rows, seed) for k, v in eval_splits.items()}
-    return BenchmarkData(
+    return _lazy(BenchmarkData(
         name="clear", forget=forget, retain=retain_rows, eval_splits=eval_splits,
         scoring={"rougeL_r_stemmed": SCORING_RULES["rougeL_r_stemmed"]},
         extras={"source": path_or_name, "forget_ratio": r, "forget_config": forget_cfg, "retain_config": retain_cfg,
                 "forget_names": sorted(forget_names)},
-    )
+    ), max_eval_rows, seed)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -769,7 +807,7 @@ def load_concept_folder(
                 if split not in ("train", "test"):
                     raise ValueError(f"{where}: split must be 'train' or 'test', got {split!r}.")
                 row = {"id": f"{key}/{n}" + (f"/{file}" if file else ""), "question": question, "answer": answer,
-                       "image": _to_pil(os.path.join(folder, file), where) if file else None,
+                       "image": os.path.join(folder, file) if file else None,
                        "concepts": list(concepts), "entity": key, "kind": spec.get("kind") or "qa", "heldout": split}
                 if spec.get("options"):
                     row["options"] = _as_list(spec["options"])
@@ -785,12 +823,12 @@ def load_concept_folder(
         raise ValueError(f"The forget concept(s) {[meta[k]['name'] for k in forget_keys]} have no training rows.")
     eval_splits = {"forget": forget_rows, "forget_heldout": forget_test, "retain": retain_rows,
                    "retain_heldout": retain_test}
-    eval_splits = {k: _cap(v, max_eval_rows, seed) for k, v in eval_splits.items() if v}
-    return BenchmarkData(
+    eval_splits = {k: v for k, v in eval_splits.items() if v}
+    return _lazy(BenchmarkData(
         name="mmubench", forget=forget_rows, retain=retain_rows or None, eval_splits=eval_splits,
         extras={"source": path, "forget_concepts": [meta[k]["name"] for k in forget_keys],
                 "retain_concepts": [meta[k]["name"] for k in retain_keys]},
-    )
+    ), max_eval_rows, seed)
 
 
 def _split_heldout(rows: list[dict], role: str) -> tuple[list[dict], list[dict]]:

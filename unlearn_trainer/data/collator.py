@@ -1,9 +1,31 @@
 """Chat-template batches for vision-language models with answer-only labels, and forget/retain pairing.
 
-A row is a dict ``{"image" or "images" (optional), "question", "answer", ...}``. The collator renders it
-with the processor's own chat template, runs the processor on the whole batch (so image-token expansion,
-``pixel_values``, ``image_grid_thw``, ``mm_token_type_ids``... are exactly what the model expects), and sets
-``labels`` to -100 everywhere except the answer tokens.
+A row is a dict in one of three layouts (:data:`ROW_LAYOUTS`), with ``image`` or ``images`` (optional):
+
+- ``question`` / ``answer`` (strings): the package's own rows;
+- ``messages``: TRL's conversational language-modeling rows (SFT), a list of ``{"role", "content"}`` turns whose
+  content is a string or a list of ``{"type": "image"}`` / ``{"type": "text", "text"}`` blocks. The *last
+  assistant turn* is the answer (what is learned or unlearned); every turn before it (system, earlier user and
+  assistant turns) is the prompt; a conversation with turns after its last assistant turn is refused;
+- ``prompt`` / ``completion``: TRL's prompt-completion rows, conversational (``completion`` one assistant turn) or
+  plain strings (rendered as they are, without a chat template, as TRL does; the prompt then holds the
+  processor's image token(s) itself).
+
+Other column names are renamed with ``column_mapping`` (``{"query": "question", "response": "answer"}``).
+TRL conversational rows are structured and given their images by TRL's ``prepare_multimodal_messages``; every
+conversation is split into prompt and answer text by TRL's ``apply_chat_template``. The collator runs the processor on the whole batch (so
+image-token expansion, ``pixel_values``, ``image_grid_thw``, ``mm_token_type_ids``... are exactly what the model
+expects), and sets ``labels`` to -100 everywhere except the answer tokens.
+
+Why not TRL's ``DataCollatorForVisionLanguageModeling`` itself (on prompt-completion rows its
+``completion_only_loss`` labels equal ours with ``label_end_of_turn=True``, see tests/test_trl_formats.py): it labels
+everything the template renders after the answer too (the end-of-turn token and what follows it, e.g. Qwen's
+newline), where unlearning scores the answer only (``label_end_of_turn`` adds the end-of-turn token alone); it
+truncates to ``max_length`` (we refuse a long row, naming it); it has no ``completion_only_loss`` for ``messages``
+rows (only ``assistant_only_loss``, which labels every assistant turn and needs ``{% generation %}`` markers in the
+template); it tokenizes prompt and completion separately (the tokens at their boundary can differ from the whole
+conversation's); and it does not check the answer tokens in the processor's output, nor refuse PaliGemma text-only
+rows or control tokens in the text.
 
 How the answer span is found (robust to image-token expansion): the answer's character span in the
 rendered conversation is tokenized with offsets by the tokenizer; image placeholders are expanded by the
@@ -23,6 +45,10 @@ import torch
 
 __all__ = [
     "VLMUnlearningCollator",
+    "ROW_LAYOUTS",
+    "row_layout",
+    "check_columns",
+    "dataset_columns",
     "ForgetRetainDataset",
     "ForgetRetainCollator",
     "build_messages",
@@ -109,6 +135,109 @@ def single_image(entry: Any, index: int, image_column: str | None = None, what: 
     return entry
 
 
+#: The row layouts a :class:`VLMUnlearningCollator` accepts: name -> the columns that identify it.
+ROW_LAYOUTS = {
+    "question/answer": ("question", "answer"),
+    "messages (TRL conversational)": ("messages",),
+    "prompt/completion (TRL prompt-completion)": ("prompt", "completion"),
+}
+
+
+def row_layout(columns) -> str | None:
+    """The :data:`ROW_LAYOUTS` name of rows with these columns, or None if none fits."""
+    present = set(columns)
+    return next((name for name, needed in ROW_LAYOUTS.items() if set(needed) <= present), None)
+
+
+def _renamed(columns, column_mapping: dict | None) -> list[str]:
+    return [(column_mapping or {}).get(c, c) for c in columns]
+
+
+def check_columns(columns, column_mapping: dict | None = None, what: str = "The dataset") -> str:
+    """The layout of rows with ``columns`` (after ``column_mapping``); an error listing the columns found and the
+    accepted layouts when none fits. Column names only: no cell of the dataset is read into the message."""
+    columns = list(columns)
+    layout = row_layout(_renamed(columns, column_mapping))
+    if layout is None:
+        accepted = "; ".join(f"{name}: {', '.join(map(repr, cols))}" for name, cols in ROW_LAYOUTS.items())
+        mapped = f" (after column_mapping={column_mapping!r})" if column_mapping else ""
+        raise ValueError(
+            f"{what} has columns {sorted(columns)}{mapped}, which fit none of the accepted row layouts ({accepted}; "
+            f"each with optional 'image' or 'images'). Rename its columns, e.g. column_mapping={{'query': 'question', "
+            f"'response': 'answer'}} on the trainer or the collator."
+        )
+    return layout
+
+
+def dataset_columns(dataset) -> list[str] | None:
+    """Column names of a ``datasets.Dataset`` (its features), or the keys of the first row of a list / torch dataset
+    of dicts; None if they cannot be read without guessing."""
+    names = getattr(dataset, "column_names", None)
+    if isinstance(names, list):
+        return names
+    try:
+        first = dataset[0]
+    except Exception:  # an iterable or an unusual dataset: leave the check to the first batch
+        return None
+    return list(first) if isinstance(first, dict) else None
+
+
+def _text_of(message: dict, where: str) -> str:
+    """The text of a message whose content is a string or text blocks only."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and content and all(isinstance(b, dict) and b.get("type") == "text" for b in content):
+        texts = [b.get("text") for b in content]
+        if all(isinstance(t, str) for t in texts):
+            return "".join(texts)
+    raise ValueError(f"{where}: the answer turn must hold text only (a string or text blocks).")
+
+
+def _trl_row(row: dict, layout: str, index) -> dict:
+    """A TRL-layout row as the collator's internal row: ``prompt_messages`` (structured by TRL's
+    ``prepare_multimodal_messages``, images in their blocks) or ``prompt_text`` (plain prompt-completion), the
+    ``answer`` string and the ``images`` in prompt order. Other keys pass through."""
+    name = row_name(row, index)
+    rest = {k: v for k, v in row.items() if k not in ("messages", "prompt", "completion", "image", "images")}
+    images = row_images(row)
+    if layout.startswith("prompt/") and isinstance(row["prompt"], str):
+        if not isinstance(row["completion"], str):
+            raise ValueError(f"{name}: 'prompt' is a string but 'completion' is not; give both as strings or both as "
+                             f"lists of turns.")
+        return {**rest, "prompt_text": row["prompt"], "answer": row["completion"], "images": images}
+    if layout.startswith("messages"):
+        turns = row["messages"]
+        if not isinstance(turns, list) or not all(isinstance(t, dict) and "role" in t for t in turns):
+            raise ValueError(f"{name}: 'messages' must be a list of {{'role', 'content'}} turns.")
+        last = max((i for i, t in enumerate(turns) if t["role"] == "assistant"), default=None)
+        if last is None:
+            raise ValueError(f"{name}: its messages have no assistant turn; the last assistant turn is the answer.")
+        if last != len(turns) - 1:
+            raise ValueError(f"{name}: its messages continue after the last assistant turn (the answer) with "
+                             f"{len(turns) - 1 - last} turn(s); end each conversation with the answer.")
+        prompt, answer_turn = turns[:last], turns[last]
+    else:
+        prompt, completion = row["prompt"], row["completion"]
+        if not isinstance(prompt, list) or not isinstance(completion, list):
+            raise ValueError(f"{name}: 'prompt' and 'completion' must both be lists of turns or both strings.")
+        if len(completion) != 1 or not isinstance(completion[0], dict) or completion[0].get("role") != "assistant":
+            raise ValueError(f"{name}: its completion must be exactly one assistant turn (the answer), got "
+                             f"{len(completion)} turn(s).")
+        answer_turn = completion[0]
+    if not prompt:
+        raise ValueError(f"{name}: no prompt turn before the answer.")
+    from trl.data_utils import prepare_multimodal_messages
+
+    try:
+        structured = prepare_multimodal_messages(prompt, images=images)
+    except ValueError as err:  # TRL's message counts images and placeholders; it names no row
+        raise ValueError(f"{name}: {err}") from err
+    images = [b["image"] for m in structured if isinstance(m.get("content"), list) for b in m["content"]
+              if isinstance(b, dict) and b.get("type") == "image" and b.get("image") is not None]
+    return {**rest, "prompt_messages": structured, "answer": _text_of(answer_turn, name), "images": images}
+
+
 def _image_token(processor) -> str | None:
     tok = getattr(processor, "image_token", None)
     if tok is None:
@@ -120,8 +249,15 @@ def build_messages(row: dict, processor=None, include_answer: bool = True, answe
     """Chat messages for a row: a user turn (images, then the question) and optionally the assistant answer.
 
     If the question itself contains the processor's image token (e.g. ``"<image>"``), those places mark where
-    the images go; their count must equal the number of images.
+    the images go; their count must equal the number of images. A TRL-layout row (normalized by the collator) has
+    its prompt turns as ``prompt_messages``.
     """
+    if "prompt_messages" in row:
+        if include_answer and not isinstance(row.get("answer") if answer is None else answer, str):
+            raise ValueError(f"{row_name(row, index)} has no string answer.")
+        text = row.get("answer") if answer is None else answer
+        return list(row["prompt_messages"]) + (
+            [{"role": "assistant", "content": [{"type": "text", "text": text}]}] if include_answer else [])
     for key in ("question",) + (("answer",) if include_answer and answer is None else ()):
         if not isinstance(row.get(key), str):
             raise ValueError(f"{row_name(row, index)} has no string {key!r} field; every row needs 'question' and 'answer'.")
@@ -173,14 +309,17 @@ class VLMUnlearningCollator:
         return_index: add ``sample_index`` (from the row's ``__index__``) so trainers can cache per-sample values.
         max_positions: the model's position limit (its text config's ``max_position_embeddings``; the trainers fill
             it from the model): a longer row raises an error naming it instead of training past the positions.
+        column_mapping: ``{dataset column: our column}``, applied to every row before collating, e.g.
+            ``{"query": "question", "response": "answer"}`` (the CLI's ``--question_column`` / ``--answer_column``).
 
     A question or answer that contains a control token of the tokenizer as text (``"<|im_end|>"``, ``"</s>"``, ...)
     raises an error naming the row: the tokenizer would encode it as that token, not as text.
     """
 
     def __init__(self, processor, label_end_of_turn: bool = False, max_length: int | None = None, return_index=True,
-                 max_positions: int | None = None):
+                 max_positions: int | None = None, column_mapping: dict[str, str] | None = None):
         self.processor = processor
+        self.column_mapping = dict(column_mapping) if column_mapping else None
         self.tokenizer = getattr(processor, "tokenizer", processor)
         if getattr(processor, "chat_template", None) is None and getattr(self.tokenizer, "chat_template", None) is None:
             raise ValueError("The processor has no chat template; set `processor.chat_template` before collating.")
@@ -195,12 +334,52 @@ class VLMUnlearningCollator:
                 ids.add(tid)
         self.end_of_turn_ids = {i for i in ids if i is not None}
 
+    # -- rows ----------------------------------------------------------------------------------------------
+    def check_columns(self, columns, what: str = "The dataset") -> str:
+        """The layout of rows with ``columns`` after this collator's ``column_mapping`` (:func:`check_columns`)."""
+        return check_columns(columns, self.column_mapping, what)
+
+    def normalize(self, row: dict, index=None) -> dict:
+        """``row`` as the collator reads it: columns renamed by ``column_mapping``; a TRL ``messages`` or
+        ``prompt``/``completion`` row turned into prompt turns (or plain prompt text) and an ``answer`` string. A
+        question/answer row without mapped columns is returned as it is."""
+        if not isinstance(row, dict):
+            return row
+        if self.column_mapping:
+            row = {self.column_mapping.get(k, k): v for k, v in row.items()}
+        if "prompt_messages" in row or "prompt_text" in row:  # already normalized
+            return row
+        layout = row_layout(row)
+        if layout is None or layout.startswith("question/"):
+            return row  # build_messages names the missing field
+        return _trl_row(row, layout, row.get("__index__", index))
+
+    def _normalized(self, rows: Sequence[dict]) -> list[dict]:
+        return [self.normalize(r, i) for i, r in enumerate(rows)]
+
     # -- rendering -----------------------------------------------------------------------------------------
     def render(self, row: dict, include_answer: bool = True, index=None, answer: str | None = None) -> str:
+        if "prompt_text" in row:  # plain prompt-completion: the text as it is, as TRL does
+            return row["prompt_text"] + ((row["answer"] if answer is None else answer) if include_answer else "")
         messages = build_messages(row, self.processor, include_answer=include_answer, answer=answer, index=index)
         return self.processor.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=not include_answer
         )
+
+    def _render_pair(self, row: dict, index) -> tuple[str, str]:
+        """The rendered conversation with the answer and its prompt part, by TRL's ``apply_chat_template`` (the
+        prompt with the generation prompt, cut to the part the full conversation shares)."""
+        if "prompt_text" in row:
+            return self.render(row, True, index), row["prompt_text"]
+        from trl.data_utils import apply_chat_template
+
+        messages = build_messages(row, self.processor, include_answer=True, index=index)
+        try:
+            out = apply_chat_template({"prompt": messages[:-1], "completion": messages[-1:]}, self.processor)
+        except (KeyError, ValueError) as err:  # e.g. a prompt ending with a system turn
+            raise ValueError(f"{row_name(row, index)}: its conversation cannot be split into prompt and answer by "
+                             f"the chat template ({err}).") from err
+        return out["prompt"] + out["completion"], out["prompt"]
 
     def _answer_char_span(self, row, full: str, prompt: str, answer: str, index) -> tuple[int, int]:
         common = 0
@@ -242,14 +421,14 @@ class VLMUnlearningCollator:
         """Collate rows; also return each row's answer span (used by concept-token masks)."""
         if len(rows) == 0:
             raise ValueError("Cannot collate an empty list of rows.")
+        rows = self._normalized(rows)
         texts, images, located = [], [], []
         for i, row in enumerate(rows):
             index = row.get("__index__", i) if isinstance(row, dict) else i
             if not isinstance(row, dict):
                 raise TypeError(f"row #{i} is a {type(row).__name__}, expected a dict with question/answer.")
             self._check_control_tokens(row, index)
-            full = self.render(row, include_answer=True, index=index)
-            prompt = self.render(row, include_answer=False, index=index)
+            full, prompt = self._render_pair(row, index)
             located.append(self._locate(row, full, prompt, row["answer"], index))
             texts.append(full)
             images.extend(row_images(row))
@@ -287,6 +466,7 @@ class VLMUnlearningCollator:
         the images passed per row exactly as for training: what ``generate`` takes."""
         if len(rows) == 0:
             raise ValueError("Cannot collate an empty list of rows.")
+        rows = self._normalized(rows)
         texts = [self.render(r, include_answer=False, index=r.get("__index__", i)) for i, r in enumerate(rows)]
         batch = self._run_processor(rows, texts, [im for r in rows for im in row_images(r)], prompts_only=True)
         self._check_images(rows, batch)
@@ -344,8 +524,11 @@ class VLMUnlearningCollator:
     def _check_control_tokens(self, row: dict, index) -> None:
         tokens = self._control_tokens()
         image_token = _image_token(self.processor)
-        for key in ("question", "answer"):
-            text = row.get(key)
+        texts = [("question", row.get("question")), ("answer", row.get("answer"))]
+        # a plain prompt-completion prompt is written with the template's own tokens: only its answer is text
+        texts += [("prompt", b.get("text")) for m in row.get("prompt_messages", ()) if isinstance(m.get("content"), list)
+                  for b in m["content"] if isinstance(b, dict) and b.get("type") == "text"]
+        for key, text in texts:
             if not isinstance(text, str):
                 continue
             # the image token is how a question places its images (build_messages); nowhere else is it text

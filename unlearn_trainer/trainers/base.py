@@ -26,7 +26,13 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from .. import losses
 from ..citation import Citation
-from ..data.collator import ForgetRetainCollator, ForgetRetainDataset, VLMUnlearningCollator, model_inputs
+from ..data.collator import (
+    ForgetRetainCollator,
+    ForgetRetainDataset,
+    VLMUnlearningCollator,
+    dataset_columns,
+    model_inputs,
+)
 
 __all__ = ["Citation", "UnlearnConfig", "UnlearnTrainer", "NonFiniteLossError", "PerFamily", "paper_default",
            "paper_field"]
@@ -302,6 +308,7 @@ class UnlearnTrainer(Trainer):
         ref_model=None,
         peft_config=None,
         model_card_kwargs: dict | None = None,
+        column_mapping: dict[str, str] | None = None,
         **kwargs,
     ):
         self.model_card_kwargs = model_card_kwargs
@@ -311,7 +318,7 @@ class UnlearnTrainer(Trainer):
         model = self._wrap_peft(model, peft_config, args)
         self._check_processor_matches_model(model, processing_class)
         paired, data_collator = self._pair_data(args, forget_dataset, retain_dataset, data_collator, processing_class,
-                                                model)
+                                                model, column_mapping)
         self._load_saliency_mask(args, model)
         self._ref_model = self._build_reference(args, model, ref_model)
         self._ref_cache: dict[str, dict[int, Any]] = defaultdict(dict)
@@ -386,8 +393,10 @@ class UnlearnTrainer(Trainer):
         return get_peft_model(model, peft_config)
 
     def _pair_data(self, args: UnlearnConfig, forget_dataset, retain_dataset, data_collator, processing_class,
-                   model) -> tuple[ForgetRetainDataset, ForgetRetainCollator]:
-        """Settle the retain term, pair each forget row with a retain row and wrap the collator for the pairs."""
+                   model, column_mapping=None) -> tuple[ForgetRetainDataset, ForgetRetainCollator]:
+        """Settle the retain term, pair each forget row with a retain row and wrap the collator for the pairs; check
+        the columns of both sets now (not at the first batch), after ``column_mapping`` (``{dataset column: our
+        column}``, handed to the row collators)."""
         if args.retain_loss is None:
             args.retain_loss = "nll" if retain_dataset is not None else "none"
         if args.retain_loss != "none" and retain_dataset is None:
@@ -400,10 +409,26 @@ class UnlearnTrainer(Trainer):
         if data_collator is None:
             if processing_class is None:
                 raise ValueError("Pass processing_class= (the model's processor) or a data_collator=.")
-            data_collator = VLMUnlearningCollator(processing_class)
+            data_collator = VLMUnlearningCollator(processing_class, column_mapping=column_mapping)
         if not isinstance(data_collator, ForgetRetainCollator):
             data_collator = ForgetRetainCollator(data_collator)
         _give_collators_the_position_limit(data_collator, model)
+        if column_mapping and not any(isinstance(c, VLMUnlearningCollator)
+                                      for c in (data_collator.forget_collator, data_collator.retain_collator)):
+            raise ValueError("column_mapping= renames columns for this package's collators; the given data_collator "
+                             "reads rows its own way: rename the columns of the datasets instead.")
+        for what, dataset, collator in (("forget_dataset", forget_dataset, data_collator.forget_collator),
+                                        ("retain_dataset", paired.retain, data_collator.retain_collator)):
+            if not isinstance(collator, VLMUnlearningCollator):
+                continue  # a collator of the user's own: it reads its own rows
+            if column_mapping:
+                if collator.column_mapping not in (None, dict(column_mapping)):
+                    raise ValueError(f"column_mapping={column_mapping!r} differs from the column_mapping of the given "
+                                     f"data_collator ({collator.column_mapping!r}); give it in one place.")
+                collator.column_mapping = dict(column_mapping)
+            columns = dataset_columns(dataset) if dataset is not None else None
+            if columns is not None:
+                collator.check_columns(columns, what=f"The {what}")
         return paired, data_collator
 
     def _load_saliency_mask(self, args: UnlearnConfig, model) -> None:
