@@ -6,6 +6,7 @@ Checked on ``sys.modules`` of a fresh interpreter, never on a clock.
 """
 
 import ast
+import importlib
 import json
 import os
 import subprocess
@@ -51,13 +52,10 @@ def test_using_a_trainer_loads_it():
 
 
 def test_every_public_name_resolves_to_its_subpackage_object():
-    import unlearn_trainer.data
-    import unlearn_trainer.trainers
-
-    subpackages = {"data": unlearn_trainer.data, "trainers": unlearn_trainer.trainers}
     assert set(unlearn_trainer.__all__) == {"__version__", *unlearn_trainer._LAZY_IMPORTS}
     for name, subpackage in unlearn_trainer._LAZY_IMPORTS.items():
-        assert getattr(unlearn_trainer, name) is getattr(subpackages[subpackage], name)
+        module = importlib.import_module(f"unlearn_trainer.{subpackage}")
+        assert getattr(unlearn_trainer, name) is getattr(module, name)
     assert set(unlearn_trainer.__all__) <= set(dir(unlearn_trainer))
 
 
