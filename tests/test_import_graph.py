@@ -4,6 +4,9 @@ The graph is built from the source with ``ast``: every ``import`` statement coun
 functions (a lazy import still makes two modules depend on each other). Rules:
 
 - ``import unlearn_trainer.a.b`` is an edge to ``unlearn_trainer.a.b``.
+- Imports under ``if TYPE_CHECKING:`` count: the lazy package ``__init__`` (PEP 562 ``__getattr__`` over a name ->
+  submodule mapping) lists its public names there, so its edges stay in the graph (``tests/test_lazy_import.py``
+  checks that block against the mapping).
 - ``from pkg import name`` is an edge to ``pkg.name`` when that is a module of the package, else to ``pkg`` (its
   ``__init__``); relative imports are resolved against the importing module.
 - Loading a submodule runs its parent packages' ``__init__`` first, but that implicit step is NOT an edge: a package
@@ -156,6 +159,17 @@ def test_package_init_reexporting_its_submodules_is_not_a_cycle(tmp_path):
     graph = import_graph(root, "pkg")
     assert graph["pkg.sub"] == {"pkg.sub.b"}
     assert find_cycle(graph) is None
+
+
+def test_lazy_init_keeps_its_type_checking_edges(tmp_path):
+    root = _write(tmp_path, {
+        "__init__.py": "from typing import TYPE_CHECKING\n_LAZY = {'thing': 'b'}\n"
+                       "if TYPE_CHECKING:\n    from .b import thing\n",
+        "b.py": "def f():\n    from . import thing\nthing = 1\n",
+    })
+    graph = import_graph(root, "pkg")
+    assert graph["pkg"] == {"pkg.b"}
+    assert find_cycle(graph) == ["pkg", "pkg.b", "pkg"]
 
 
 def test_submodule_importing_its_reexporting_parent_is_a_cycle(tmp_path):
