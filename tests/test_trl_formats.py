@@ -154,3 +154,16 @@ def test_column_mapping_needs_our_collator(tmp_path):
     with pytest.raises(ValueError, match="the given data_collator reads rows its own way"):
         NPOTrainer(model=model, args=train_args(NPOConfig, tmp_path), forget_dataset=tiny_vqa_rows(2),
                    data_collator=lambda rows: rows, processing_class=processor, column_mapping={"q": "question"})
+
+
+@pytest.mark.parametrize("layout", [messages, prompt_completion])
+def test_trl_rows_are_evaluated_like_question_answer_rows(layout):
+    """The evaluator reads a TRL row's answer and prompt as training does (it needed 'question'/'answer' fields)."""
+    from unlearn_trainer.evaluation import evaluate_rows
+
+    model, processor = tiny_model_and_processor("llava")
+    rows = tiny_vqa_rows(3)
+    plain, plain_answers = evaluate_rows(model, processor, rows, max_new_tokens=4)
+    trl, trl_answers = evaluate_rows(model, processor, layout(rows), max_new_tokens=4)
+    assert trl_answers == plain_answers
+    assert trl == plain and "rougeL_f" in trl

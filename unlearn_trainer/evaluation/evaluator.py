@@ -143,6 +143,9 @@ def evaluate_rows(
     adds metrics of its own (e.g. a benchmark's official scoring rules)."""
     if len(rows) == 0:
         raise ValueError("Cannot evaluate an empty split.")
+    # TRL layouts (messages / prompt-completion) are read as training reads them: prompt turns and an "answer"
+    normalize = VLMUnlearningCollator(processor, return_index=False).normalize
+    rows = [normalize(row, i) for i, row in enumerate(rows)]
     preds = generate_answers(model, processor, rows, max_new_tokens, batch_size, seed, progress, desc)
     result: dict[str, float] = {"n": float(len(rows))}
     open_rows = [i for i, r in enumerate(rows) if not r.get("options") and r.get("answer")]
