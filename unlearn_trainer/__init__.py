@@ -28,6 +28,7 @@ from .trainers import (
     ViKeRConfig,
     ViKeRTrainer,
 )
+from .vision.adapters import language_model_lora_targets
 
 __all__ = [
     "__version__",
@@ -53,4 +54,5 @@ __all__ = [
     "UnlearnTrainer",
     "ViKeRConfig",
     "ViKeRTrainer",
+    "language_model_lora_targets",
 ]
