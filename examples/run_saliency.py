@@ -49,8 +49,8 @@ DEMO_DEFAULTS = dict(learning_rate=3e-4, max_steps=40, per_device_train_batch_si
 
 def main(argv=None):
     """Run the example (``argv``: command-line arguments, default ``sys.argv[1:]``); returns the trainer."""
-    script_args, config, model_args = cli.parse_args(SaliencyConfig, DEMO_DEFAULTS, argv, script_args_cls=SaliencyArguments,
-                                                     description=__doc__)
+    script_args, config, model_args = cli.parse_args(SaliencyConfig, DEMO_DEFAULTS, argv,
+                                                     script_args_cls=SaliencyArguments, description=__doc__)
     model, processor, is_demo = cli.load_model_and_processor(model_args, script_args)
     data = cli.load_data(script_args)
     peft_config = cli.lora_config(model_args, model)

@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from .data.benchmarks import BenchmarkData
 from .vision.adapters import language_model_lora_targets
 
-__all__ = ["ScriptArguments", "MODEL_DEFAULTS", "build_parser", "parse_args", "load_model_and_processor", "load_data", "data_split", "lora_config",
+__all__ = ["ScriptArguments", "MODEL_DEFAULTS", "build_parser", "parse_args", "load_model_and_processor", "load_data",
+           "data_split", "lora_config",
            "unlearning_eval_callback", "reference_model", "model_card_kwargs", "checkpoint_to_resume", "report",
            "run_method"]
 
@@ -88,7 +89,8 @@ def build_parser(config_cls, script_args_cls=None, description: str | None = Non
                              "the command line wins)")
     parser.set_defaults(**MODEL_DEFAULTS)
     training = {f.name for f in dataclasses.fields(TrainingArguments)}
-    sections = [(f"data and evaluation ({script_args_cls.__name__})", {f.name for f in dataclasses.fields(script_args_cls)}),
+    sections = [(f"data and evaluation ({script_args_cls.__name__})",
+                 {f.name for f in dataclasses.fields(script_args_cls)}),
                 (f"{method} ({config_cls.__name__}, without TrainingArguments)",
                  {f.name for f in dataclasses.fields(config_cls)} - training),
                 ("model, LoRA and quantization (trl.ModelConfig)", {f.name for f in dataclasses.fields(ModelConfig)}),
@@ -141,7 +143,8 @@ def _config_file_keys(argv) -> set[str]:
 
 
 def _needs_output_dir(argv, in_yaml=()):
-    return [] if any(a.startswith("--output_dir") for a in argv) or "output_dir" in in_yaml else ["--output_dir", "unused"]
+    given = any(a.startswith("--output_dir") for a in argv) or "output_dir" in in_yaml
+    return [] if given else ["--output_dir", "unused"]
 
 
 def _dataset_tag(script_args) -> str:
