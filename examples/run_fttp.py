@@ -1,4 +1,4 @@
-"""Unlearn with FTTP (Forget the Token and Pixel): gradient ascent on the tokens that spell the concept (the
+r"""Unlearn with FTTP (Forget the Token and Pixel): gradient ascent on the tokens that spell the concept (the
 person's name), plain NLL on every other answer token of the same sample (FTTP Eq. 7). The paper needs no
 retain set (--retain_split none); a retain split adds the retain NLL, which the ToyWorld demo keeps on.
 
@@ -10,7 +10,8 @@ retain set (--retain_split none); a retain split adds the retain NLL, which the 
 
 The concept of each forget row is read from the column named by --concept_key (a string, or a list of aliases
 such as ["Donald Trump", "Trump"]); an answer that does not contain it is an error unless --missing_concept gd.
-Run with --help for every option.
+Run with --help for every option (grouped: data, the method's, model, training); --config file.yaml reads them
+from a YAML file (the command line wins).
 """
 
 from unlearn_trainer import FTTPConfig, FTTPTrainer, cli
@@ -24,10 +25,10 @@ DEMO_DEFAULTS = dict(learning_rate=3e-4, max_steps=60, per_device_train_batch_si
 
 def main(argv=None):
     """Run the example (``argv``: command-line arguments, default ``sys.argv[1:]``); returns the trainer."""
-    script_args, config = cli.parse_args(FTTPConfig, DEMO_DEFAULTS, argv)
-    model, processor, is_demo = cli.load_model_and_processor(script_args)
+    script_args, config, model_args = cli.parse_args(FTTPConfig, DEMO_DEFAULTS, argv, description=__doc__)
+    model, processor, is_demo = cli.load_model_and_processor(model_args, script_args)
     data = cli.load_data(script_args)
-    peft_config = cli.lora_config(script_args)
+    peft_config = cli.lora_config(model_args, model)
     unlearning_eval = cli.unlearning_eval_callback(script_args, config, processor, data)
     trainer = FTTPTrainer(
         model=model,
@@ -36,7 +37,7 @@ def main(argv=None):
         retain_dataset=data.retain,
         processing_class=processor,
         peft_config=peft_config,
-        ref_model=cli.reference_model(script_args, FTTPTrainer, config, peft_config),
+        ref_model=cli.reference_model(model_args, script_args, FTTPTrainer, config, peft_config),
         callbacks=[unlearning_eval],
         model_card_kwargs=cli.model_card_kwargs(script_args),
     )

@@ -1,4 +1,4 @@
-"""Unlearn with gradient ascent (GA), optionally with a retain term: GA+GD (`--variant ga_gd`) or GA+KL
+r"""Unlearn with gradient ascent (GA), optionally with a retain term: GA+GD (`--variant ga_gd`) or GA+KL
 (`--variant ga_kl`).
 
     python examples/run_ga.py                        # offline ToyWorld demo (GA+GD)
@@ -8,7 +8,8 @@
         # GPUs; also fsdp.yaml and deepspeed_zero3.yaml in that folder
     torchrun --nproc_per_node 2 examples/run_ga.py --use_cpu ...   # several processes on CPU (gloo)
 
-Run with --help for every option.
+Run with --help for every option (grouped: data, the method's, model, training); --config file.yaml reads them
+from a YAML file (the command line wins).
 """
 
 from unlearn_trainer import GAConfig, GATrainer, cli
@@ -21,10 +22,10 @@ DEMO_DEFAULTS = dict(learning_rate=2e-4, max_steps=60, per_device_train_batch_si
 
 def main(argv=None):
     """Run the example (``argv``: command-line arguments, default ``sys.argv[1:]``); returns the trainer."""
-    script_args, config = cli.parse_args(GAConfig, DEMO_DEFAULTS, argv)
-    model, processor, is_demo = cli.load_model_and_processor(script_args)
+    script_args, config, model_args = cli.parse_args(GAConfig, DEMO_DEFAULTS, argv, description=__doc__)
+    model, processor, is_demo = cli.load_model_and_processor(model_args, script_args)
     data = cli.load_data(script_args)
-    peft_config = cli.lora_config(script_args)
+    peft_config = cli.lora_config(model_args, model)
     unlearning_eval = cli.unlearning_eval_callback(script_args, config, processor, data)
     trainer = GATrainer(
         model=model,
@@ -33,7 +34,7 @@ def main(argv=None):
         retain_dataset=data.retain,
         processing_class=processor,
         peft_config=peft_config,
-        ref_model=cli.reference_model(script_args, GATrainer, config, peft_config),
+        ref_model=cli.reference_model(model_args, script_args, GATrainer, config, peft_config),
         callbacks=[unlearning_eval],
         model_card_kwargs=cli.model_card_kwargs(script_args),
     )

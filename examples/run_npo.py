@@ -1,4 +1,4 @@
-"""Unlearn with NPO (negative preference optimisation; Zhang et al. 2024), the MLLMU-Bench baseline.
+r"""Unlearn with NPO (negative preference optimisation; Zhang et al. 2024), the MLLMU-Bench baseline.
 
     python examples/run_npo.py                       # offline ToyWorld demo (builds the full model once)
     python examples/run_npo.py --model_name_or_path llava-hf/llava-1.5-7b-hf --dataset my_forget_data \
@@ -7,7 +7,8 @@
         # GPUs; also fsdp.yaml and deepspeed_zero3.yaml in that folder
     torchrun --nproc_per_node 2 examples/run_npo.py --use_cpu ...   # several processes on CPU (gloo)
 
-Run with --help for every option.
+Run with --help for every option (grouped: data, the method's, model, training); --config file.yaml reads them
+from a YAML file (the command line wins).
 """
 
 from unlearn_trainer import NPOConfig, NPOTrainer, cli
@@ -19,10 +20,10 @@ DEMO_DEFAULTS = dict(learning_rate=1e-3, max_steps=60, per_device_train_batch_si
 
 def main(argv=None):
     """Run the example (``argv``: command-line arguments, default ``sys.argv[1:]``); returns the trainer."""
-    script_args, config = cli.parse_args(NPOConfig, DEMO_DEFAULTS, argv)
-    model, processor, is_demo = cli.load_model_and_processor(script_args)
+    script_args, config, model_args = cli.parse_args(NPOConfig, DEMO_DEFAULTS, argv, description=__doc__)
+    model, processor, is_demo = cli.load_model_and_processor(model_args, script_args)
     data = cli.load_data(script_args)
-    peft_config = cli.lora_config(script_args)
+    peft_config = cli.lora_config(model_args, model)
     unlearning_eval = cli.unlearning_eval_callback(script_args, config, processor, data)
     trainer = NPOTrainer(
         model=model,
@@ -31,7 +32,7 @@ def main(argv=None):
         retain_dataset=data.retain,
         processing_class=processor,
         peft_config=peft_config,
-        ref_model=cli.reference_model(script_args, NPOTrainer, config, peft_config),
+        ref_model=cli.reference_model(model_args, script_args, NPOTrainer, config, peft_config),
         callbacks=[unlearning_eval],
         model_card_kwargs=cli.model_card_kwargs(script_args),
     )

@@ -1,4 +1,4 @@
-"""Unlearn with PUBG (Post-Unlearning Behavior Guidance): gradient ascent on the private answers plus fine-tuning
+r"""Unlearn with PUBG (Post-Unlearning Behavior Guidance): gradient ascent on the private answers plus fine-tuning
 toward o*, what the frozen model answers when an in-context prompt asks it to describe only what is visible
 (PUBG Eq. 3), plus the retain NLL (Eq. 12).
 
@@ -11,7 +11,8 @@ toward o*, what the frozen model answers when an in-context prompt asks it to de
 o* is generated once at start by the reference model (--query, --incontext_prompt; cached with
 --guidance_cache_dir), or read from --guidance_answers (a JSON list of strings, a JSON/JSONL file of rows
 with an 'answer', or a split of --dataset), one per forget row in the forget set's order.
-Run with --help for every option.
+Run with --help for every option (grouped: data, the method's, model, training); --config file.yaml reads them
+from a YAML file (the command line wins).
 """
 
 import json
@@ -63,10 +64,11 @@ DEMO_DEFAULTS = dict(learning_rate=1e-3, max_steps=60, per_device_train_batch_si
 
 def main(argv=None):
     """Run the example (``argv``: command-line arguments, default ``sys.argv[1:]``); returns the trainer."""
-    script_args, config = cli.parse_args(PUBGConfig, DEMO_DEFAULTS, argv, script_args_cls=PUBGArguments)
-    model, processor, is_demo = cli.load_model_and_processor(script_args)
+    script_args, config, model_args = cli.parse_args(PUBGConfig, DEMO_DEFAULTS, argv, script_args_cls=PUBGArguments,
+                                                     description=__doc__)
+    model, processor, is_demo = cli.load_model_and_processor(model_args, script_args)
     data = cli.load_data(script_args)
-    peft_config = cli.lora_config(script_args)
+    peft_config = cli.lora_config(model_args, model)
     unlearning_eval = cli.unlearning_eval_callback(script_args, config, processor, data)
     method_inputs = method_kwargs(script_args, data, model, processor)
     trainer = PUBGTrainer(
@@ -76,7 +78,7 @@ def main(argv=None):
         retain_dataset=data.retain,
         processing_class=processor,
         peft_config=peft_config,
-        ref_model=cli.reference_model(script_args, PUBGTrainer, config, peft_config),
+        ref_model=cli.reference_model(model_args, script_args, PUBGTrainer, config, peft_config),
         callbacks=[unlearning_eval],
         model_card_kwargs=cli.model_card_kwargs(script_args),
         **method_inputs,

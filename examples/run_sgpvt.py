@@ -1,4 +1,4 @@
-"""Unlearn with SGPVT (Self-Generated Proximal Visual Tokens): GA on the forget sample plus KL distillation from
+r"""Unlearn with SGPVT (Self-Generated Proximal Visual Tokens): GA on the forget sample plus KL distillation from
 the frozen model on perturbed visual tokens, so look-alike ("proximal") concepts are kept.
 
     python examples/run_sgpvt.py                     # offline ToyWorld demo
@@ -8,7 +8,9 @@ the frozen model on perturbed visual tokens, so look-alike ("proximal") concepts
 
 The damage boundary s_min is estimated from images of distant concepts: the demo uses the world's distant
 images; from the command line with a real dataset, fix it with `--damage_boundary 0.2` (or pass
-`distant_images=` to `SGPVTTrainer` from Python). Run with --help for every option.
+`distant_images=` to `SGPVTTrainer` from Python).
+Run with --help for every option (grouped: data, the method's, model, training); --config file.yaml reads them
+from a YAML file (the command line wins).
 """
 
 from unlearn_trainer import SGPVTConfig, SGPVTTrainer, cli
@@ -29,10 +31,10 @@ def method_kwargs(script_args, data, model, processor) -> dict:
 
 def main(argv=None):
     """Run the example (``argv``: command-line arguments, default ``sys.argv[1:]``); returns the trainer."""
-    script_args, config = cli.parse_args(SGPVTConfig, DEMO_DEFAULTS, argv)
-    model, processor, is_demo = cli.load_model_and_processor(script_args)
+    script_args, config, model_args = cli.parse_args(SGPVTConfig, DEMO_DEFAULTS, argv, description=__doc__)
+    model, processor, is_demo = cli.load_model_and_processor(model_args, script_args)
     data = cli.load_data(script_args)
-    peft_config = cli.lora_config(script_args)
+    peft_config = cli.lora_config(model_args, model)
     unlearning_eval = cli.unlearning_eval_callback(script_args, config, processor, data)
     method_inputs = method_kwargs(script_args, data, model, processor)
     trainer = SGPVTTrainer(
@@ -42,7 +44,7 @@ def main(argv=None):
         retain_dataset=data.retain,
         processing_class=processor,
         peft_config=peft_config,
-        ref_model=cli.reference_model(script_args, SGPVTTrainer, config, peft_config),
+        ref_model=cli.reference_model(model_args, script_args, SGPVTTrainer, config, peft_config),
         callbacks=[unlearning_eval],
         model_card_kwargs=cli.model_card_kwargs(script_args),
         **method_inputs,

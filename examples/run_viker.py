@@ -1,4 +1,4 @@
-"""Unlearn with ViKeR (Visual-Guided Key-Token Regularization): gradient ascent on the forget answers,
+r"""Unlearn with ViKeR (Visual-Guided Key-Token Regularization): gradient ascent on the forget answers,
 regularized token by token toward what the frozen model predicts when the forget image is replaced by k images
 of other people (ViKeR Eq. 4-5).
 
@@ -10,7 +10,8 @@ of other people (ViKeR Eq. 4-5).
 
 The reference images I' come from a split of --dataset (--reference_images_split; only its image column is read):
 pictures of people who are neither forgotten nor retained (the paper uses celebrities from another dataset).
-Run with --help for every option.
+Run with --help for every option (grouped: data, the method's, model, training); --config file.yaml reads them
+from a YAML file (the command line wins).
 """
 
 from dataclasses import dataclass, field
@@ -57,10 +58,11 @@ DEMO_DEFAULTS = dict(learning_rate=3e-4, max_steps=60, per_device_train_batch_si
 
 def main(argv=None):
     """Run the example (``argv``: command-line arguments, default ``sys.argv[1:]``); returns the trainer."""
-    script_args, config = cli.parse_args(ViKeRConfig, DEMO_DEFAULTS, argv, script_args_cls=ViKeRArguments)
-    model, processor, is_demo = cli.load_model_and_processor(script_args)
+    script_args, config, model_args = cli.parse_args(ViKeRConfig, DEMO_DEFAULTS, argv, script_args_cls=ViKeRArguments,
+                                                     description=__doc__)
+    model, processor, is_demo = cli.load_model_and_processor(model_args, script_args)
     data = cli.load_data(script_args)
-    peft_config = cli.lora_config(script_args)
+    peft_config = cli.lora_config(model_args, model)
     unlearning_eval = cli.unlearning_eval_callback(script_args, config, processor, data)
     method_inputs = method_kwargs(script_args, data, model, processor)
     trainer = ViKeRTrainer(
@@ -70,7 +72,7 @@ def main(argv=None):
         retain_dataset=data.retain,
         processing_class=processor,
         peft_config=peft_config,
-        ref_model=cli.reference_model(script_args, ViKeRTrainer, config, peft_config),
+        ref_model=cli.reference_model(model_args, script_args, ViKeRTrainer, config, peft_config),
         callbacks=[unlearning_eval],
         model_card_kwargs=cli.model_card_kwargs(script_args),
         **method_inputs,

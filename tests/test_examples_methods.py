@@ -99,7 +99,7 @@ def test_pubg_example_reads_guidance_answers_from_a_file(assets):
 
 def test_pubg_guidance_answers_from_a_split_or_jsonl(assets):
     ns = example("pubg")
-    script = ns["PUBGArguments"](model_name_or_path="x", dataset=str(assets / "data"), forget_split="forget",
+    script = ns["PUBGArguments"](dataset=str(assets / "data"), forget_split="forget",
                                  guidance_answers="guidance")
     data = load_data(script)
     rows = ns["method_kwargs"](script, data, None, None)["guidance_answers"]
@@ -116,7 +116,7 @@ def test_pubg_guidance_answers_from_a_split_or_jsonl(assets):
 def test_saliency_example_builds_the_preserved_set_from_splits(assets):
     out = assets / "saliency"
     trainer = example("saliency")["main"](argv_for(assets, out, "--preserve_splits", "text_forget,retain",
-                                                   "--use_lora", "false"))
+                                                   "--use_peft", "false"))
     meta = trainer.saliency_mask.metadata  # computed from T = forget and P = text_forget (2) + retain (3)
     assert meta["n_forget"] == 2 and meta["n_preserve"] == 5
     assert Path(trainer.args.saliency_mask).exists()

@@ -238,7 +238,7 @@ def test_example_cli_writes_the_card_and_pushes_with_push_to_hub(world_rows, tmp
 
     forget, retain = world_rows
     model, processor = tiny_model_and_processor("llava")
-    monkeypatch.setattr(cli, "load_model_and_processor", lambda script_args: (model, processor, True))
+    monkeypatch.setattr(cli, "load_model_and_processor", lambda model_args, script_args: (model, processor, True))
     data = BenchmarkData(name="toyworld", forget=forget, retain=retain,
                          eval_splits={"forget": forget[:2], "retain": retain[:2]})
     monkeypatch.setattr(cli, "load_data", lambda script_args: data)

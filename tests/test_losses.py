@@ -148,3 +148,23 @@ def test_kl_retain_loss_answer_tokens_only():
     ref[0, 2] += torch.randn(9)  # predicts answer token 3
     expected = losses.token_kl(policy[0, 2], ref[0, 2]).item() / 2
     assert losses.kl_retain_loss(policy, ref, labels).item() == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_token_logprobs_is_log_softmax_gather_with_its_gradient(dtype):
+    """TRL's ``selective_log_softmax`` gives the textbook ``log_softmax -> gather`` values (in float32, 0 where
+    masked) and the same gradient."""
+    torch.manual_seed(0)
+    logits = torch.randn(3, 7, 50).to(dtype).requires_grad_()
+    labels = torch.randint(0, 50, (3, 7))
+    labels[:, :3] = -100
+    labels[1, 5] = -100
+    logps, mask = losses.token_logprobs(logits, labels)
+    targets = labels[:, 1:]
+    expected = logits[:, :-1].float().log_softmax(-1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    expected = expected.masked_fill(targets.eq(-100), 0.0)
+    assert logps.dtype == torch.float32 and mask.tolist() == targets.ne(-100).tolist()
+    torch.testing.assert_close(logps, expected)
+    (grad,) = torch.autograd.grad(logps.sum(), logits)
+    (expected_grad,) = torch.autograd.grad(expected.sum(), logits)
+    torch.testing.assert_close(grad, expected_grad)

@@ -346,3 +346,15 @@ def test_summarize_errors():
         m.summarize([])
     with pytest.raises(ValueError, match="finite"):
         m.summarize([1.0, float("nan")])
+
+
+def test_bleu_is_sacrebleus_corpus_bleu_on_normalised_text():
+    """``bleu`` is sacrebleu's corpus BLEU (add-one smoothing above unigrams, no retokenisation) / 100."""
+    import sacrebleu
+
+    preds = ["The cat sat on the mat.", "a dog ran", "Kell lives in Oslo", ""]
+    refs = ["the cat sat on a mat", "the dog ran away", "kell lives in oslo .", "nothing"]
+    expected = sacrebleu.corpus_bleu([m.normalize(p) for p in preds], [[m.normalize(r) for r in refs]],
+                                     tokenize="none", smooth_method="add-k", smooth_value=1, force=True).score
+    assert 0 < expected < 100
+    assert m.bleu(preds, refs) == pytest.approx(expected / 100)

@@ -121,7 +121,7 @@ def test_every_push_is_allow_listed_and_carries_no_token_path_or_forget_text(
     roots["local"] = _local_dataset(tmp_path) if loader == "local" else None
     dataset, forget_split, lora = LOADERS[loader](roots)
     model, processor, base_folder = _local_base(tmp_path)
-    monkeypatch.setattr(cli, "load_model_and_processor", lambda script_args: (model, processor, False))
+    monkeypatch.setattr(cli, "load_model_and_processor", lambda model_args, script_args: (model, processor, False))
     loaded = {}
 
     def load_data(script_args, original=cli.load_data):
@@ -138,7 +138,7 @@ def test_every_push_is_allow_listed_and_carries_no_token_path_or_forget_text(
     argv = ["--dataset", dataset, "--forget_split", forget_split, "--output_dir", str(out), "--max_steps", "2",
             "--per_device_train_batch_size", "2", "--max_new_tokens", "2", "--max_eval_rows", "2",
             "--save_strategy", "steps", "--save_steps", "1", "--hub_always_push", "true", "--push_to_hub",
-            "--hub_model_id", REPO, "--hub_token", TOKEN, "--disable_tqdm", "true", "--use_lora", str(lora).lower(),
+            "--hub_model_id", REPO, "--hub_token", TOKEN, "--disable_tqdm", "true", "--use_peft", str(lora).lower(),
             "--lora_target_modules", r".*language_model.*\.(q_proj|v_proj)"]
     trainer, _ = cli.run_method(NPOTrainer, NPOConfig, {}, argv=argv)
     data = loaded["data"]

@@ -106,9 +106,10 @@ def test_pubg_forgets_r_and_learns_o_star(family, lora, tmp_path):
         # too little to ascend r and descend o* at once in a few steps: the adapter also covers the head
         from peft import LoraConfig
 
-        from unlearn_trainer.vision.adapters import LANGUAGE_MODEL_LORA_TARGETS
+        from unlearn_trainer.vision.adapters import language_model_lora_targets
 
-        model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=f"({LANGUAGE_MODEL_LORA_TARGETS}|lm_head)"))
+        targets = f"({language_model_lora_targets()}|lm_head)"
+        model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=targets))
     forget = _forget(4)
     args = train_args(PUBGConfig, tmp_path, max_steps=8, learning_rate=1e-2 if lora else 5e-3,
                       guidance_max_new_tokens=8)

@@ -14,9 +14,10 @@ import pytest
 import torch
 from conftest import train_args
 from peft import PeftModel
+from trl import ModelConfig
 
 from unlearn_trainer import GAConfig, GATrainer, NPOConfig, NPOTrainer, VLMUnlearningCollator, losses
-from unlearn_trainer.cli import ScriptArguments, load_model_and_processor, run_method
+from unlearn_trainer.cli import load_model_and_processor, parse_args, run_method
 from unlearn_trainer.data import model_inputs
 from unlearn_trainer.testing import lora_config_for, tiny_model_and_processor, tiny_vqa_rows
 
@@ -169,7 +170,7 @@ def test_example_script_runs_qlora(saved, tmp_path):
 
 def test_quantization_flags_are_checked():
     require_bitsandbytes()
-    with pytest.raises(ValueError, match="not both"):
-        load_model_and_processor(ScriptArguments(model_name_or_path="x", load_in_4bit=True, load_in_8bit=True))
+    with pytest.raises(ValueError, match="8 bit and 4 bit"):  # TRL's ModelConfig refuses both
+        parse_args(NPOConfig, argv=["--model_name_or_path", "x", "--load_in_4bit", "--load_in_8bit"])
     with pytest.raises(ValueError, match="demo model is not quantized"):
-        load_model_and_processor(ScriptArguments(load_in_8bit=True))
+        load_model_and_processor(ModelConfig(load_in_8bit=True))

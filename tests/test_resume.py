@@ -145,7 +145,7 @@ def test_example_resumes_from_the_latest_checkpoint(saved_model_and_data, monkey
 
     def run_ga(*extra):
         argv = ["run_ga.py", "--model_name_or_path", str(root / "model"), "--dataset", str(root / "data"),
-                "--forget_split", "forget", "--retain_split", "retain", "--use_lora", "false",
+                "--forget_split", "forget", "--retain_split", "retain", "--use_peft", "false",
                 "--per_device_train_batch_size", "2", "--max_steps", "4",
                 "--save_steps", "2",  # alone: implies --save_strategy steps
                 "--output_dir", str(out), "--max_new_tokens", "2", "--max_eval_rows", "1",

@@ -313,3 +313,32 @@ def test_module_hook_and_capture_clean_up():
         with capture(lin[0], "input", kwarg="inputs_embeds"):
             lin(x)
     assert count_hooks(lin) == 0
+
+
+@pytest.mark.parametrize("family", sorted(TINY_FAMILIES))
+@pytest.mark.parametrize("per_family", [True, False], ids=["with_model", "generic"])
+def test_language_model_lora_targets_adapt_every_lm_layer_and_nothing_else(family, per_family):
+    """``language_model_lora_targets`` (the README's LoRA targets) matches in every family (a ``language_model``-only
+    regex raises PEFT's NoMatchingPeftModuleError on Idefics3's ``text_model``), adapts only language-model modules
+    and at least one module in each of its layers."""
+    from peft import LoraConfig
+    from peft.tuners.lora import LoraLayer
+
+    from unlearn_trainer import language_model_lora_targets
+
+    model = tiny_model_and_processor(family)[0]
+    adapter = get_adapter(model)
+    layers = [name for name, module in model.get_submodule(adapter.language_model_path).named_children()
+              if isinstance(module, torch.nn.ModuleList)]
+    n_layers = sum(len(model.get_submodule(f"{adapter.language_model_path}.{name}")) for name in layers)
+    assert n_layers > 0
+    targets = language_model_lora_targets(model if per_family else None)
+    peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=targets))
+    adapted = [name.removeprefix("base_model.model.") for name, module in peft.named_modules()
+               if isinstance(module, LoraLayer)]
+    lm = adapter.language_model_path + "."
+    assert adapted and all(name.startswith(lm) for name in adapted), [n for n in adapted if not n.startswith(lm)]
+    assert not any(name.startswith((adapter.vision_tower_path + ".", adapter.projector_path + ".")) for name in adapted)
+    for name in layers:
+        for i in range(len(model.get_submodule(f"{adapter.language_model_path}.{name}"))):
+            assert any(a.startswith(f"{lm}{name}.{i}.") for a in adapted), f"{family}: no LoRA in {lm}{name}.{i}"

@@ -38,6 +38,7 @@ _LAZY_IMPORTS = {
     "UnlearnTrainer": "trainers",
     "ViKeRConfig": "trainers",
     "ViKeRTrainer": "trainers",
+    "language_model_lora_targets": "vision.adapters",
 }
 
 if TYPE_CHECKING:  # the same names for type checkers and IDEs (and the import graph in tests/test_import_graph.py)
@@ -67,6 +68,7 @@ if TYPE_CHECKING:  # the same names for type checkers and IDEs (and the import g
         ViKeRConfig,
         ViKeRTrainer,
     )
+    from .vision.adapters import language_model_lora_targets
 
 __all__ = [
     "__version__",
@@ -92,6 +94,7 @@ __all__ = [
     "UnlearnTrainer",
     "ViKeRConfig",
     "ViKeRTrainer",
+    "language_model_lora_targets",
 ]
 
 # Public submodules, also imported on first access: ``import unlearn_trainer; unlearn_trainer.trainers.base`` works

@@ -3,7 +3,10 @@
 :func:`reference_model` and :func:`model_card_kwargs` (the trainer's arguments), :func:`checkpoint_to_resume`,
 then :func:`report` after training and saving. :func:`run_method` is the same sequence in one call.
 
-Every example parses ``(ScriptArguments, <Method>Config)`` with ``HfArgumentParser``. With no
+Every example parses ``(ScriptArguments, <Method>Config, trl.ModelConfig)`` with TRL's ``TrlParser``, as TRL's own
+scripts do: ``--config file.yaml`` reads options from a YAML file (the command line wins over it), the model, LoRA
+and quantization options are TRL's ``ModelConfig`` (``get_peft_config``, ``get_quantization_config``), and
+``--help`` lists the data options, the method's own options, the model's, then ``TrainingArguments``. With no
 ``--model_name_or_path`` it runs the offline ToyWorld demo: the cached memorizing model, the 10% forget split
 and the method's defaults scaled to that world (``demo_defaults``); any argument given on the command line
 wins over those defaults. With ``--model_name_or_path`` it loads a real model (``from_pretrained``) and a
@@ -13,6 +16,8 @@ JSONL file, or a Hub dataset name).
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import os
 import re
@@ -21,21 +26,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .data.benchmarks import BenchmarkData
-from .vision.adapters import LANGUAGE_MODEL_LORA_TARGETS
+from .vision.adapters import language_model_lora_targets
 
-__all__ = ["ScriptArguments", "parse_args", "load_model_and_processor", "load_data", "data_split", "lora_config",
+__all__ = ["ScriptArguments", "MODEL_DEFAULTS", "build_parser", "parse_args", "load_model_and_processor", "load_data",
+           "data_split", "lora_config",
            "unlearning_eval_callback", "reference_model", "model_card_kwargs", "checkpoint_to_resume", "report",
            "run_method"]
 
 
 @dataclass
 class ScriptArguments:
-    """Model, data, LoRA and evaluation options shared by every example."""
+    """Data and evaluation options shared by every example (the model's are TRL's ``ModelConfig``)."""
 
-    model_name_or_path: str | None = field(
-        default=None, metadata={"help": "Hub id or local path of the VLM; unset: the offline ToyWorld demo model."}
-    )
-    processor_name_or_path: str | None = field(default=None, metadata={"help": "Defaults to the model's."})
     dataset: str = field(
         default="toyworld",
         metadata={"help": "'toyworld', a registered benchmark (mllmu_bench[:path], clear[:path], mmubench:path with "
@@ -49,45 +51,100 @@ class ScriptArguments:
     image_column: str = field(default="image", metadata={"help": "Column holding the image (real datasets)."})
     question_column: str = field(default="question", metadata={"help": "Column holding the question."})
     answer_column: str = field(default="answer", metadata={"help": "Column holding the answer."})
-    use_lora: bool = field(default=True, metadata={"help": "Train a LoRA adapter (the reference is the disabled adapter)."})
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
-    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
-    lora_target_modules: str = field(
-        default=LANGUAGE_MODEL_LORA_TARGETS, metadata={"help": "Regex of the modules to adapt (language model only)."}
-    )
-    torch_dtype: str = field(default="auto", metadata={"help": "auto, float32, bfloat16 or float16."})
-    load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: 4-bit base model (needs the [bnb] extra)."})
-    load_in_8bit: bool = field(default=False, metadata={"help": "8-bit base model (needs the [bnb] extra)."})
+    processor_name_or_path: str | None = field(default=None, metadata={"help": "Defaults to --model_name_or_path."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Only for models you trust; off by default."})
     unlearning_eval_steps: int | None = field(default=None, metadata={"help": "Also run the unlearning evaluation every N steps."})
     max_eval_rows: int | None = field(default=None, metadata={"help": "Cap rows per evaluation split."})
     max_new_tokens: int = field(default=32, metadata={"help": "Generation length for evaluation."})
 
 
-def parse_args(config_cls, demo_defaults: dict | None = None, argv=None, script_args_cls=None):
-    """Parse ``(script_args_cls, config_cls)``; demo defaults apply when no model is given. ``script_args_cls``
-    (default :class:`ScriptArguments`) may be a subclass that adds a method's own inputs (e.g. a split name)."""
-    from transformers import HfArgumentParser
+# Our defaults for TRL's ModelConfig fields (TRL's own: no LoRA, r=16, alpha=32, dropout 0.05, float32, no nested
+# quantization, task type CAUSAL_LM): LoRA r=8 on the language model, the checkpoint's dtype, QLoRA's NF4 with double
+# quantization (Dettmers et al. 2023), and a plain LoraConfig (no task type: the model is a VLM, not a causal LM).
+MODEL_DEFAULTS = dict(use_peft=True, lora_r=8, lora_alpha=16, lora_dropout=0.0, dtype="auto",
+                      use_bnb_nested_quant=True, lora_task_type=None)
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser((script_args_cls or ScriptArguments, config_cls))
-    for action in parser._actions:  # help texts are plain text ("10%"), not argparse format strings
-        if action.help:
+
+_HELP = {"model_name_or_path": "Hub id or local path of the VLM; unset: the offline ToyWorld demo model.",
+         "dtype": "Load the model in this dtype ('auto': the checkpoint's).",  # TRL's help names TRL's default
+         "lora_target_modules": "Modules to adapt (names or one regex); unset: the language model's attention and "
+                                "MLP projections (unlearn_trainer.language_model_lora_targets)."}
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Option defaults shown, the example's docstring kept as written."""
+
+
+def build_parser(config_cls, script_args_cls=None, description: str | None = None):
+    """TRL's ``TrlParser`` over ``(script_args_cls, config_cls, ModelConfig)`` with our defaults, a short usage line,
+    ``description`` first and the options in groups: data, the method's own, model (``ModelConfig``), training."""
+    from transformers import TrainingArguments
+    from trl import ModelConfig, TrlParser
+
+    script_args_cls = script_args_cls or ScriptArguments
+    method = config_cls.__name__.removesuffix("Config")
+    parser = TrlParser((script_args_cls, config_cls, ModelConfig), formatter_class=_HelpFormatter,
+                       description=description or (config_cls.__doc__ or "").strip().split("\n\n")[0],
+                       usage="%(prog)s [--config FILE.yaml] [--option VALUE ...]  (a YAML file's values are defaults; "
+                             "the command line wins)")
+    parser.set_defaults(**MODEL_DEFAULTS)
+    training = {f.name for f in dataclasses.fields(TrainingArguments)}
+    sections = [(f"data and evaluation ({script_args_cls.__name__})",
+                 {f.name for f in dataclasses.fields(script_args_cls)}),
+                (f"{method} ({config_cls.__name__}, without TrainingArguments)",
+                 {f.name for f in dataclasses.fields(config_cls)} - training),
+                ("model, LoRA and quantization (trl.ModelConfig)", {f.name for f in dataclasses.fields(ModelConfig)}),
+                ("training (transformers.TrainingArguments)", training)]
+    options = parser._optionals
+    groups = [parser.add_argument_group(title) for title, _ in sections]
+    for action in list(options._group_actions):
+        if action.help:  # help texts are plain text ("10%"), not argparse format strings
             action.help = re.sub(r"%(?!\()", "%%", action.help)
-    script_args = parser.parse_args_into_dataclasses(args=argv + _needs_output_dir(argv), return_remaining_strings=True)[0]
+        action.help = _HELP.get(action.dest, action.help)
+        for group, (_, names) in zip(groups, sections):
+            if action.dest in names:
+                options._group_actions.remove(action)
+                group._group_actions.append(action)
+                break
+    return parser
+
+
+def parse_args(config_cls, demo_defaults: dict | None = None, argv=None, script_args_cls=None,
+               description: str | None = None):
+    """``(script_args, config, model_args)`` as TRL's scripts: ``script_args_cls`` (default :class:`ScriptArguments`;
+    a subclass may add a method's own inputs), the method's config and TRL's ``ModelConfig``, from the command line
+    and ``--config file.yaml``. Precedence: command line, YAML file, demo defaults (only when no model is given),
+    our defaults (``MODEL_DEFAULTS``, no checkpoints, ``report_to`` none), the dataclasses' own."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    in_yaml = _config_file_keys(argv)
+    probe = build_parser(config_cls, script_args_cls, description)
+    script_args, _, model_args = probe.parse_args_and_config(args=argv + _needs_output_dir(argv, in_yaml),
+                                                             return_remaining_strings=True)[:3]
     # No checkpoints unless asked; --save_steps alone asks (it would otherwise be ignored under save_strategy "no").
-    save_strategy = "steps" if any(a.startswith("--save_steps") for a in argv) else "no"
+    asked = any(a.startswith("--save_steps") for a in argv) or "save_steps" in in_yaml
     defaults = {"output_dir": f"outputs/{config_cls.__name__.replace('Config', '').lower()}-{_dataset_tag(script_args)}",
-                "report_to": "none", "logging_steps": 10, "save_strategy": save_strategy}
-    if script_args.model_name_or_path is None:
+                "report_to": "none", "logging_steps": 10, "save_strategy": "steps" if asked else "no"}
+    if model_args.model_name_or_path is None:
         defaults.update(demo_defaults or {})
+    parser = build_parser(config_cls, script_args_cls, description)
     parser.set_defaults(**defaults)
-    return parser.parse_args_into_dataclasses(args=argv)
+    return tuple(parser.parse_args_and_config(args=argv))
 
 
-def _needs_output_dir(argv):
-    return [] if any(a.startswith("--output_dir") for a in argv) else ["--output_dir", "unused"]
+def _config_file_keys(argv) -> set[str]:
+    """The option names a ``--config`` YAML file sets (TrlParser reads the file itself)."""
+    if "--config" not in argv or argv.index("--config") + 1 >= len(argv):
+        return set()
+    import yaml
+
+    with open(argv[argv.index("--config") + 1]) as f:
+        config = yaml.safe_load(f)
+    return set(config) if isinstance(config, dict) else set()
+
+
+def _needs_output_dir(argv, in_yaml=()):
+    given = any(a.startswith("--output_dir") for a in argv) or "output_dir" in in_yaml
+    return [] if given else ["--output_dir", "unused"]
 
 
 def _dataset_tag(script_args) -> str:
@@ -95,12 +152,12 @@ def _dataset_tag(script_args) -> str:
     return f"{name}-{script_args.forget_split}" if name == "toyworld" else name
 
 
-def load_model_and_processor(script_args: ScriptArguments):
-    """``(model, processor, is_demo)``: the ToyWorld full model, or ``from_pretrained`` of a real model."""
-    if script_args.load_in_4bit and script_args.load_in_8bit:
-        raise ValueError("Pass one of --load_in_4bit and --load_in_8bit, not both.")
-    if script_args.model_name_or_path is None:
-        if script_args.load_in_4bit or script_args.load_in_8bit:
+def load_model_and_processor(model_args, script_args: ScriptArguments | None = None):
+    """``(model, processor, is_demo)``: the ToyWorld full model, or ``from_pretrained`` of the model of
+    ``model_args`` (TRL's ``ModelConfig``; quantized by ``get_quantization_config``)."""
+    script_args = script_args or ScriptArguments()
+    if model_args.model_name_or_path is None:
+        if model_args.load_in_4bit or model_args.load_in_8bit:
             raise ValueError("--load_in_4bit / --load_in_8bit quantize a model given by --model_name_or_path; the "
                              "ToyWorld demo model is not quantized.")
         from .toyworld.full_model import load_full_model
@@ -110,30 +167,26 @@ def load_model_and_processor(script_args: ScriptArguments):
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    kwargs = {"trust_remote_code": script_args.trust_remote_code}
-    if script_args.torch_dtype != "auto":
-        kwargs["dtype"] = getattr(torch, script_args.torch_dtype)
-    else:
-        kwargs["dtype"] = "auto"
-    if script_args.load_in_4bit or script_args.load_in_8bit:
+    kwargs = {"trust_remote_code": script_args.trust_remote_code, "revision": model_args.model_revision,
+              "dtype": "auto" if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)}
+    if model_args.attn_implementation is not None:
+        kwargs["attn_implementation"] = model_args.attn_implementation
+    if model_args.load_in_4bit or model_args.load_in_8bit:
         import importlib.util
 
-        from transformers import BitsAndBytesConfig
+        from trl import get_quantization_config
 
         if importlib.util.find_spec("bitsandbytes") is None:
             raise ImportError("--load_in_4bit / --load_in_8bit need bitsandbytes: pip install 'unlearn-trainer[bnb]'")
-        # QLoRA's recipe (Dettmers et al. 2023): NF4 with double quantization, computing in the model's dtype.
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=script_args.load_in_4bit, load_in_8bit=script_args.load_in_8bit,
-            bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=kwargs["dtype"] if kwargs["dtype"] != "auto" else None,
-        )
-        if torch.cuda.is_available():  # each process loads its quantized copy onto its own GPU (as TRL does)
-            kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
-    model = AutoModelForImageTextToText.from_pretrained(script_args.model_name_or_path, **kwargs)
+        # 4-bit computes in the model's dtype ('auto': bitsandbytes' float32 default)
+        compute_dtype = None if model_args.dtype in (None, "auto") else model_args.dtype
+        kwargs["quantization_config"] = get_quantization_config(dataclasses.replace(model_args, dtype=compute_dtype))
+        if torch.cuda.is_available():  # each process loads its quantized copy onto its own GPU (TRL 1.x dropped
+            kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}  # get_kbit_device_map; same map)
+    model = AutoModelForImageTextToText.from_pretrained(model_args.model_name_or_path, **kwargs)
     processor = AutoProcessor.from_pretrained(
-        script_args.processor_name_or_path or script_args.model_name_or_path,
-        trust_remote_code=script_args.trust_remote_code,
+        script_args.processor_name_or_path or model_args.model_name_or_path,
+        trust_remote_code=script_args.trust_remote_code, revision=model_args.model_revision,
     )
     return model, processor, False
 
@@ -227,14 +280,15 @@ def data_split(script_args: ScriptArguments, data: BenchmarkData, name: str):
     return splits[name]
 
 
-def lora_config(script_args: ScriptArguments):
-    """The ``LoraConfig`` of ``--use_lora`` (rank, alpha, dropout, target modules), or None for full training."""
-    if not script_args.use_lora:
-        return None
-    from peft import LoraConfig
+def lora_config(model_args, model=None):
+    """TRL's ``get_peft_config`` of ``model_args`` (``--use_peft``, ``--lora_r``, ...), or None for full training;
+    without ``--lora_target_modules``, LoRA on the language model of ``model``'s family
+    (:func:`~unlearn_trainer.language_model_lora_targets`)."""
+    from trl import get_peft_config
 
-    return LoraConfig(r=script_args.lora_r, lora_alpha=script_args.lora_alpha, lora_dropout=script_args.lora_dropout,
-                      target_modules=script_args.lora_target_modules)
+    if model_args.use_peft and not model_args.lora_target_modules:
+        model_args = dataclasses.replace(model_args, lora_target_modules=language_model_lora_targets(model))
+    return get_peft_config(model_args)
 
 
 def unlearning_eval_callback(script_args: ScriptArguments, config, processor, data: BenchmarkData):
@@ -248,7 +302,7 @@ def unlearning_eval_callback(script_args: ScriptArguments, config, processor, da
                                   row_metrics=score_predictions if data.scoring else None)
 
 
-def reference_model(script_args: ScriptArguments, trainer_cls, config, peft_config):
+def reference_model(model_args, script_args: ScriptArguments, trainer_cls, config, peft_config):
     """``ref_model=`` for the trainer: under DeepSpeed ZeRO-3 without LoRA, a method that uses the frozen model
     (or a KL retain term) gets a second load of the model (ZeRO-3 partitions the model as it loads, so it cannot
     be copied); otherwise None (the trainer builds its reference itself)."""
@@ -256,7 +310,7 @@ def reference_model(script_args: ScriptArguments, trainer_cls, config, peft_conf
         return None
     from transformers.integrations import is_deepspeed_zero3_enabled
 
-    return load_model_and_processor(script_args)[0] if is_deepspeed_zero3_enabled() else None
+    return load_model_and_processor(model_args, script_args)[0] if is_deepspeed_zero3_enabled() else None
 
 
 def model_card_kwargs(script_args: ScriptArguments) -> dict:
@@ -305,17 +359,17 @@ def report(trainer, callback, script_args: ScriptArguments, is_demo: bool) -> No
 
 def run_method(trainer_cls, config_cls, demo_defaults: dict | None = None, argv=None,
                trainer_kwargs: Callable[[ScriptArguments, BenchmarkData, object, object], dict] | None = None,
-               script_args_cls=None):
+               script_args_cls=None, description: str | None = None):
     """What an ``examples/run_<method>.py`` ``main()`` does, in one call, for any trainer class (tests, own
     trainers): parse, load, build the trainer, train, save, report. Returns ``(trainer, evaluation callback)``."""
-    script_args, config = parse_args(config_cls, demo_defaults, argv, script_args_cls)
-    model, processor, is_demo = load_model_and_processor(script_args)
+    script_args, config, model_args = parse_args(config_cls, demo_defaults, argv, script_args_cls, description)
+    model, processor, is_demo = load_model_and_processor(model_args, script_args)
     data = load_data(script_args)
-    peft_config = lora_config(script_args)
+    peft_config = lora_config(model_args, model)
     callback = unlearning_eval_callback(script_args, config, processor, data)
     extra = trainer_kwargs(script_args, data, model, processor) if trainer_kwargs else {}
     if "ref_model" not in extra:
-        extra["ref_model"] = reference_model(script_args, trainer_cls, config, peft_config)
+        extra["ref_model"] = reference_model(model_args, script_args, trainer_cls, config, peft_config)
     trainer = trainer_cls(model=model, args=config, forget_dataset=data.forget, retain_dataset=data.retain,
                           processing_class=processor, peft_config=peft_config, callbacks=[callback],
                           model_card_kwargs=model_card_kwargs(script_args), **extra)

@@ -56,13 +56,10 @@ def shift(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, tor
 
 def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probability of each label token, ``[B, T-1]`` (0 where masked), and the answer-token mask."""
+    from trl.trainer.utils import selective_log_softmax  # TRL's memory-lean log_softmax + gather, in float32
+
     logits, targets, mask = shift(logits, labels)
-    flat = F.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]).float(),
-        targets.masked_fill(~mask, 0).reshape(-1),
-        reduction="none",
-    )
-    return (-flat).view(targets.shape).masked_fill(~mask, 0.0), mask
+    return selective_log_softmax(logits.float(), targets.masked_fill(~mask, 0), row_mask=mask), mask
 
 
 def _require_tokens(mask: torch.Tensor) -> torch.Tensor:

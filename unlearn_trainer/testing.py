@@ -53,7 +53,7 @@ from transformers import (
 )
 from transformers.processing_utils import ProcessorMixin
 
-from .vision.adapters import LANGUAGE_MODEL_LORA_TARGETS
+from .vision.adapters import language_model_lora_targets
 
 __all__ = [
     "TINY_FAMILIES",
@@ -809,5 +809,5 @@ def lora_config_for(model=None, r: int = 8, alpha: int = 16, dropout: float = 0.
     from peft import LoraConfig
 
     return LoraConfig(
-        r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=LANGUAGE_MODEL_LORA_TARGETS, **kwargs
+        r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=language_model_lora_targets(), **kwargs
     )

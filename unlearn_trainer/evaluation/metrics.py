@@ -36,7 +36,9 @@ ROUGE-L (:func:`rouge_l`, :func:`rouge_l_f`)
     ``rougeL_f_stemmed``, ``rougeL_p_stemmed``, ``rougeL_r_stemmed``.
 
 BLEU (:func:`bleu`)
-    Corpus-level BLEU (Papineni et al. 2002) with one reference per prediction, in [0, 1] (not x100). Tokens
+    Corpus-level BLEU (Papineni et al. 2002) computed by ``sacrebleu`` (``tokenize="none"`` on the normalised
+    text, ``smooth_method="add-k"`` with k = 1, or ``"none"``), with one reference per prediction, in [0, 1]
+    (sacrebleu's score / 100). Tokens
     are the whitespace-separated tokens of the normalised text (punctuation stays attached: ``"kell."`` is not
     ``"kell"``). For each order n = 1..max_order, clipped n-gram matches and candidate n-gram counts are summed
     over the corpus before dividing (pooled, not an average of sentence scores). Score =
@@ -71,7 +73,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections import Counter
 from collections.abc import Callable, Sequence
 
 from rouge_score import rouge_scorer
@@ -241,44 +242,19 @@ def rouge_l_f(predictions: Sequence[str], references: Sequence[str]) -> float:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _ngram_counts(tokens: list[str], n: int) -> Counter:
-    return Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
-
-
 def bleu(predictions: Sequence[str], references: Sequence[str], max_order: int = 4, smooth: bool = True) -> float:
-    """Corpus BLEU in [0, 1] on whitespace tokens of normalised text (see the module docstring for the rules)."""
+    """Corpus BLEU in [0, 1] by sacrebleu on whitespace tokens of normalised text (see the module docstring)."""
     _check_strings("predictions", predictions)
     _check_same_length("predictions", predictions, "references", references)
     _check_strings("references", references)
     if isinstance(max_order, bool) or not isinstance(max_order, int) or max_order < 1:
         raise ValueError(f"max_order must be a positive integer, got {max_order!r}")
+    from sacrebleu.metrics import BLEU
 
-    matches = [0] * max_order  # clipped matches per order, pooled over the corpus
-    totals = [0] * max_order  # candidate n-grams per order, pooled over the corpus
-    pred_len = ref_len = 0
-    for prediction, reference in zip(predictions, references):
-        pred_tokens = normalize(prediction).split()
-        ref_tokens = normalize(reference).split()
-        pred_len += len(pred_tokens)
-        ref_len += len(ref_tokens)
-        for n in range(1, max_order + 1):
-            pred_counts = _ngram_counts(pred_tokens, n)
-            ref_counts = _ngram_counts(ref_tokens, n)
-            matches[n - 1] += sum(min(count, ref_counts[gram]) for gram, count in pred_counts.items())
-            totals[n - 1] += sum(pred_counts.values())
-
-    if pred_len == 0:
-        return 0.0
-    log_precision_sum = 0.0
-    for n in range(1, max_order + 1):
-        m, t = matches[n - 1], totals[n - 1]
-        if smooth and n > 1:
-            m, t = m + 1, t + 1
-        if m == 0 or t == 0:
-            return 0.0
-        log_precision_sum += math.log(m / t)
-    brevity_penalty = 1.0 if pred_len > ref_len else math.exp(1.0 - ref_len / pred_len)
-    return brevity_penalty * math.exp(log_precision_sum / max_order)
+    metric = BLEU(tokenize="none", smooth_method="add-k" if smooth else "none", smooth_value=1,
+                  max_ngram_order=max_order, force=True)
+    score = metric.corpus_score([normalize(p) for p in predictions], [[normalize(r) for r in references]])
+    return score.score / 100
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -75,6 +75,7 @@ Add an architecture with :func:`register_adapter`.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -84,21 +85,33 @@ from ..data.collator import model_inputs
 from .hooks import module_hook, run_until_captured
 
 __all__ = [
-    "LANGUAGE_MODEL_LORA_TARGETS",
     "VisionAdapter",
     "UnsupportedArchitectureError",
     "get_adapter",
+    "language_model_lora_targets",
     "register_adapter",
     "registered_model_types",
     "unwrap_model",
 ]
 
 
-# LoRA on the language model only (regex for ``LoraConfig(target_modules=...)``), for every family here: "q_proj"
-# alone would also adapt the vision tower in most families.
-LANGUAGE_MODEL_LORA_TARGETS = (
-    r".*(language_model|text_model).*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
-)
+# LoRA on the language model only: "q_proj" alone would also adapt the vision tower in most families.
+_LORA_PROJECTIONS = "q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj"
+
+
+def language_model_lora_targets(model=None) -> str:
+    """``LoraConfig(target_modules=...)`` regex for the attention and MLP projections of the language model only
+    (never the vision tower or the projector). With ``model``: under its family's language model (the adapter's
+    ``language_model_path``, e.g. ``model.text_model`` for Idefics3); without one, or for an unregistered family:
+    under any module named ``language_model`` or ``text_model`` (every family here)."""
+    if model is not None:
+        try:
+            path = get_adapter(model).language_model_path
+        except UnsupportedArchitectureError:
+            path = None
+        if path:
+            return rf"(.*\.)?{re.escape(path)}\..*\.({_LORA_PROJECTIONS})"
+    return rf".*(language_model|text_model).*\.({_LORA_PROJECTIONS})"
 
 
 class UnsupportedArchitectureError(ValueError):
