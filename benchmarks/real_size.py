@@ -328,15 +328,14 @@ def _memory_now(device: str) -> dict:
     return {"rss_kb": speed._status_kb("VmRSS")}
 
 
-def run_configuration(b: Build, gc_on: bool, args, workdir: str) -> dict:
-    """SFT and every method for one (family, attention, checkpointing): interleaved timing, then memory."""
+def run_configuration(b: Build, gc_on: bool, args, workdir: str, built) -> dict:
+    """SFT and every method for one (family, attention, checkpointing): interleaved timing, then memory. ``built``:
+    ``build_base(b)``'s result (shared by the checkpointing settings of one family and attention)."""
     import torch
 
     start = time.perf_counter()
-    if b.device == "cuda":
-        torch.cuda.empty_cache()
-    base, processor, info = build_base(b)
-    info["build_s"] = time.perf_counter() - start
+    base, processor, info = built
+    info = dict(info)
     data = load_data(CPU_IMAGE[b.family] if b.cpu_mode and b.family != "smolvlm-256m" else info["image_px"],
                      args.forget_rows)
     methods = _methods(args.methods, gc_on)
@@ -402,7 +401,6 @@ def run_configuration(b: Build, gc_on: bool, args, workdir: str) -> dict:
             out[name]["memory"] = _measure_memory(b, gc_on, spec, m, base, processor, data,
                                                   int(info["weights_gib"] * GIB) // 1024)
     info["wall_s"] = time.perf_counter() - start
-    del base
     gc.collect()
     if b.device == "cuda":
         torch.cuda.empty_cache()
@@ -594,6 +592,7 @@ def main(argv=None) -> dict:
     }, "skipped": skipped, "configurations": {}}
     t0 = time.perf_counter()
     configs = [(f, a, g) for f in args.families for a in args.attn for g in args.gc]
+    built_key, built = None, None
     with tempfile.TemporaryDirectory(prefix="unlearn-realsize-") as workdir:
         for family, attn, gc_on in configs:
             key = f"{family}, {attn}, gradient checkpointing {'on' if gc_on else 'off'}"
@@ -606,7 +605,16 @@ def main(argv=None) -> dict:
             b = Build(family=family, device=args.device, dtype=args.dtype, attn=attn, cpu_mode=args.cpu_mode,
                       text_layers=args.text_layers, vision_layers=args.vision_layers)
             try:
-                res = run_configuration(b, gc_on, args, os.path.join(workdir, key.replace(" ", "_")))
+                if built_key != (family, attn):
+                    built_key, built = None, None  # the previous family's weights go before the next is built
+                    gc.collect()
+                    if args.device == "cuda":
+                        torch.cuda.empty_cache()
+                    t_build = time.perf_counter()
+                    built = build_base(b)
+                    built[2]["build_s"] = time.perf_counter() - t_build
+                    built_key = (family, attn)
+                res = run_configuration(b, gc_on, args, os.path.join(workdir, key.replace(" ", "_")), built)
                 speed.analyse(res)
             except Exception as e:  # noqa: BLE001 - one broken family does not stop the others
                 res = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=8)}

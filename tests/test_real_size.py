@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_real_size_cpu_mode_llava_real_width(tmp_path):
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
     cmd = [sys.executable, str(ROOT / "benchmarks" / "real_size.py"), "--device", "cpu", "--families",
-           "llava-1.5-7b", "--methods", "ga_gd,sgpvt", "--gc", "off,on", "--steps", "2", "--out", str(tmp_path)]
+           "llava-1.5-7b", "--methods", "ga_gd,sgpvt", "--gc", "off,on", "--steps", "1", "--out", str(tmp_path)]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
@@ -34,7 +34,7 @@ def test_real_size_cpu_mode_llava_real_width(tmp_path):
         assert list(cr["methods"]) == ["sft", "ga_gd", "sgpvt"], key
         for name, r in cr["methods"].items():
             assert "error" not in r, (key, name, r.get("error"), r.get("traceback"))
-            assert r["step"]["n"] == 2 and r["step"]["median_s"] > 0, (key, name)
+            assert r["step"]["n"] == 1 and r["step"]["median_s"] > 0, (key, name)
             assert r["losses_finite"] and math.isfinite(r["last_loss"]), (key, name, r["last_loss"])
             assert r["image_tokens_per_picture"] == 64, (key, name)  # (112 / 14)^2 in CPU mode
             mem = r["memory"]
