@@ -41,3 +41,16 @@ def test_real_size_cpu_mode_llava_real_width(tmp_path):
             assert "error" not in mem and mem["steady_above_base_kb"] > 0, (key, name, mem)
     md = (tmp_path / "real_size_cpu.md").read_text()
     assert "| sgpvt | 2 |" in md and "gradient checkpointing on" in md
+
+
+def test_gpu_run_script_in_cpu_mode(tmp_path):
+    """benchmarks/gpu/run.sh end to end without a GPU (--cpu): install steps, checks, real_size.py, JSON + Markdown."""
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", PYTHON=sys.executable)
+    cmd = ["bash", str(ROOT / "benchmarks" / "gpu" / "run.sh"), str(tmp_path), "--cpu", "--families", "smolvlm-256m",
+           "--methods", "ga", "--gc", "off", "--steps", "1", "--no-memory"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((tmp_path / "real_size_cpu.json").read_text())
+    (cr,) = results["configurations"].values()
+    assert sorted(cr["methods"]) == ["ga", "sft"] and all("step" in r for r in cr["methods"].values()), cr
+    assert (tmp_path / "real_size_cpu.md").is_file() and (tmp_path / "run.log").is_file()
