@@ -37,7 +37,6 @@ import json
 import math
 import os
 import platform
-import random
 import statistics
 import sys
 import tempfile
@@ -348,28 +347,8 @@ def run_configuration(b: Build, gc_on: bool, args, workdir: str, built) -> dict:
             runners[name] = Runner(spec, m, _model_for(base, gc_on), processor, data)
         except Exception as e:  # noqa: BLE001 - a broken method is reported, the others still run
             out[name] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=6)}
-    rng = random.Random(0)
     n_warm = max(args.warmup, max((len(r.batches) for r in runners.values()), default=1))
-    warm = {n: [] for n in runners}
-    warm_ref = {n: 0.0 for n in runners}
-    meas = {n: {"step": [], "opt": [], "ref": [], "cpu": []} for n in runners}
-    failed = set()
-    for phase in ["warm"] * n_warm + ["meas"] * args.steps:
-        order = [n for n in runners if n not in failed]
-        rng.shuffle(order)
-        for n in order:
-            try:
-                step, opt, ref, cpu = runners[n].step()
-            except Exception as e:  # noqa: BLE001
-                failed.add(n)
-                out[n] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=6)}
-                continue
-            if phase == "warm":
-                warm[n].append(step)
-                warm_ref[n] += ref
-            else:
-                for k, v in zip(("step", "opt", "ref", "cpu"), (step, opt, ref, cpu)):
-                    meas[n][k].append(v)
+    warm, warm_ref, meas, failed = speed.interleaved_steps(runners, n_warm, args.steps, out, traceback_limit=6)
     for n, r in runners.items():
         if n in failed:
             continue

@@ -381,6 +381,34 @@ def _summary(times: list[float]) -> dict:
             "min_s": min(times), "n": len(times)}
 
 
+def interleaved_steps(runners: dict, n_warm: int, steps: int, out: dict, traceback_limit: int = 4):
+    """Run ``n_warm`` warm-up then ``steps`` measured rounds; each round steps every runner once, in an order shuffled
+    by a seeded RNG, so load drifts hit all methods alike. A runner that raises is reported in ``out`` and dropped.
+    Returns ``(warm step times, warm-up reference seconds, measured {"step", "opt", "ref", "cpu"} lists, failed)``."""
+    rng = random.Random(0)
+    warm = {n: [] for n in runners}
+    warm_ref = {n: 0.0 for n in runners}
+    meas = {n: {"step": [], "opt": [], "ref": [], "cpu": []} for n in runners}
+    failed = set()
+    for phase in ["warm"] * n_warm + ["meas"] * steps:
+        order = [n for n in runners if n not in failed]
+        rng.shuffle(order)
+        for n in order:
+            try:
+                step, opt, ref, cpu = runners[n].step()
+            except Exception as e:  # noqa: BLE001 - a broken method is reported, the others still run
+                failed.add(n)
+                out[n] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=traceback_limit)}
+                continue
+            if phase == "warm":
+                warm[n].append(step)
+                warm_ref[n] += ref
+            else:
+                for k, v in zip(("step", "opt", "ref", "cpu"), (step, opt, ref, cpu)):
+                    meas[n][k].append(v)
+    return warm, warm_ref, meas, failed
+
+
 def timing_worker(spec: RunSpec, conn) -> None:
     """All methods of one model in one process, interleaved step by step."""
     try:
@@ -396,30 +424,9 @@ def timing_worker(spec: RunSpec, conn) -> None:
                 runners[name] = Runner(spec, _method(name), model, processor, data)
             except Exception as e:  # noqa: BLE001 - a broken method is reported, the others still run
                 out[name] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=4)}
-        rng = random.Random(0)
-        warm = {n: [] for n in runners}
-        meas = {n: {"step": [], "opt": [], "ref": [], "cpu": []} for n in runners}
-        warm_ref = {n: 0.0 for n in runners}
         n_warm = max(spec.warmup, max((len(r.batches) for r in runners.values()), default=1))
-        rounds = [("warm", i) for i in range(n_warm)] + [("meas", i) for i in range(spec.steps)]
-        failed = set()
         load_start = os.getloadavg()
-        for phase, _ in rounds:
-            order = [n for n in runners if n not in failed]
-            rng.shuffle(order)
-            for n in order:
-                try:
-                    step, opt, ref, cpu = runners[n].step()
-                except Exception as e:  # noqa: BLE001
-                    failed.add(n)
-                    out[n] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=4)}
-                    continue
-                if phase == "warm":
-                    warm[n].append(step)
-                    warm_ref[n] += ref
-                else:
-                    for k, v in zip(("step", "opt", "ref", "cpu"), (step, opt, ref, cpu)):
-                        meas[n][k].append(v)
+        warm, warm_ref, meas, failed = interleaved_steps(runners, n_warm, spec.steps, out)
         for n, r in runners.items():
             if n in failed:
                 continue
