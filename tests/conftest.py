@@ -53,3 +53,27 @@ def answer_logprob(model, processor, rows) -> float:
     batch = VLMUnlearningCollator(processor)(rows)
     with torch.no_grad():
         return losses.sequence_logprob(model(**model_inputs(batch)).logits, batch["labels"]).mean().item()
+
+
+def save_tiny_llava(root, **sizes):
+    """Save the tiny LLaVA and its processor under ``root / "model"`` (a local checkpoint for from_pretrained)."""
+    model, processor = tiny_model_and_processor("llava", **sizes)
+    model.save_pretrained(root / "model")
+    processor.save_pretrained(root / "model")
+    return root / "model"
+
+
+def save_forget_retain(root, forget_rows: int, retain_rows: int):
+    """Save a ``datasets.DatasetDict`` with "forget" and "retain" VQA splits under ``root / "data"``."""
+    import datasets
+
+    from unlearn_trainer.testing import tiny_vqa_rows
+
+    features = datasets.Features({"id": datasets.Value("string"), "image": datasets.Image(),
+                                  "question": datasets.Value("string"), "answer": datasets.Value("string")})
+    datasets.DatasetDict({
+        "forget": datasets.Dataset.from_list(tiny_vqa_rows(forget_rows), features=features),
+        "retain": datasets.Dataset.from_list(tiny_vqa_rows(retain_rows, seed=2), features=features),
+    }).save_to_disk(str(root / "data"))
+    return root / "data"
+

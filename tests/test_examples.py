@@ -4,28 +4,19 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import save_forget_retain, save_tiny_llava
 
 from unlearn_trainer import GAConfig, GATrainer, NPOConfig
 from unlearn_trainer.cli import ScriptArguments, parse_args, run_method
-from unlearn_trainer.testing import tiny_model_and_processor, tiny_vqa_rows
+from unlearn_trainer.testing import tiny_model_and_processor
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 @pytest.fixture
 def saved_model_and_data(tmp_path):
-    import datasets
-
-    model, processor = tiny_model_and_processor("llava")
-    model.save_pretrained(tmp_path / "model")
-    processor.save_pretrained(tmp_path / "model")
-    features = datasets.Features({"id": datasets.Value("string"), "image": datasets.Image(),
-                                  "question": datasets.Value("string"), "answer": datasets.Value("string")})
-    ds = datasets.DatasetDict({
-        "forget": datasets.Dataset.from_list(tiny_vqa_rows(2), features=features),
-        "retain": datasets.Dataset.from_list(tiny_vqa_rows(3, seed=2), features=features),
-    })
-    ds.save_to_disk(str(tmp_path / "data"))
+    save_tiny_llava(tmp_path)
+    save_forget_retain(tmp_path, forget_rows=2, retain_rows=3)
     return tmp_path
 
 

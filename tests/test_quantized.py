@@ -12,14 +12,14 @@ import json
 
 import pytest
 import torch
-from conftest import train_args
+from conftest import save_forget_retain, save_tiny_llava, train_args
 from peft import PeftModel
 from trl import ModelConfig
 
 from unlearn_trainer import GAConfig, GATrainer, NPOConfig, NPOTrainer, VLMUnlearningCollator, losses
 from unlearn_trainer.cli import load_model_and_processor, parse_args, run_method
 from unlearn_trainer.data import model_inputs
-from unlearn_trainer.testing import lora_config_for, tiny_model_and_processor, tiny_vqa_rows
+from unlearn_trainer.testing import lora_config_for, tiny_vqa_rows
 
 SIZES = dict(hidden_size=64, intermediate_size=128, vision_hidden_size=64)
 NF4 = dict(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True)
@@ -36,9 +36,7 @@ def require_bitsandbytes():
 def saved(tmp_path_factory):
     require_bitsandbytes()
     root = tmp_path_factory.mktemp("quantized")
-    model, processor = tiny_model_and_processor("llava", **SIZES)
-    model.save_pretrained(root / "model")
-    processor.save_pretrained(root / "model")
+    save_tiny_llava(root, **SIZES)
     return root
 
 
@@ -146,14 +144,7 @@ def test_8bit_lora_ga_unlearns(saved, tmp_path):
 
 def test_example_script_runs_qlora(saved, tmp_path):
     """``--load_in_4bit`` in the examples: NF4 + double quantization (QLoRA's recipe), LoRA, adapter saved."""
-    import datasets
-
-    features = datasets.Features({"id": datasets.Value("string"), "image": datasets.Image(),
-                                  "question": datasets.Value("string"), "answer": datasets.Value("string")})
-    datasets.DatasetDict({
-        "forget": datasets.Dataset.from_list(tiny_vqa_rows(2), features=features),
-        "retain": datasets.Dataset.from_list(tiny_vqa_rows(2, seed=2), features=features),
-    }).save_to_disk(str(tmp_path / "data"))
+    save_forget_retain(tmp_path, forget_rows=2, retain_rows=2)
     out = tmp_path / "out"
     argv = ["--model_name_or_path", str(saved / "model"), "--dataset", str(tmp_path / "data"), "--forget_split",
             "forget", "--retain_split", "retain", "--load_in_4bit", "--max_steps", "2", "--learning_rate", "1e-2",

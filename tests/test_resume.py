@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import train_args
+from conftest import save_forget_retain, save_tiny_llava, train_args
 from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback
 
@@ -118,17 +118,8 @@ def test_load_best_model_at_end_restores_the_best_checkpoint(tmp_path):
 
 @pytest.fixture
 def saved_model_and_data(tmp_path):
-    import datasets
-
-    model, processor = tiny_model_and_processor("llava")
-    model.save_pretrained(tmp_path / "model")
-    processor.save_pretrained(tmp_path / "model")
-    features = datasets.Features({"id": datasets.Value("string"), "image": datasets.Image(),
-                                  "question": datasets.Value("string"), "answer": datasets.Value("string")})
-    datasets.DatasetDict({
-        "forget": datasets.Dataset.from_list(tiny_vqa_rows(4), features=features),
-        "retain": datasets.Dataset.from_list(tiny_vqa_rows(3, seed=2), features=features),
-    }).save_to_disk(str(tmp_path / "data"))
+    save_tiny_llava(tmp_path)
+    save_forget_retain(tmp_path, forget_rows=4, retain_rows=3)
     return tmp_path
 
 
