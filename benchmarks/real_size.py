@@ -519,14 +519,7 @@ def parse_args(argv=None):
         if f not in FAMILIES:
             p.error(f"unknown family {f!r}; choose from {', '.join(FAMILIES)}")
     main_methods = [m.name for m in speed.METHODS if m.group in ("baseline", "main")]
-    if args.methods:
-        chosen = [m.strip() for m in args.methods.split(",") if m.strip()]
-        bad = [m for m in chosen if m not in main_methods]
-        if bad:
-            p.error(f"unknown method(s) {bad}; choose from {', '.join(main_methods)}")
-        args.methods = ["sft"] + [m for m in main_methods if m in chosen and m != "sft"]
-    else:
-        args.methods = main_methods
+    args.methods = speed.chosen_methods(p, args.methods, main_methods)
     if args.attn is None:
         args.attn = ["sdpa"] + (["flash_attention_2"] if args.device == "cuda"
                                 and importlib.util.find_spec("flash_attn") else [])

@@ -722,16 +722,20 @@ def parse_args(argv=None):
         args.steps = 3 if args.quick else 20
     if args.warmup is None:
         args.warmup = 1 if args.quick else 2
-    known = [m.name for m in METHODS]
-    if args.methods:
-        chosen = [m.strip() for m in args.methods.split(",") if m.strip()]
-        bad = [m for m in chosen if m not in known]
-        if bad:
-            p.error(f"unknown method(s) {bad}; choose from {', '.join(known)}")
-        args.methods = ["sft"] + [m for m in known if m in chosen and m != "sft"]
-    else:
-        args.methods = known
+    args.methods = chosen_methods(p, args.methods, [m.name for m in METHODS])
     return args
+
+
+def chosen_methods(parser, methods: str | None, known: list[str]) -> list[str]:
+    """The methods of a comma-separated ``--methods`` (all ``known`` ones if empty), in ``known``'s order, SFT first
+    (every ratio is to SFT); an unknown name is a parser error."""
+    if not methods:
+        return known
+    chosen = [m.strip() for m in methods.split(",") if m.strip()]
+    bad = [m for m in chosen if m not in known]
+    if bad:
+        parser.error(f"unknown method(s) {bad}; choose from {', '.join(known)}")
+    return ["sft"] + [m for m in known if m in chosen and m != "sft"]
 
 
 def main(argv=None) -> dict:
