@@ -289,6 +289,11 @@ def test_npo_with_a_saved_mask_gets_no_forget_gradient_outside_it(tmp_path):
     with pytest.raises(ValueError, match="other weights.*parameter names differ"):
         NPOTrainer(model=base, args=train_args(NPOConfig, tmp_path, saliency_mask=path), forget_dataset=forget,
                    processing_class=processor)
+    # reentrant checkpointing recomputes the forward without the gate: refused before training, for any method
+    reentrant = train_args(NPOConfig, tmp_path, saliency_mask=path, gradient_checkpointing=True,
+                           gradient_checkpointing_kwargs={"use_reentrant": True})
+    with pytest.raises(ValueError, match="non-reentrant activation checkpointing"):
+        NPOTrainer(model=model, args=reentrant, forget_dataset=forget, processing_class=processor)
 
 
 def test_configuration_errors(tmp_path):

@@ -434,8 +434,9 @@ class UnlearnTrainer(Trainer):
     def _load_saliency_mask(self, args: UnlearnConfig, model) -> None:
         if args.saliency_mask is not None:
             # Checked now, on the weights about to be unlearned (not at the first step, which may follow a resume)
-            from ..saliency import SaliencyMask
+            from ..saliency import SaliencyMask, check_checkpointing
 
+            check_checkpointing(args)
             self._saliency_mask = SaliencyMask.load(args.saliency_mask)
             self._saliency_mask.check_fingerprint(model, args.saliency_mask)
             self._saliency_mask_path = args.saliency_mask
