@@ -596,16 +596,17 @@ def _hf_api():
 
 
 def _upload_allowed(trainer, folder: str, commit_message: str | None, token: str | None, blocking: bool,
-                    revision: str | None):
-    """The package's only upload to the Hub: the files of ``folder`` that :func:`upload_allow_patterns` lists, with
-    Trainer's ignore patterns; final pushes and checkpoint pushes both come through here."""
+                    revision: str | None, allowed: list[str] | None = None):
+    """The package's only upload to the Hub: the files of ``folder`` that :func:`upload_allow_patterns` lists
+    (``allowed``, when the caller already has that list), with Trainer's ignore patterns; final pushes and checkpoint
+    pushes both come through here."""
     return _hf_api().upload_folder(
         repo_id=trainer.hub_model_id,
         folder_path=folder,
         commit_message=commit_message,
         token=token,
         run_as_future=not blocking,
-        allow_patterns=upload_allow_patterns(trainer, folder),
+        allow_patterns=allowed if allowed is not None else upload_allow_patterns(trainer, folder),
         ignore_patterns=list(_IGNORE_PATTERNS),
         revision=revision,
     )
@@ -670,7 +671,7 @@ def push_checkpoint_to_hub(trainer, checkpoint_folder: str) -> None:
     write_model_card(trainer, output_dir)
     step = f"step {trainer.state.global_step}" if args.save_strategy == "steps" else f"epoch {int(trainer.state.epoch)}"
     job = _upload_allowed(trainer, output_dir, f"Training in progress, {step}", args.hub_token, blocking=False,
-                          revision=args.hub_revision)
+                          revision=args.hub_revision, allowed=allowed)
     in_progress = getattr(trainer, "push_in_progress", None)
     if in_progress is None or in_progress.is_done():
         trainer.push_in_progress = PushInProgress([job])
