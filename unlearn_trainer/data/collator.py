@@ -36,6 +36,7 @@ any mismatch raises an error naming the row.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -514,15 +515,17 @@ class VLMUnlearningCollator:
             )
         return batch
 
+    @functools.cached_property
     def _control_tokens(self) -> list[str]:
-        """The tokenizer's special tokens and added tokens marked special, longest first."""
+        """The tokenizer's special tokens and added tokens marked special, longest first (read once: every row of
+        every batch is checked against them)."""
         tokens = set(getattr(self.tokenizer, "all_special_tokens", None) or [])
         added = getattr(self.tokenizer, "added_tokens_decoder", None) or {}
         tokens.update(str(t) for t in added.values() if getattr(t, "special", False))
         return sorted((t for t in tokens if t and t.strip()), key=len, reverse=True)
 
     def _check_control_tokens(self, row: dict, index) -> None:
-        tokens = self._control_tokens()
+        tokens = self._control_tokens
         image_token = _image_token(self.processor)
         texts = [("question", row.get("question")), ("answer", row.get("answer"))]
         # a plain prompt-completion prompt is written with the template's own tokens: only its answer is text
