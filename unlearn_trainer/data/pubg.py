@@ -164,7 +164,7 @@ def _model_fingerprint(model) -> dict:
 
 class PUBGGuidanceCache:
     """Guidance answers o* stored as JSON under ``directory``, keyed by a fingerprint of the model (identity,
-    config, generation config, a weight sample), the processor's chat template, the prompt, query and
+    config, generation config, every base weight), the processor's chat template, the prompt, query and
     generation settings, and the rows (ids and image hashes). A fingerprint is a guard, not a proof: delete
     the file to force regeneration."""
 

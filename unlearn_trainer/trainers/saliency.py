@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 from torch.utils.data import ConcatDataset
 
 from ..citation import Citation
-from ..saliency import FISHER_MODES, SaliencyMask, check_checkpointing, compute_saliency_mask, set_trainable
+from ..saliency import FISHER_MODES, check_checkpointing, compute_saliency_mask, set_trainable
 from .base import PerFamily, UnlearnConfig, paper_field
 from .ga import GATrainer
 
@@ -136,7 +136,7 @@ class SaliencyTrainer(GATrainer):
             self._check_reference_is_frozen()  # a KL retain term under PEFT needs the non-adapter weights frozen
         model = self.accelerator.unwrap_model(self.model)
         if a.saliency_mask is not None:  # loaded and checked against the model's fingerprint by the base trainer
-            self.saliency_mask = getattr(self, "_saliency_mask", None) or SaliencyMask.load(a.saliency_mask)
+            self.saliency_mask = self._saliency_mask
         else:
             preserve = _as_rows(preserve_dataset)
             if preserve is None:
