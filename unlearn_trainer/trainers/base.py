@@ -341,8 +341,7 @@ class UnlearnTrainer(Trainer):
             **kwargs,
         )
         self._check_launch()
-        self.add_callback(_UnlearnCallback(self, paired))
-        self._attach_to_callbacks()
+        self.add_callback(_UnlearnCallback(self, paired))  # (add_callback also attaches callbacks= to this trainer)
         self._check_reference_is_frozen()
         self._prepare_reference_for_backend()
         # Hub tags on the model itself, so that PEFT's card update in save_pretrained keeps them (unlearn_trainer.hub).
