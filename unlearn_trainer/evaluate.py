@@ -35,6 +35,9 @@ class EvaluateArguments(ScriptArguments):
     output_dir: str = field(default="evaluation", metadata={"help": "Where evaluation.* and robustness.* go."})
     batch_size: int = field(default=32, metadata={"help": "Rows per forward / generation batch."})
     disable_tqdm: bool = field(default=False, metadata={"help": "No progress bars."})
+    evaluate_retrained: bool = field(default=False, metadata={"help": "Evaluate the retrained model itself (the "
+                                                                       "reference: --retrained_model, or ToyWorld's "
+                                                                       "for the split) instead of --model."})
 
 
 def _parser():
@@ -55,16 +58,22 @@ def evaluate_saved(args: EvaluateArguments, model=None, processor=None) -> dict:
 
     probes = parse_probes(args.probes)
     steps = parse_steps(args.relearn_steps)
-    if model is None:
-        model, processor = load_saved_model(args.model, args.adapter, args)
     data = load_data(args)
     progress = not args.disable_tqdm
+    retrained = retrained_model(args, data, ("forget_quality",) if args.evaluate_retrained else probes, progress)
+    if args.evaluate_retrained:
+        if retrained is None:
+            raise FileNotFoundError("--evaluate_retrained true: no retrained model. Pass --retrained_model PATH, or "
+                                    "for ToyWorld --build_retrained true.")
+        model, processor = retrained
+    elif model is None:
+        model, processor = load_saved_model(args.model, args.adapter, args)
     callback = UnlearningEvalCallback(
         processor, data.eval_splits, output_dir=args.output_dir, is_well_formed=data.is_well_formed,
         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
         row_metrics=score_predictions if data.scoring else None, probes=probes,
-        probe_data=probe_data(args, data) if probes else None,
-        retrained=retrained_model(args, data, probes, progress=progress), probe_kwargs={"relearn_steps": steps})
+        probe_data=probe_data(args, data) if probes else None, retrained=retrained,
+        probe_kwargs={"relearn_steps": steps})
     metrics = callback.evaluate(model, "evaluated", 0, progress=progress)
     robustness = callback.probe(model, "evaluated", progress=progress)
     paths = callback.write(args.output_dir, name="evaluation")

@@ -452,7 +452,7 @@ def robustness_table(results: Mapping) -> str:
     probes = [p for p in PROBES if any(p in c for c in columns.values())]
     labels = list(columns)
     lines = ["| probe | metric | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(labels)]
-    notes = []
+    notes: dict[tuple[str, str, str], list[str]] = {}  # (probe, key, text) -> labels
     for probe in probes:
         keys = list(dict.fromkeys(k for c in columns.values() for k, v in c.get(probe, {}).items()
                                   if isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -466,9 +466,12 @@ def robustness_table(results: Mapping) -> str:
         for label, c in columns.items():
             for k, v in c.get(probe, {}).items():
                 if isinstance(v, str):
-                    text = v.replace("|", "/").replace("\n", " ")
-                    entry = f"- {probe}{'' if len(columns) == 1 else f' ({label})'}: {k.replace('_', ' ')}: {text}"
-                    if entry not in notes:
-                        notes.append(entry)
-    table = "\n".join(lines)
-    return table + ("\n\n" + "\n".join(notes) if notes else "")
+                    notes.setdefault((probe, k.replace("_", " "), v.replace("|", "/").replace("\n", " ")),
+                                     []).append(label)
+    lines = ["\n".join(lines)]
+    if notes:
+        lines.append("")
+        for (probe, key, text), found in notes.items():
+            where = "" if len(found) == len(columns) else f" ({', '.join(found)})"
+            lines.append(f"- {probe}{where}: {key}: {text}")
+    return "\n".join(lines)
