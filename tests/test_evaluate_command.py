@@ -40,6 +40,7 @@ def test_evaluate_a_saved_model_matches_the_callback(saved, tmp_path, kind):
     trained = tmp_path / "trained"
     callback = _train(saved, trained, *(["--use_peft", "false"] if kind == "full" else []))
     after = callback.history[-1]["metrics"]
+    assert after != callback.history[0]["metrics"]  # training changed the model: the base's numbers would differ
     model_args = ["--model", str(saved / "model"), "--adapter", str(trained)] if kind == "adapter" else \
         ["--model", str(trained)]
     result = _evaluate(saved, tmp_path / "eval", *model_args)

@@ -143,3 +143,14 @@ def test_callback_probes_before_and_after_writes_logs_and_card(tmp_path, caplog)
     trainer.save_model(str(tmp_path / "eval"))
     allowed = upload_allow_patterns(trainer, str(tmp_path / "eval"))
     assert not any(p.startswith(("robustness", "unlearning_eval")) for p in allowed)
+
+
+def test_headline_shows_mc_by_letter_and_by_loglik():
+    from unlearn_trainer.evaluation.evaluator import headline_table
+
+    before = {"mc_forget": {"n": 4.0, "mc_letter_acc": 1.0, "mc_loglik_acc": 1.0}}
+    after = {"mc_forget": {"n": 4.0, "mc_letter_acc": 0.75, "mc_loglik_acc": 0.0}}
+    assert headline_table({"before": before, "after": after}).splitlines()[2:] == [
+        "| mc_forget | 4 | mc_letter_acc | ↓ | 1.000 → 0.750 |",
+        "| mc_forget | 4 | mc_loglik_acc | ↓ | 1.000 → 0.000 |",
+    ]
