@@ -97,7 +97,8 @@ class ProbeData:
     - ``relearn_attack``: the rows the relearning attack fine-tunes on ((a) a few forget rows: one view per
       forgotten person or the text-only QA, plus (b) unrelated retain rows); ``relearn_eval``: ``{split: rows}`` it
       is scored on (the *held-out* forget rows, never in the attack).
-    - ``truth_ratio_rows``: forget rows with ``paraphrased_answer`` and ``perturbed_answers`` (forget quality).
+    - ``truth_ratio_rows``: forget rows with ``perturbed_answers`` (and ``paraphrased_answer``, else ``answer``)
+      for TOFU's truth ratio (forget quality).
     - ``quantization``: ``{"forget": rows, "retain": rows}`` scored after quantization.
     - ``notes``: why a probe has no rows (shown instead of the generic note).
     """
@@ -161,9 +162,9 @@ class ProbeData:
             heldout = {"forget_heldout": open_forget[1::2]}
         else:
             notes["relearning"] = "fewer than 2 open-answer forget rows: nothing to attack with and hold out"
-        truth = [r for r in forget if r.get("perturbed_answers") and r.get("paraphrased_answer")]
+        truth = [r for r in forget if r.get("perturbed_answers") and not r.get("options")]
         if not truth:
-            notes["forget_quality"] = "no forget rows with paraphrased_answer and perturbed_answers (truth ratio)"
+            notes["forget_quality"] = "no forget rows with perturbed_answers (truth ratio)"
         quant = {"forget": open_forget} if open_forget else {}
         if retain:
             quant["retain"] = [r for r in retain if not r.get("options")]
@@ -195,8 +196,8 @@ class ProbeData:
         kinds = {r.get("kind") for r in unseen}
         members = [r for r in forget + (rows("text_forget") or []) if r.get("kind") in kinds]
         notes = {} if unseen else {"mia": "this ToyWorld has no never-seen people (ToyWorld(num_unseen=...))"}
-        shifts = getattr(world, "IMAGE_SHIFTS", ())
-        shift = {f"{t}_{p}": rows(f"shift_{t}_{p}") for t in shifts for p in ("forget", "retain")}
+        shift = {k.removeprefix("shift_"): rows(k) for k in splits
+                 if k.startswith("shift_") and k.endswith(("_forget", "_retain"))}  # world.IMAGE_SHIFTS
         shift = {k: v for k, v in shift.items() if v}
         paraphrase = {p: rows(f"paraphrase_{p}") for p in ("forget", "retain")}
         paraphrase = {k: v for k, v in paraphrase.items() if v}
@@ -208,7 +209,7 @@ class ProbeData:
         attack = attack + _spread(retain_train, len(attack))
         heldout = {"forget_heldout": [r for r in forget if r.get("view") != 0]}
         text = (rows("text_forget") or []) + [r for r in forget if r.get("view") == 0]
-        truth = [r for r in text if r.get("perturbed_answers") and r.get("paraphrased_answer")]
+        truth = [r for r in text if r.get("perturbed_answers")]
         if not truth:
             notes["forget_quality"] = "this ToyWorld version has no perturbed answers (truth ratio)"
         data = cls(members=members or None, nonmembers=unseen or None, paraphrase=_balance(paraphrase),
@@ -313,7 +314,7 @@ def _needs_rows(probe: str, data: ProbeData) -> str | None:
             return "no relearning attack rows or no held-out forget rows"
     elif probe == "forget_quality":
         if not data.truth_ratio_rows:
-            return "no forget rows with paraphrased_answer and perturbed_answers"
+            return "no forget rows with perturbed_answers"
     elif not _rows_present(getattr(data, probe)):
         return f"no {probe} rows"
     return None
