@@ -1,7 +1,7 @@
-"""TOFU's truth ratio and forget quality (Maini et al. 2024, Sec. 2.5): how an unlearned model's answers to the forget
+"""TOFU's truth ratio and forget quality (Maini et al. 2024): how an unlearned model's answers to the forget
 questions compare with those of a model retrained without the forget set.
 
-Truth ratio of a row (TOFU Sec. 2.5.1): with ``P(a | q)^(1/|a|)`` the length-normalised probability of answer ``a``
+Truth ratio of a row (TOFU's "Truth Ratio"): with ``P(a | q)^(1/|a|)`` the length-normalised probability of answer ``a``
 (``|a|`` its answer tokens; scored with the row's images, answer tokens only, in float32),
 
     R_truth = mean over perturbed answers â of P(â | q)^(1/|â|)  /  P(ã | q)^(1/|ã|)
@@ -11,7 +11,7 @@ are wrong answers of the same form (row field ``perturbed_answers``). Below 1: t
 We follow the paper's arithmetic mean of the perturbed probabilities; TOFU's released code averages their
 log-probabilities instead (a geometric mean), which gives a slightly lower ratio when perturbed answers differ.
 
-Forget quality (TOFU Sec. 2.5.3): the p-value of the two-sample Kolmogorov-Smirnov test between the truth ratios of
+Forget quality (TOFU's "Forget Quality"): the p-value of the two-sample Kolmogorov-Smirnov test between the truth ratios of
 the forget rows under the unlearned model and under the retrained model; high (near 1) = indistinguishable.
 """
 

@@ -5,11 +5,11 @@ log-probabilities of the row's **answer tokens only** (the collator's labels mas
 padding), with the row's images always passed, in float32:
 
 - ``loss``: minus the mean answer-token NLL (the LOSS attack, Yeom et al. 2018).
-- ``zlib``: minus the mean answer-token NLL divided by the zlib entropy of the answer text, in bytes of
-  ``zlib.compress`` of its UTF-8 (Carlini et al. 2021, "ratio of log-perplexity and zlib entropy", sign flipped so
-  that higher = member).
-- ``min_k``: Min-K% Prob (Shi et al. 2024, Eq. 1): the mean log-probability of the k% least likely answer tokens.
-- ``min_k_plus_plus``: Min-K%++ (Zhang et al. 2024, Eq. 2-3): each token's log-probability standardised by the mean
+- ``zlib``: minus the mean answer-token NLL (the log-perplexity) divided by the zlib entropy of the answer text,
+  the length in bytes of ``zlib.compress`` of its UTF-8 (Carlini et al. 2021, "ratio of the log-perplexity and the
+  zlib entropy"; bytes rather than bits changes no ranking; sign flipped so that higher = member).
+- ``min_k``: Min-K% Prob (Shi et al. 2024): the mean log-probability of the k% least likely answer tokens.
+- ``min_k_plus_plus``: Min-K%++ (Zhang et al. 2024): each token's log-probability standardised by the mean
   and standard deviation of ``log p(z | prefix)`` for ``z`` drawn from the model's own next-token distribution (an
   expectation over the vocabulary weighted by ``p``, not a uniform one), then the mean of the k% lowest.
 
@@ -199,7 +199,7 @@ def mia_auc(model, processor, members: Sequence[dict], nonmembers: Sequence[dict
 
 
 def privleak(auc_unlearned: float, auc_retrained: float) -> float:
-    """MUSE's PrivLeak (Shi et al. 2024, Sec. 3, C3), in percent as MUSE reports it: 0 is ideal (the unlearned model
+    """MUSE's PrivLeak (Shi et al. 2024, criterion C3 "no privacy leakage"), in percent as MUSE reports it: 0 is ideal (the unlearned model
     leaks as much as the retrained one); negative = under-unlearning (forget rows still recognised), positive =
     over-unlearning.
 
