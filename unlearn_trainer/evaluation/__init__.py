@@ -4,6 +4,8 @@ from . import metrics
 from .benchmark_scoring import score_predictions
 from .callback import UnlearningEvalCallback, plot_tradeoff
 from .evaluator import evaluate_rows, evaluate_splits, format_table, generate_answers, option_loglikelihoods
+from .forget_quality import forget_quality, truth_ratios
+from .mia import MIA_ATTACKS, answer_token_statistics, auc, mia_auc, mia_scores, privleak
 
 __all__ = [
     "metrics",
@@ -15,4 +17,12 @@ __all__ = [
     "format_table",
     "generate_answers",
     "option_loglikelihoods",
+    "MIA_ATTACKS",
+    "answer_token_statistics",
+    "mia_scores",
+    "auc",
+    "mia_auc",
+    "privleak",
+    "truth_ratios",
+    "forget_quality",
 ]
