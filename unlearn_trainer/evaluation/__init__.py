@@ -5,6 +5,8 @@ from . import metrics
 from .benchmark_scoring import score_predictions
 from .callback import UnlearningEvalCallback, plot_tradeoff
 from .evaluator import evaluate_rows, evaluate_splits, format_table, generate_answers, option_loglikelihoods
+from .forget_quality import forget_quality, truth_ratios
+from .mia import MIA_ATTACKS, answer_token_statistics, auc, mia_auc, mia_scores, privleak
 from .robustness import CHEAP_PROBES, PROBES, ProbeData, robustness_table, run_probes
 
 __all__ = [
@@ -17,6 +19,14 @@ __all__ = [
     "format_table",
     "generate_answers",
     "option_loglikelihoods",
+    "MIA_ATTACKS",
+    "answer_token_statistics",
+    "mia_scores",
+    "auc",
+    "mia_auc",
+    "privleak",
+    "truth_ratios",
+    "forget_quality",
     "PROBES",
     "CHEAP_PROBES",
     "ProbeData",
