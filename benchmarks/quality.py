@@ -119,6 +119,16 @@ def _probe_args(probes: str, relearn_steps: str) -> list[str]:
     return args + (["--build_retrained", "true"] if probes != "none" else [])
 
 
+def _evaluation_options(extra: list[str]) -> list[str]:
+    """The options of ``--extra`` that also apply to evaluating the retrained model (row caps, generation length)."""
+    keep = ("--max_eval_rows", "--max_new_tokens")
+    out = []
+    for i, arg in enumerate(extra):
+        if arg.split("=")[0] in keep:
+            out += [arg] if "=" in arg else extra[i:i + 2]
+    return out
+
+
 def run_retrained(split: str, out_root: Path, extra: list[str], probes: str = "all",
                   relearn_steps: str = "0,5,10,20") -> dict:
     """The reference row: ToyWorld's retrained model for ``split`` evaluated and probed like an unlearned model
@@ -126,7 +136,7 @@ def run_retrained(split: str, out_root: Path, extra: list[str], probes: str = "a
     out = out_root / f"retrained-{split}"
     cmd = [sys.executable, "-m", "unlearn_trainer.evaluate", "--evaluate_retrained", "true", "--forget_split", split,
            "--output_dir", str(out), "--disable_tqdm", "true", *_probe_args(probes, relearn_steps),
-           *[a for a in extra if a.startswith("--max_")]]
+           *_evaluation_options(extra)]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
                           env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})

@@ -101,3 +101,8 @@ def test_aggregate_and_table_of_the_robustness_columns():
     head = md.splitlines()[0]
     assert "mc_forget mc_letter_acc" in head and "mia privleak" in head and "relearning stepN_forget" in head
     assert "| 0.30 ± 0.10 |" in md and f"| {quality.RETRAINED} | 10 |" in md
+
+
+def test_only_evaluation_options_reach_the_retrained_reference():
+    extra = ["--max_steps", "10", "--max_eval_rows", "16", "--max_new_tokens=8", "--beta", "0.1"]
+    assert quality._evaluation_options(extra) == ["--max_eval_rows", "16", "--max_new_tokens=8"]
