@@ -394,7 +394,8 @@ def _probe_relearning(ctx: _Context) -> dict:
 
     kw = dict(steps=ctx.relearn_steps, is_well_formed=ctx.is_well_formed, progress=ctx.progress,
               max_new_tokens=ctx.gen["max_new_tokens"], **ctx.relearn_kwargs)
-    curve = relearning_attack(ctx.model, ctx.processor, ctx.data.relearn_attack, ctx.data.relearn_eval, **kw)
+    splits = {k: v for k, v in ctx.data.relearn_eval.items() if v}
+    curve = relearning_attack(ctx.model, ctx.processor, ctx.data.relearn_attack, splits, **kw)
     out = {"n_attack_rows": float(len(ctx.data.relearn_attack))}
     for step, metrics in sorted(curve.items()):
         out.update(flat_metrics(metrics, prefix=f"step{step}_"))
@@ -404,7 +405,7 @@ def _probe_relearning(ctx: _Context) -> dict:
     key = ("relearning", ctx.relearn_steps)
     if key not in ctx.cache:
         model, processor = ctx.retrained
-        reference = relearning_attack(model, processor, ctx.data.relearn_attack, ctx.data.relearn_eval, **kw)
+        reference = relearning_attack(model, processor, ctx.data.relearn_attack, splits, **kw)
         ctx.cache[key] = {k: v for step, metrics in sorted(reference.items())
                           for k, v in flat_metrics(metrics, prefix=f"retrained_step{step}_").items()}
     out.update(ctx.cache[key])
