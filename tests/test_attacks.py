@@ -5,6 +5,7 @@ are multiples of 64 because bitsandbytes' CPU 4-bit kernel needs them (see tests
 quantization tests need bitsandbytes (``pip install 'unlearn-trainer[bnb]'``) and fail, not skip, without it.
 """
 
+import logging
 import sys
 import types
 
@@ -72,8 +73,9 @@ def test_merged_copy_computes_the_adapted_model_and_leaves_it_alone():
     assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
 
 
-def test_relearning_a_known_model_keeps_recall_and_step_0_is_the_model(small_world_model):
+def test_relearning_a_known_model_keeps_recall_and_step_0_is_the_model(small_world_model, caplog):
     s = small_world_model
+    caplog.set_level(logging.INFO)
     before = _params(s.model)
     attack_rows = s.splits["forget"]
     result = attacks.relearning_attack(s.model, s.processor, attack_rows, s.splits, steps=(0, 5, 10), batch_size=4,
@@ -88,6 +90,8 @@ def test_relearning_a_known_model_keeps_recall_and_step_0_is_the_model(small_wor
             assert metrics[split]["attribute_accuracy"] == 1.0, (step, split)
     after = _params(s.model)
     assert all(torch.equal(after[k], before[k]) for k in before)  # the attack trained a copy
+    text = " ".join(r.getMessage() for r in caplog.records)  # log lines: counts, never a row's text
+    assert "after 10 steps" in text and not any(c in text for r in s.splits["forget"] for c in r["concepts"])
 
 
 @pytest.mark.parametrize("method", ["full", "lora"])
@@ -116,8 +120,10 @@ def _bnb_layers(model) -> dict[str, int]:
     return kinds
 
 
-def test_quantization_keeps_what_a_known_model_knows_with_bnb_layers(small_world_model, tmp_path, monkeypatch):
+def test_quantization_keeps_what_a_known_model_knows_with_bnb_layers(small_world_model, tmp_path, monkeypatch,
+                                                                    caplog):
     s = small_world_model
+    caplog.set_level(logging.INFO)
     seen = []
     real = attacks.evaluate_splits
 
@@ -139,6 +145,10 @@ def test_quantization_keeps_what_a_known_model_knows_with_bnb_layers(small_world
     assert layers8 == {"Linear8bitLt": linear} and dtypes8 == {torch.int8}
     assert layers4 == {"Linear4bit": linear}
     assert list(tmp_path.iterdir()) == []  # the temporary checkpoint is gone
+    # no per-matmul bitsandbytes notes; our log lines hold counts, never a row's text
+    assert not [r for r in caplog.records if r.name.startswith("bitsandbytes")]
+    text = " ".join(r.getMessage() for r in caplog.records)
+    assert "8-bit" in text and not any(c in text for r in s.splits["forget"] for c in r["concepts"])
 
 
 def test_quantization_without_bitsandbytes_names_the_extra(small_world_model, monkeypatch):

@@ -14,6 +14,7 @@ rows or generated answers.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import shutil
@@ -23,6 +24,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from .._progress import progress_bar
+from .._quiet import _DropMessage
 from ..data.collator import VLMUnlearningCollator, model_inputs, to_device
 from .evaluator import evaluate_splits
 
@@ -194,6 +196,19 @@ def _bitsandbytes():
         raise ImportError(_BNB_MISSING) from err
 
 
+@contextlib.contextmanager
+def _no_int8_cast_notes():
+    """bitsandbytes logs "MatMul8bitLt: inputs will be cast from ... to float16" on every 8-bit matmul of a
+    non-fp16 model (hundreds of lines per evaluation); the cast is LLM.int8()'s design, not the user's to fix."""
+    bnb_logger = logging.getLogger("bitsandbytes.autograd._functions")
+    note = _DropMessage("MatMul8bitLt: inputs will be cast from")
+    bnb_logger.addFilter(note)
+    try:
+        yield
+    finally:
+        bnb_logger.removeFilter(note)
+
+
 def _is_bnb_layer(module) -> bool:
     return type(module).__module__.startswith("bitsandbytes")
 
@@ -240,8 +255,9 @@ def quantization_attack(
                 raise RuntimeError(f"Loading the model with {b}-bit quantization left no bitsandbytes layer; this "
                                    f"model's linear layers are not quantizable by bitsandbytes.")
             quantized.eval()
-            results[f"{b}bit"] = _eval(quantized, processor, eval_splits, is_well_formed, progress, f"{b}-bit:",
-                                       eval_kwargs)
+            with _no_int8_cast_notes():
+                results[f"{b}bit"] = _eval(quantized, processor, eval_splits, is_well_formed, progress, f"{b}-bit:",
+                                           eval_kwargs)
             logger.info("Quantization attack: evaluated the %d-bit model.", b)
             del quantized
     finally:
