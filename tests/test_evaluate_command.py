@@ -48,7 +48,7 @@ def test_evaluate_a_saved_model_matches_the_callback(saved, tmp_path, kind):
         for metric, value in metrics.items():
             assert result["evaluation"][split][metric] == pytest.approx(value, abs=1e-4), (split, metric)
     ours, theirs = result["robustness"]["relearning"], callback.robustness["after"]["relearning"]
-    assert ours.keys() == theirs.keys() and "step1_forget_heldout_name_recall" in ours
+    assert ours.keys() == theirs.keys() and "step1_forget_heldout_rougeL_f" in ours
     assert all(ours[k] == pytest.approx(theirs[k], abs=1e-4) for k in ours if isinstance(ours[k], float))
     out = tmp_path / "eval"
     for name in ("evaluation.json", "evaluation.md", "evaluation.png", "robustness.json", "robustness.md"):
@@ -56,7 +56,7 @@ def test_evaluate_a_saved_model_matches_the_callback(saved, tmp_path, kind):
     saved_json = json.loads((out / "evaluation.json").read_text())
     assert saved_json["history"][0]["label"] == "evaluated"
     assert "| forget |" in (out / "evaluation.md").read_text()
-    assert "| relearning | step0_forget_heldout_name_recall |" in (out / "robustness.md").read_text()
+    assert "| relearning | step0_forget_heldout_rougeL_f |" in (out / "robustness.md").read_text()
 
 
 def test_clear_errors_for_missing_folders_and_an_adapter_of_another_base(saved, tmp_path):

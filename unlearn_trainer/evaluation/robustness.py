@@ -222,9 +222,16 @@ class ProbeData:
 # -- running -----------------------------------------------------------------------------------------------------
 def flat_metrics(split_metrics: Mapping[str, Mapping[str, float]], prefix: str = "",
                  keep: Sequence[str] = REPORTED) -> dict[str, float]:
-    """``{split: {metric: v}}`` -> ``{"<prefix><split>_<metric>": v}`` for the metrics in ``keep``."""
-    return {f"{prefix}{split}_{k}": float(v) for split, m in split_metrics.items() for k, v in m.items()
-            if k in keep and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    """``{split: {metric: v}}`` -> ``{"<prefix><split>_<metric>": v}`` for the metrics in ``keep`` (a split with
+    none of them: its headline metric, e.g. ROUGE-L for rows without names)."""
+    from .evaluator import headline_metric
+
+    out = {}
+    for split, m in split_metrics.items():
+        names = [k for k in m if k in keep] or [headline_metric(m)]
+        out.update({f"{prefix}{split}_{k}": float(m[k]) for k in names
+                    if isinstance(m.get(k), (int, float)) and not isinstance(m.get(k), bool)})
+    return out
 
 
 def _rows_present(value) -> bool:
