@@ -423,6 +423,10 @@ def _probe_quantization(ctx: _Context) -> dict:
     from .attacks import quantization_attack
 
     splits = {k: v for k, v in ctx.data.quantization.items() if v}
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        return {"skipped": "bitsandbytes is not installed: pip install 'unlearn-trainer[bnb]'"}
     result = quantization_attack(ctx.model, ctx.processor, splits, is_well_formed=ctx.is_well_formed,
                                  progress=ctx.progress, **ctx.gen)
     out = {}
