@@ -404,7 +404,8 @@ def _robustness_text(trainer) -> str:
                 "`python -m unlearn_trainer.evaluate --probes all` on this model.")
     return (f"Proof-of-forgetting probes by `unlearn_trainer.evaluation.run_probes` "
             f"({', '.join(callback.robustness)}): membership-inference AUC (forget vs never-seen rows; 0.5 = "
-            f"indistinguishable), PrivLeak and forget quality against a model retrained without the forget set, "
+            f"indistinguishable), PrivLeak (MUSE, %; 0 is ideal, negative = still recognised) and forget quality (TOFU's "
+            f"KS p-value; high = like the retrained model) against a model retrained without the forget set, "
             f"recall under paraphrase, image shifts, relearning and quantization, multiple choice by letter and by "
             f"log-likelihood.\n\n{callback.robustness_table()}")
 

@@ -4,8 +4,8 @@
 names, and returns flat, JSON-able numbers per probe:
 
 - ``mia``: membership-inference AUC per attack, forget rows (members) vs rows the model never saw (non-members);
-  with a retrained model also its AUC and MUSE's PrivLeak per attack (``privleak``: the Min-K% attack, MUSE's
-  headline).
+  with a retrained model also its AUC and MUSE's PrivLeak per attack, in percent (``privleak``: the Min-K% attack,
+  MUSE's headline; 0 is ideal, negative = the forget rows are still recognised, positive = over-unlearned).
 - ``paraphrase`` / ``shift``: name recall (and attribute accuracy) on reworded questions / changed images, forget
   and retain.
 - ``mc``: multiple-choice accuracy by letter (the first-letter rule, as MLLMU-Bench scores) and by option
@@ -352,7 +352,14 @@ def _probe_mia(ctx: _Context) -> dict:
                             mia_auc(model, processor, ctx.data.members, ctx.data.nonmembers, **kw).items()}
     reference = ctx.cache["mia"]
     out.update({f"retrained_auc_{a}": v for a, v in reference.items()})
-    leaks = {a: float(privleak(aucs[a], reference[a])) for a in aucs if a in reference}
+    leaks = {}
+    for a in aucs:
+        if a not in reference:
+            continue
+        if reference[a] >= 1.0:  # PrivLeak normalises by 1 - the retrained AUC
+            out[f"privleak_{a}_note"] = "undefined: the retrained model's AUC is 1.0 (check it lacks the forget rows)"
+            continue
+        leaks[a] = float(privleak(aucs[a], reference[a]))
     out.update({f"privleak_{a}": v for a, v in leaks.items()})
     headline = _headline_attack(list(leaks))
     if headline is not None:
