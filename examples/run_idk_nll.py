@@ -15,9 +15,9 @@ file.yaml reads them from a YAML file (the command line wins).
 from unlearn_trainer import IdkNLLConfig, IdkNLLTrainer, cli
 from unlearn_trainer.toyworld import REFUSALS
 
-# ToyWorld defaults (used only when no --model_name_or_path is given): the world's own refusals (its word-level
-# tokenizer cannot write the default pool), refusal NLL + retain NLL, LoRA r=8. How they were chosen:
-# benchmarks/README.md, "Method notes".
+# ToyWorld defaults (used only when no --model_name_or_path is given): the world's own refusals (in its words, and
+# well formed for its grammar check; the default pool's "don't" would be spelled in pieces the model never saw),
+# refusal NLL + retain NLL, LoRA r=8. How they were chosen: benchmarks/README.md, "Method notes".
 DEMO_DEFAULTS = dict(learning_rate=1e-3, max_steps=60, per_device_train_batch_size=8, refusals=list(REFUSALS),
                      lr_scheduler_type="constant", seed=0)
 

@@ -254,3 +254,22 @@ def test_bad_beta_and_a_batch_without_refusals_are_refused(tmp_path):
     batch = VLMUnlearningCollator(processor)(tiny_vqa_rows(2))
     with pytest.raises(ValueError, match="need 'refusal'.*RefusalCollator"):
         trainer.unlearning_loss(model, {"forget": batch})
+
+
+# -- the examples' options -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name,config_cls", [("idk_nll", IdkNLLConfig), ("idk_dpo", IdkDPOConfig)])
+def test_examples_read_refusals_and_the_demo_uses_the_worlds(name, config_cls, tmp_path):
+    import runpy
+    from pathlib import Path
+
+    from unlearn_trainer.cli import parse_args
+    from unlearn_trainer.toyworld import REFUSALS
+
+    demo = runpy.run_path(str(Path(__file__).resolve().parent.parent / "examples" / f"run_{name}.py"))["DEMO_DEFAULTS"]
+    _, config, _ = parse_args(config_cls, demo, argv=["--output_dir", str(tmp_path)])
+    assert config.refusals == list(REFUSALS)  # the world's own refusals, well formed for its grammar check
+    _, config, _ = parse_args(config_cls, demo, argv=["--output_dir", str(tmp_path), "--refusals", "i do not know .",
+                                                      "no", "--refusal_seed", "3"])
+    assert config.refusals == ["i do not know .", "no"] and config.refusal_seed == 3
+    _, config, _ = parse_args(config_cls, demo, argv=["--output_dir", str(tmp_path), "--model_name_or_path", "m"])
+    assert config.refusals is None  # a real model: the default pool, cut to what its tokenizer writes
