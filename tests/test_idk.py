@@ -17,6 +17,7 @@ from unlearn_trainer.data.refusals import (
     refusal_index,
     representable_refusals,
 )
+from unlearn_trainer.hub import render_model_card
 from unlearn_trainer.testing import tiny_model_and_processor, tiny_vqa_rows
 
 POOL = ["i do not know .", "i do not know who this is .", "no"]
@@ -190,6 +191,9 @@ def test_idk_dpo_reference_is_the_disabled_adapter_and_cached_once(tmp_path):
     assert len(calls) == 2  # chosen and rejected, once each over 4 steps
     for name in ("idk_dpo_ref_chosen", "idk_dpo_ref_rejected"):
         assert set(trainer._ref_cache[name]) == {0, 1}
+    card = render_model_card(trainer)  # the method's paper and tag; the refusals, never a forget answer
+    assert str(IdkDPOTrainer.citation) in card and "- idk_dpo\n" in card.split("---")[1]
+    assert POOL[1] in card and not any(r["answer"].rstrip(" .") in card for r in tiny_vqa_rows(2))
     # the cached reference log-probs are the base model's (adapter disabled)
     rows = tiny_vqa_rows(2)
     base, _ = tiny_model_and_processor("llava")
