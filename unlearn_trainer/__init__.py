@@ -38,6 +38,10 @@ _LAZY_IMPORTS = {
     "UnlearnTrainer": "trainers",
     "ViKeRConfig": "trainers",
     "ViKeRTrainer": "trainers",
+    "IdkNLLConfig": "trainers",
+    "IdkNLLTrainer": "trainers",
+    "IdkDPOConfig": "trainers",
+    "IdkDPOTrainer": "trainers",
     "language_model_lora_targets": "vision.adapters",
 }
 
@@ -54,6 +58,10 @@ if TYPE_CHECKING:  # the same names for type checkers and IDEs (and the import g
         FTTPTrainer,
         GAConfig,
         GATrainer,
+        IdkDPOConfig,
+        IdkDPOTrainer,
+        IdkNLLConfig,
+        IdkNLLTrainer,
         NonFiniteLossError,
         NPOConfig,
         NPOTrainer,
@@ -94,6 +102,10 @@ __all__ = [
     "UnlearnTrainer",
     "ViKeRConfig",
     "ViKeRTrainer",
+    "IdkNLLConfig",
+    "IdkNLLTrainer",
+    "IdkDPOConfig",
+    "IdkDPOTrainer",
     "language_model_lora_targets",
 ]
 

@@ -331,3 +331,21 @@ def teacher_kl_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
     q, _, mask = shift(student_logits, labels)
     p, _, _ = shift(teacher_logits.detach(), labels)
     return masked_mean_per_sample(token_kl(p, q, mask), mask).mean()
+
+
+# -- IdkDPO (DPO with the refusal as chosen and the forget answer as rejected) -------------------------------------
+__all__ += ["dpo_loss"]
+
+
+def dpo_loss(policy_chosen_logp: torch.Tensor, policy_rejected_logp: torch.Tensor, ref_chosen_logp: torch.Tensor,
+             ref_rejected_logp: torch.Tensor, beta: float = 0.1) -> torch.Tensor:
+    """DPO (Rafailov et al. 2023, Eq. 7), sigmoid form, on per-sequence log-probabilities (sums over answer tokens):
+    ``-mean log sigmoid(beta * ((log pi(y_c) - log ref(y_c)) - (log pi(y_r) - log ref(y_r))))``; the reference
+    terms are constants. TRL's ``DPOTrainer`` computes the same value (``loss_type="sigmoid"``) inside its step; it
+    exposes no function on log-prob tensors. Its gradient is ``-beta * sigmoid(-beta * margin)`` times
+    ``(grad log pi(y_c) - grad log pi(y_r))``: it raises the chosen answer and lowers the rejected one, by the same
+    weight, which fades as the margin grows (DPO Sec. 4)."""
+    if beta <= 0:
+        raise ValueError(f"DPO beta must be > 0, got {beta}.")
+    margin = (policy_chosen_logp - ref_chosen_logp.detach()) - (policy_rejected_logp - ref_rejected_logp.detach())
+    return -F.logsigmoid(beta * margin).mean()

@@ -1,6 +1,8 @@
 from .base import NonFiniteLossError, UnlearnConfig, UnlearnTrainer
 from .fttp import FTTPConfig, FTTPTrainer
 from .ga import GAConfig, GATrainer
+from .idk_dpo import IdkDPOConfig, IdkDPOTrainer
+from .idk_nll import IdkNLLConfig, IdkNLLTrainer
 from .npo import NPOConfig, NPOTrainer
 from .pubg import PUBGConfig, PUBGTrainer
 from .saliency import SaliencyConfig, SaliencyTrainer
@@ -25,4 +27,8 @@ __all__ = [
     "SGPVTTrainer",
     "ViKeRConfig",
     "ViKeRTrainer",
+    "IdkNLLConfig",
+    "IdkNLLTrainer",
+    "IdkDPOConfig",
+    "IdkDPOTrainer",
 ]
