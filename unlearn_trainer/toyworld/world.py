@@ -28,6 +28,20 @@ Question kinds (image questions are asked on every view, text-only questions onc
 
 ``describe`` answers only use visible features, never names or attributes: they must survive unlearning.
 
+Robustness probes (issue 14):
+
+* ``num_unseen`` never-seen identities (indices ``num_identities`` and up, :attr:`ToyWorld.unseen_identities`) have
+  names, looks, attributes and pictures, in families of their own, but appear in no training row, forget / retain
+  split or multiple-choice option: membership-inference non-members (splits ``unseen``, ``text_unseen``). They are
+  drawn after the trained identities, so those do not depend on ``num_unseen``.
+* :data:`PARAPHRASE_QUESTIONS`: 3 reworded questions per kind of :data:`PARAPHRASE_KINDS`, never used in training
+  but in :meth:`ToyWorld.corpus` (their words are whole-word tokens). Splits ``paraphrase_forget`` /
+  ``paraphrase_retain``, row field ``paraphrase`` (template index; -1 elsewhere).
+* :data:`IMAGE_SHIFTS` (:meth:`ToyWorld.shift_image`): crop, flip, colour jitter, new view; splits
+  ``shift_<t>_forget`` / ``shift_<t>_retain`` (``name`` kind), row field ``shift`` (``""`` elsewhere).
+* TOFU's truth-ratio fields on the :data:`PARAPHRASE_KINDS` rows: ``perturbed_answers`` (wrong but well-formed
+  answers) and ``paraphrased_answer`` (the correct answer reworded, never trained); empty on other kinds.
+
 Grammar check (:meth:`ToyWorld.is_well_formed`) -- the project's deterministic stand-in for the gibberish /
 fluency classifier used by the papers. A text is well formed iff, after lower-casing, putting spaces around
 punctuation and collapsing whitespace, it is exactly
