@@ -154,3 +154,25 @@ def test_headline_shows_mc_by_letter_and_by_loglik():
         "| mc_forget | 4 | mc_letter_acc | ↓ | 1.000 → 0.750 |",
         "| mc_forget | 4 | mc_loglik_acc | ↓ | 1.000 → 0.000 |",
     ]
+
+
+def test_toyworld_probes_full_model_is_recognised_more_than_the_retrained_one(small_toyworld):
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    world, ratio = small_toyworld.world, small_toyworld.ratio
+    full = LlavaForConditionalGeneration.from_pretrained(small_toyworld.full_dir)
+    processor = AutoProcessor.from_pretrained(small_toyworld.full_dir)
+    retrained = LlavaForConditionalGeneration.from_pretrained(small_toyworld.retrained_dir)
+    data = ProbeData.for_toyworld(world, ratio)
+    forgotten = {world.identities[i].name for i in world.forget_identities(ratio)}
+    assert {r["name"] for r in data.members} == forgotten
+    assert data.nonmembers and not forgotten & {r["name"] for r in data.nonmembers}
+    assert data.paraphrase and data.shift and data.truth_ratio_rows
+    attack_ids = {r["id"] for r in data.relearn_attack}
+    assert attack_ids.isdisjoint(r["id"] for r in data.relearn_eval["forget_heldout"])
+    results = run_probes(full, processor, data, ("mia", "forget_quality"), retrained=(retrained, processor),
+                         max_new_tokens=16, progress=False)
+    mia = results["mia"]
+    assert mia["auc_min_k"] > mia["retrained_auc_min_k"] and mia["auc_loss"] > mia["retrained_auc_loss"]
+    assert mia["privleak"] < 0  # MUSE: negative = forget rows still recognised (the full model never forgot)
+    assert 0.0 <= results["forget_quality"]["forget_quality"] <= 1.0
