@@ -3,7 +3,9 @@ from .fttp import FTTPConfig, FTTPTrainer
 from .ga import GAConfig, GATrainer
 from .npo import NPOConfig, NPOTrainer
 from .pubg import PUBGConfig, PUBGTrainer
+from .rmu import RMUConfig, RMUTrainer
 from .saliency import SaliencyConfig, SaliencyTrainer
+from .scrub import SCRUBConfig, SCRUBTrainer
 from .sgpvt import SGPVTConfig, SGPVTTrainer
 from .viker import ViKeRConfig, ViKeRTrainer
 
@@ -25,4 +27,8 @@ __all__ = [
     "SGPVTTrainer",
     "ViKeRConfig",
     "ViKeRTrainer",
+    "RMUConfig",
+    "RMUTrainer",
+    "SCRUBConfig",
+    "SCRUBTrainer",
 ]
