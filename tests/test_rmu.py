@@ -191,3 +191,12 @@ def test_example_on_a_saved_model_puts_lora_on_the_updated_layers(tmp_path):
     assert lora and all(".layers.0.mlp." in n or ".layers.1.mlp." in n for n in lora), lora
     assert json.loads((out / "results.json").read_text())["method"] == "rmu"
     assert (out / "adapter_model.safetensors").exists()
+
+
+def test_card_names_the_retain_use_and_the_resolved_layer(tmp_path):
+    from unlearn_trainer.hub import render_model_card
+
+    model, processor = tiny_model_and_processor("llava")
+    card = render_model_card(_trainer(model, processor, tmp_path))
+    assert "- Retain set: **2 rows**, in the method's own objective" in card and "retain term `none`" not in card
+    assert "| `layer_fraction` | 0.21875 |" in card and "| `layer` | 0 |" in card  # the resolved layer
