@@ -200,3 +200,19 @@ def test_card_names_the_retain_use_and_the_resolved_layer(tmp_path):
     card = render_model_card(_trainer(model, processor, tmp_path))
     assert "- Retain set: **2 rows**, in the method's own objective" in card and "retain term `none`" not in card
     assert "| `layer_fraction` | 0.21875 |" in card and "| `layer` | 0 |" in card  # the resolved layer
+
+
+def test_gradient_checkpointing_gives_the_same_update(tmp_path):
+    """The capture hook (and its early stop) is gone before checkpointing recomputes layers in the backward."""
+    results = []
+    for checkpointing in (False, True):
+        model, processor = tiny_model_and_processor("llava", num_layers=3)
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        trainer = _trainer(model, processor, tmp_path / str(checkpointing), layer=1, steering_coeff=20.0,
+                           gradient_checkpointing=checkpointing, optim="sgd", learning_rate=0.5,
+                           lr_scheduler_type="constant", max_grad_norm=0.0)
+        trainer.train()
+        results.append({n: p.detach().clone() for n, p in model.named_parameters()})
+    assert any(not torch.equal(results[1][n], before[n]) for n in before)
+    for n in before:
+        torch.testing.assert_close(results[0][n], results[1][n], msg=n)
