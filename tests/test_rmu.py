@@ -216,3 +216,20 @@ def test_gradient_checkpointing_gives_the_same_update(tmp_path):
     assert any(not torch.equal(results[1][n], before[n]) for n in before)
     for n in before:
         torch.testing.assert_close(results[0][n], results[1][n], msg=n)
+
+
+def test_every_family_has_its_decoder_layers_and_lora_targets():
+    import re
+
+    from unlearn_trainer.testing import TINY_FAMILIES
+
+    args = RMUConfig(output_dir="unused", report_to="none", layer=1, num_updated_layers=1)
+    for family in sorted(TINY_FAMILIES):
+        model, _ = tiny_model_and_processor(family, num_layers=3)
+        layers = get_adapter(model).decoder_layers(model)
+        assert len(layers) == 3, family
+        pattern = rmu_lora_targets(model, args)
+        matched = [n for n, _ in model.named_modules() if re.fullmatch(pattern, n)]
+        mlp = {n for n, m in layers[1].mlp.named_modules() if isinstance(m, torch.nn.Linear)}
+        lm = get_adapter(model).language_model_path
+        assert {n.removeprefix(f"{lm}.layers.1.mlp.") for n in matched} == mlp, (family, matched)
