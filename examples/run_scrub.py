@@ -15,10 +15,10 @@ from a YAML file (the command line wins).
 
 from unlearn_trainer import SCRUBConfig, SCRUBTrainer, cli
 
-# ToyWorld defaults (used only when no --model_name_or_path is given): LoRA r=8, strict alternation with max-steps in
-# every cycle; the sweep that chose them: benchmarks/README.md (SCRUB).
+# ToyWorld defaults (used only when no --model_name_or_path is given): LoRA r=8, cycles of 1 max-step + 3 min-steps
+# in every cycle (15 max-steps in 60); the sweep that chose them: benchmarks/README.md, "Method notes", SCRUB.
 DEMO_DEFAULTS = dict(learning_rate=1e-3, max_steps=60, per_device_train_batch_size=8, lr_scheduler_type="constant",
-                     max_cycles=None, seed=0)
+                     min_steps_per_cycle=3, max_cycles=None, seed=0)
 
 
 def main(argv=None):
