@@ -8,6 +8,7 @@ from conftest import train_args
 from unlearn_trainer import GAConfig, GATrainer, IdkDPOConfig, IdkDPOTrainer, NonFiniteLossError, NPOConfig, NPOTrainer
 from unlearn_trainer.testing import tiny_images, tiny_model_and_processor, tiny_vqa_rows
 from unlearn_trainer.trainers.pubg import PUBGConfig, PUBGTrainer
+from unlearn_trainer.trainers.rmu import RMUConfig, RMUTrainer
 from unlearn_trainer.trainers.sgpvt import SGPVTConfig, SGPVTTrainer
 
 
@@ -33,6 +34,9 @@ CASES = {
     # the DPO pass holds both of its forwards (chosen, rejected: the loss couples them), then the retain pass
     "idk_dpo_gd": (IdkDPOTrainer, IdkDPOConfig, {"refusals": ["i do not know ."]},
                    lambda: dict(forget_dataset=tiny_vqa_rows(2), retain_dataset=tiny_vqa_rows(2, seed=5)), 2),
+
+    "rmu": (RMUTrainer, RMUConfig, {"steering_coeff": 20.0},
+            lambda: dict(forget_dataset=tiny_vqa_rows(2), retain_dataset=tiny_vqa_rows(2, seed=5)), 2),
 }
 
 

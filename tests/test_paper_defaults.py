@@ -15,8 +15,10 @@ from unlearn_trainer import (
     NPOConfig,
     PUBGConfig,
     PUBGTrainer,
+    RMUConfig,
     SaliencyConfig,
     SaliencyTrainer,
+    SCRUBConfig,
     SGPVTConfig,
     ViKeRConfig,
     ViKeRTrainer,
@@ -25,7 +27,7 @@ from unlearn_trainer.hub import render_model_card
 from unlearn_trainer.testing import lora_config_for, tiny_images, tiny_model_and_processor, tiny_vqa_rows
 
 CONFIGS = [GAConfig, NPOConfig, FTTPConfig, ViKeRConfig, SGPVTConfig, SaliencyConfig, PUBGConfig, IdkNLLConfig,
-           IdkDPOConfig]
+           IdkDPOConfig, RMUConfig, SCRUBConfig]
 SALIENCY_LOGGER = "unlearn_trainer.trainers.saliency"
 
 

@@ -290,7 +290,8 @@ def forgotten_summary(trainer) -> dict[str, Any]:
         "identities": len(_unique(str(v) for v in (_column(rows, "identity_id") or []))),
         "concepts": None if groups is None else len(groups),
         "retain_rows": 0 if retain is None else len(retain),
-        "retain_loss": trainer.args.retain_loss,
+        # RMU / SCRUB: the retain rows enter the method's own objective, not the base's retain term
+        "retain_loss": "own" if getattr(trainer, "retain_in_objective", False) else trainer.args.retain_loss,
         "retain_weight": trainer.args.retain_weight,
     }
 
@@ -370,7 +371,10 @@ def _forgotten_text(summary: dict, dataset_line: str | None) -> str:
         lines.append(f"- Identities: **{summary['identities']}** (ids withheld)")
     if summary["concepts"] is not None:
         lines.append(f"- Concepts: **{summary['concepts']}** (names withheld)")
-    if summary["retain_rows"]:
+    if summary["retain_rows"] and summary["retain_loss"] == "own":
+        lines.append(f"- Retain set: **{summary['retain_rows']} rows**, in the method's own objective (see the "
+                     f"method's settings)")
+    elif summary["retain_rows"]:
         lines.append(f"- Retain set: **{summary['retain_rows']} rows**, retain term `{summary['retain_loss']}` "
                      f"with weight {summary['retain_weight']:g}")
     else:

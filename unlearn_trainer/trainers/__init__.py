@@ -5,7 +5,9 @@ from .idk_dpo import IdkDPOConfig, IdkDPOTrainer
 from .idk_nll import IdkNLLConfig, IdkNLLTrainer
 from .npo import NPOConfig, NPOTrainer
 from .pubg import PUBGConfig, PUBGTrainer
+from .rmu import RMUConfig, RMUTrainer
 from .saliency import SaliencyConfig, SaliencyTrainer
+from .scrub import SCRUBConfig, SCRUBTrainer
 from .sgpvt import SGPVTConfig, SGPVTTrainer
 from .viker import ViKeRConfig, ViKeRTrainer
 
@@ -31,4 +33,8 @@ __all__ = [
     "IdkNLLTrainer",
     "IdkDPOConfig",
     "IdkDPOTrainer",
+    "RMUConfig",
+    "RMUTrainer",
+    "SCRUBConfig",
+    "SCRUBTrainer",
 ]
