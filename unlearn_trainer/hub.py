@@ -398,6 +398,22 @@ def _evaluation_text(trainer) -> str:
             f"reproduces what it was asked to forget) with unchanged scores on the retain splits.")
 
 
+def _robustness_text(trainer) -> str:
+    """The probes' table (probe and metric names and numbers; their notes are fixed texts, never row content)."""
+    callback = _eval_callback(trainer)
+    if callback is None or not callback.robustness:
+        return ("Not probed: no robustness probes ran (`--probes`, or `probes=` of `UnlearningEvalCallback`). "
+                "Recall on the forget questions alone does not show whether the forgotten comes back under "
+                "relearning, quantization, paraphrase or membership inference; run "
+                "`python -m unlearn_trainer.evaluate --probes all` on this model.")
+    return (f"Proof-of-forgetting probes by `unlearn_trainer.evaluation.run_probes` "
+            f"({', '.join(callback.robustness)}): membership-inference AUC (forget vs never-seen rows; 0.5 = "
+            f"indistinguishable), PrivLeak (MUSE, %; 0 is ideal, negative = still recognised) and forget quality (TOFU's "
+            f"KS p-value; high = like the retrained model) against a model retrained without the forget set, "
+            f"recall under paraphrase, image shifts, relearning and quantization, multiple choice by letter and by "
+            f"log-likelihood.\n\n{callback.robustness_table()}")
+
+
 def _usage(adapter: bool, base_hub_id: str | None, demo: bool, repo: str) -> str:
     if not adapter:
         return (f'from transformers import AutoModelForImageTextToText, AutoProcessor\n\n'
@@ -525,6 +541,7 @@ def render_model_card(
                   else "no paper is declared for this method (its trainer class has no `citation`)."),
         forgotten=_forgotten_text(summary, dataset_line),
         evaluation=_evaluation_text(trainer),
+        robustness=_robustness_text(trainer),
         hyperparameters="\n\n".join(sections),
         deviations=_deviations_text(trainer),
         usage=_usage(adapter, base_hub_id, demo, repo or f"path/to/{title}"),
