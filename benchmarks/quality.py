@@ -268,6 +268,8 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def main(argv=None):
+    from unlearn_trainer.toyworld.world import GENERATOR_VERSION
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", default=",".join(available_methods()))
     parser.add_argument("--ratios", default="forget05,forget10,forget15")
@@ -287,8 +289,10 @@ def main(argv=None):
     if args.resume and log.exists():
         for line in log.read_text().splitlines():
             r = json.loads(line)
-            same = (r.get("extra", ""), r.get("probes", "all"), r.get("relearn_steps", "0,5,10,20")) == \
-                (args.extra, args.probes, args.relearn_steps)
+            # a run of another world version or probe setting is not this benchmark's (records without the keys
+            # predate the probes: they never match)
+            same = (r.get("world"), r.get("extra", ""), r.get("probes"), r.get("relearn_steps")) == \
+                (GENERATOR_VERSION, args.extra, args.probes, args.relearn_steps)
             if "error" not in r and same:
                 done[(r["method"], r["split"], r["seed"])] = r
     elif log.exists():
@@ -296,7 +300,7 @@ def main(argv=None):
     runs = []
 
     def record(r):
-        r.update(extra=args.extra, probes=args.probes, relearn_steps=args.relearn_steps)
+        r.update(world=GENERATOR_VERSION, extra=args.extra, probes=args.probes, relearn_steps=args.relearn_steps)
         with log.open("a") as f:
             f.write(json.dumps(r) + "\n")
 

@@ -68,6 +68,11 @@ def test_resume_reuses_finished_runs(tmp_path, monkeypatch):
     assert "| full model | 10 |" in md and f"| {quality.RETRAINED} | 10 | 0.00 |" in md
     assert quality.main(argv) == 0 and len(calls) == 7  # without --resume both seeds and the reference run again
     assert quality.main(argv + ["--probes", "cheap", "--resume"]) == 0 and len(calls) == 10  # other probes: rerun
+    # runs of another ToyWorld version (or recorded before the probes existed) are not reused
+    log = tmp_path / "quality_runs" / "runs.jsonl"
+    old = [json.loads(line) for line in log.read_text().splitlines()]
+    log.write_text("".join(json.dumps({**r, "world": "toyworld-1"}) + "\n" for r in old))
+    assert quality.main(argv + ["--probes", "cheap", "--resume"]) == 0 and len(calls) == 13
 
 
 def _probes(privleak, relearned, shifts):
