@@ -384,9 +384,18 @@ def scrub_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels:
              temperature: float = 1.0) -> torch.Tensor:
     """SCRUB's ``d(x; w_u) = KL(p_teacher || p_student)`` per answer token at ``temperature`` T (both softmaxes of
     logits / T, times T^2 as in knowledge distillation), mean per sample, mean over samples. The teacher is
-    constant: the gradient w.r.t. a student token's logits is ``T (p_student^T - p_teacher^T) / (B n_s)``."""
+    constant: the gradient w.r.t. a student token's logits is ``T (p_student^T - p_teacher^T) / (B n_s)``.
+    ``teacher_logits`` is ``[B, T, V]`` like the student's, or ``[N, V]``: the teacher at the batch's N answer
+    tokens only, in row-major order (as ``labels != -100`` after the shift), the form of a cached teacher."""
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}.")
-    q, _, mask = shift(student_logits.float() / temperature, labels)
-    p, _, _ = shift(teacher_logits.detach().float() / temperature, labels)
-    return temperature ** 2 * masked_mean_per_sample(token_kl(p, q, mask), mask).mean()
+    shifted, _, mask = shift(student_logits, labels)
+    counts = _require_tokens(mask)
+    if teacher_logits.dim() == student_logits.dim():
+        teacher_logits = shift(teacher_logits, labels)[0][mask]
+    if teacher_logits.shape != (int(counts.sum()), student_logits.shape[-1]):
+        raise ValueError(f"teacher logits {tuple(teacher_logits.shape)} do not match the {int(counts.sum())} answer "
+                         f"tokens x {student_logits.shape[-1]} vocab of the batch.")
+    kl = token_kl(teacher_logits.detach().float() / temperature, shifted[mask].float() / temperature)  # [N]
+    per_sample = torch.zeros(mask.shape[0], dtype=kl.dtype, device=kl.device).index_add(0, mask.nonzero()[:, 0], kl)
+    return temperature ** 2 * (per_sample / counts).mean()

@@ -9,7 +9,8 @@ Tokens: the forget term covers the positions that predict an answer token (the l
 but its last token: where the answer is produced; the question, shared with retain rows, is left alone); the retain
 term covers every attended token of the retain input (image, prompt and answer), as the paper keeps all of a retain
 text. Under LoRA the reference is the adapter-disabled model; put LoRA on the updated layers only
-(:func:`rmu_lora_targets`); without LoRA every parameter outside them is frozen.
+(:func:`rmu_lora_targets`); without LoRA every parameter outside them is frozen. The frozen model's retain states
+depend only on the row: they are computed once per retain row and cached (``cache_reference``, CPU, layer dtype).
 """
 
 from __future__ import annotations
@@ -159,12 +160,39 @@ class RMUTrainer(UnlearnTrainer):
         return loss, {"rmu_forget_mse": loss, "forget_activation_norm": norm}
 
     def _retain_pass_rmu(self, model, retain):
-        with torch.no_grad(), self.reference(model) as ref:
-            frozen = self.layer_activations(ref, retain).detach()
-        hidden = self.layer_activations(model, retain)
         mask = retain["attention_mask"].bool()
-        mse = losses.rmu_activation_loss(hidden, frozen, mask)
+        frozen = self.frozen_retain_activations(model, retain)
+        hidden = self.layer_activations(model, retain)
+        mse = losses.rmu_activation_loss(hidden, frozen.to(hidden.device), mask)
         return self.args.alpha * mse, {"rmu_retain_mse": mse}
+
+    def frozen_retain_activations(self, model, retain: dict) -> torch.Tensor:
+        """The frozen model's layer-l states ``[B, T, D]`` on a retain batch (0 on padding). They depend only on the
+        reference and the row, so each retain row's states at its attended tokens are computed once and cached on
+        the CPU in the layer's dtype (``[n_tokens, D]``: exact, and no accelerator memory grows with the retain
+        set); ``cache_reference=False`` recomputes them every step."""
+        mask = retain["attention_mask"].bool()
+        rows = self.cached_reference("rmu_frozen_retain", model, retain, self._frozen_rows)
+        frozen = torch.zeros(*mask.shape, rows[0].shape[-1], dtype=rows[0].dtype, device=mask.device)
+        for b, states in enumerate(rows):
+            if states.shape[0] != int(mask[b].sum()):
+                raise RuntimeError(
+                    f"The cached frozen activations of retain sample {int(retain['sample_index'][b])} cover "
+                    f"{states.shape[0]} tokens, the batch has {int(mask[b].sum())}: the collator's output changed "
+                    f"between steps (set cache_reference=False)."
+                )
+            frozen[b, mask[b]] = states.to(mask.device, non_blocking=True)
+        return frozen
+
+    def _frozen_rows(self, ref, retain: dict) -> list[torch.Tensor]:
+        hidden = self.layer_activations(ref, retain)
+        mask = retain["attention_mask"].bool()
+        keep = "cpu" if self.args.cache_reference and retain.get("sample_index") is not None else hidden.device
+        return [hidden[b][mask[b]].to(keep) for b in range(hidden.shape[0])]
+
+    def reference_cache_nbytes(self) -> int:
+        """Bytes held by the cached frozen retain activations (CPU)."""
+        return sum(t.numel() * t.element_size() for t in self._ref_cache["rmu_frozen_retain"].values())
 
     def layer_activations(self, model, batch: dict) -> torch.Tensor:
         """Output ``[B, T, D]`` of decoder layer l on ``batch``; the forward stops there (except under gradient

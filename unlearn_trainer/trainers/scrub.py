@@ -8,18 +8,31 @@ first ``msteps`` epochs). Here by optimizer step: steps form cycles of ``max_ste
 ``min_steps_per_cycle`` min-steps, and after ``max_cycles`` cycles (the paper's msteps; None: never) every step is
 a min-step (:func:`scrub_phase`). Every micro-batch of one optimizer step is in the same phase, so gradient
 accumulation within a phase is exact. The teacher is the adapter-disabled model under LoRA, a frozen copy otherwise.
+
+The teacher's answer-token distributions depend only on the row, so they are cached per forget and per retain row
+(``cache_reference``): exactly, as the input of the teacher's output head at the answer tokens (``[n, D]`` on the
+CPU in the model's dtype; the teacher logits are that head applied again, one small matmul per step instead of a
+teacher forward). A model whose output head's input does not give its logits (a final soft-cap) caches the
+answer-token logits ``[n, V]`` instead. ``cache_reference=False`` runs the teacher forward every step.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import torch
+
 from .. import losses
 from ..citation import Citation
+from ..vision.adapters import unwrap_model
+from ..vision.hooks import capture
 from .base import UnlearnConfig, UnlearnTrainer, paper_field
 
-__all__ = ["SCRUBConfig", "SCRUBTrainer", "scrub_phase"]
+__all__ = ["SCRUBConfig", "SCRUBTrainer", "TeacherAnswerTokens", "scrub_phase"]
+
+logger = logging.getLogger(__name__)
 
 
 def scrub_phase(step: int, max_steps_per_cycle: int, min_steps_per_cycle: int, max_cycles: int | None) -> str:
@@ -63,6 +76,21 @@ class SCRUBConfig(UnlearnConfig):
             raise ValueError(f"max_cycles must be >= 1 or None (max-steps in every cycle), got {self.max_cycles}.")
 
 
+@dataclass
+class TeacherAnswerTokens:
+    """The teacher on one row's n answer tokens, cached on the CPU: ``values`` is the input of its output head
+    ``[n, D]`` (the logits are ``head(values)``) or, with ``is_logits``, the logits ``[n, V]``; ``targets [n]`` are
+    the answer tokens, checked at every use."""
+
+    values: torch.Tensor
+    is_logits: bool
+    targets: torch.Tensor
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.values, self.targets))
+
+
 class SCRUBTrainer(UnlearnTrainer):
     config_class = SCRUBConfig
     method_name = "scrub"
@@ -87,11 +115,64 @@ class SCRUBTrainer(UnlearnTrainer):
         T = self.args.kd_temperature
         if self.phase() == "max":
             forget = inputs["forget"]
-            kl = losses.scrub_kl(self.forget_logits(model, forget), self.reference_logits(model, forget),
-                                 forget["labels"], T)
+            teacher = self.teacher_logits(model, forget, "forget")
+            kl = losses.scrub_kl(self.forget_logits(model, forget), teacher, forget["labels"], T)
             return -kl, {"scrub_forget_kl": kl}
         retain = inputs["retain"]
+        teacher = self.teacher_logits(model, retain, "retain")
         logits = self.forward_logits(model, retain)
-        kl = losses.scrub_kl(logits, self.reference_logits(model, retain), retain["labels"], T)
+        kl = losses.scrub_kl(logits, teacher, retain["labels"], T)
         nll = losses.nll_loss(logits, retain["labels"])
         return self.args.alpha * kl + self.args.gamma * nll, {"scrub_retain_kl": kl, "retain_nll": nll}
+
+    # -- the teacher ---------------------------------------------------------------------------------------
+    def teacher_logits(self, model, batch: dict, part: str) -> torch.Tensor:
+        """The teacher's logits on ``batch``: ``[N, V]`` at its answer tokens from the per-row cache, or the
+        full ``[B, T, V]`` of a teacher forward with ``cache_reference=False`` (or no ``sample_index``)."""
+        if not self.args.cache_reference or batch.get("sample_index") is None:
+            return self.reference_logits(model, batch)
+        rows = self.cached_reference(f"scrub_teacher_{part}", model, batch, self._teacher_rows)
+        targets = batch["labels"][:, 1:]
+        mask = targets.ne(losses.IGNORE_INDEX)
+        device = batch["labels"].device
+        for b, row in enumerate(rows):
+            if not torch.equal(row.targets, targets[b][mask[b]].cpu()):
+                raise RuntimeError(f"The cached teacher of {part} sample {int(batch['sample_index'][b])} does not "
+                                   f"match its answer tokens: the collator's output changed between steps (set "
+                                   f"cache_reference=False).")
+        with torch.no_grad(), self.reference(model) as ref:
+            head = unwrap_model(ref).get_output_embeddings()
+            logits = [r.values.to(device) if r.is_logits else head(r.values.to(device)) for r in rows]
+        return torch.cat(logits).detach()
+
+    def _teacher_rows(self, ref, batch: dict) -> list[TeacherAnswerTokens]:
+        """One teacher forward; per row, the output head's input at the answer tokens, verified to give the
+        forward's logits there (else the logits themselves)."""
+        head = unwrap_model(ref).get_output_embeddings()
+        with capture(head, "input") as box:
+            logits = self.forward_logits(ref, batch)
+        _, targets, mask = losses.shift(logits, batch["labels"])
+        answer = losses.answer_positions(batch["labels"])
+        states = box.value
+        exact = states is not None and states.shape[:2] == answer.shape and self._head_reproduces(
+            head, states[answer], logits[:, :-1][mask])
+        out = []
+        for b in range(logits.shape[0]):
+            values = states[b][answer[b]] if exact else logits[b, :-1][mask[b]]
+            out.append(TeacherAnswerTokens(values.cpu(), not exact, targets[b][mask[b]].cpu()))
+        return out
+
+    def _head_reproduces(self, head, states: torch.Tensor, logits: torch.Tensor) -> bool:
+        again = head(states).float()
+        eps = torch.finfo(logits.dtype).eps
+        scale = float(logits.detach().abs().max()) if logits.numel() else 1.0
+        ok = bool(torch.allclose(again, logits.float(), rtol=8 * eps, atol=8 * eps * max(scale, 1.0)))
+        if not ok and not getattr(self, "_warned_head", False):
+            self._warned_head = True
+            logger.warning("SCRUB: the output head's input does not reproduce the model's logits (e.g. a final "
+                           "logit soft-cap); caching the teacher's answer-token logits instead (V values per token).")
+        return ok
+
+    def reference_cache_nbytes(self) -> int:
+        """Bytes held by the cached teacher answer tokens (forget and retain rows, CPU)."""
+        return sum(r.nbytes for part in ("forget", "retain") for r in self._ref_cache[f"scrub_teacher_{part}"].values())
