@@ -233,3 +233,65 @@ def test_every_family_has_its_decoder_layers_and_lora_targets():
         mlp = {n for n, m in layers[1].mlp.named_modules() if isinstance(m, torch.nn.Linear)}
         lm = get_adapter(model).language_model_path
         assert {n.removeprefix(f"{lm}.layers.1.mlp.") for n in matched} == mlp, (family, matched)
+
+
+# -- the frozen retain activations are cached per retain row ---------------------------------------------------------
+def _count_frozen_forwards(trainer):
+    """The rows of every forward of the frozen model (the only layer_activations call without gradients)."""
+    calls = []
+    original = trainer.layer_activations
+
+    def counted(model, batch):
+        if not torch.is_grad_enabled():
+            calls.append(batch["sample_index"].tolist())
+        return original(model, batch)
+
+    trainer.layer_activations = counted
+    return calls
+
+
+def test_frozen_retain_activations_computed_once_per_row_across_epochs(tmp_path):
+    model, processor = tiny_model("llava", lora=True)
+    # 2 forget rows, 4 retain rows, batch 2: 6 steps = 6 epochs, the pairing walks all 4 retain rows 3 times
+    trainer = _trainer(model, processor, tmp_path, forget=2, retain=4, max_steps=6)
+    calls = _count_frozen_forwards(trainer)
+    trainer.train()
+    rows = [r for c in calls for r in c]
+    assert sorted(rows) == [0, 1, 2, 3]  # every retain row once, then only cache hits
+    cache = trainer._ref_cache["rmu_frozen_retain"]
+    assert trainer._ref_model is None and set(cache) == {0, 1, 2, 3}  # LoRA: no model copy, only activations
+    hidden = get_adapter(model).language_model(model).config.hidden_size
+    assert all(t.device.type == "cpu" and t.dtype == torch.float32 and t.dim() == 2 and t.shape[1] == hidden
+               for t in cache.values())
+    assert trainer.reference_cache_nbytes() == sum(t.numel() * 4 for t in cache.values())
+
+    model, processor = tiny_model("llava", lora=True)
+    trainer = _trainer(model, processor, tmp_path / "again", forget=2, retain=4, max_steps=6, cache_reference=False)
+    calls = _count_frozen_forwards(trainer)
+    trainer.train()
+    assert len(calls) == 6 and not trainer._ref_cache["rmu_frozen_retain"]
+
+
+@pytest.mark.parametrize("family,padding_side", [("llava", "right"), ("llava", "left"), ("qwen2_vl", "left")])
+def test_cached_frozen_activations_give_the_recomputed_loss_and_gradients(family, padding_side, tmp_path):
+    model, processor = tiny_model_and_processor(family, num_layers=3)
+    processor.tokenizer.padding_side = padding_side
+    trainer = _trainer(model, processor, tmp_path, layer=1)
+    items = [trainer.train_dataset[0], trainer.train_dataset[1]]
+    for item in items:  # fill the cache one row at a time: other padding than the batch of both rows below
+        trainer.frozen_retain_activations(model, trainer.data_collator([item])["retain"])
+    retain = trainer.data_collator(items)["retain"]
+    assert (retain["attention_mask"] == 0).any()  # the two rows differ in length: padding to undo
+    with torch.no_grad():  # the model moves away from the frozen reference
+        next(p for n, p in model.named_parameters() if "layers.0.mlp.down_proj" in n).add_(0.05)
+    results = []
+    for cache in (True, False):
+        trainer.args.cache_reference = cache
+        model.zero_grad()
+        loss, _ = trainer._retain_pass_rmu(model, retain)
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    assert results[0][0].item() > 0 and set(results[0][1]) == set(results[1][1]) and results[0][1]
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-7)
+    for n, g in results[0][1].items():
+        torch.testing.assert_close(g, results[1][1][n], rtol=1e-4, atol=1e-7, msg=n)

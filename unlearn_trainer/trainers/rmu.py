@@ -171,6 +171,9 @@ class RMUTrainer(UnlearnTrainer):
         reference and the row, so each retain row's states at its attended tokens are computed once and cached on
         the CPU in the layer's dtype (``[n_tokens, D]``: exact, and no accelerator memory grows with the retain
         set); ``cache_reference=False`` recomputes them every step."""
+        if not self.args.cache_reference or retain.get("sample_index") is None:
+            with torch.no_grad(), self.reference(model) as ref:
+                return self.layer_activations(ref, retain).detach()
         mask = retain["attention_mask"].bool()
         rows = self.cached_reference("rmu_frozen_retain", model, retain, self._frozen_rows)
         frozen = torch.zeros(*mask.shape, rows[0].shape[-1], dtype=rows[0].dtype, device=mask.device)
@@ -187,8 +190,7 @@ class RMUTrainer(UnlearnTrainer):
     def _frozen_rows(self, ref, retain: dict) -> list[torch.Tensor]:
         hidden = self.layer_activations(ref, retain)
         mask = retain["attention_mask"].bool()
-        keep = "cpu" if self.args.cache_reference and retain.get("sample_index") is not None else hidden.device
-        return [hidden[b][mask[b]].to(keep) for b in range(hidden.shape[0])]
+        return [hidden[b][mask[b]].cpu() for b in range(hidden.shape[0])]
 
     def reference_cache_nbytes(self) -> int:
         """Bytes held by the cached frozen retain activations (CPU)."""
