@@ -133,3 +133,90 @@ def test_example_on_a_saved_model(tmp_path):
     assert trainer.args.max_cycles == 3 and trainer._ref_model is None
     assert json.loads((out / "results.json").read_text())["method"] == "scrub"
     assert (out / "adapter_model.safetensors").exists()
+
+
+# -- the teacher is cached per row -----------------------------------------------------------------------------------
+def _teacher_forwards(trainer):
+    """The rows of every teacher forward (the only forward_logits call without gradients)."""
+    calls = []
+    original = trainer.forward_logits
+
+    def counted(model, batch):
+        if not torch.is_grad_enabled():
+            calls.append(batch["sample_index"].tolist())
+        return original(model, batch)
+
+    trainer.forward_logits = counted
+    return calls
+
+
+def test_teacher_computed_once_per_row_across_epochs(tmp_path):
+    model, processor = tiny_model("llava", lora=True)
+    trainer = _trainer(model, processor, tmp_path, max_steps=8, max_cycles=None)  # 1 batch per epoch: max, min, ...
+    calls = _teacher_forwards(trainer)
+    trainer.train()
+    # step 0: the forget rows, step 1: the retain rows (in the pairing's order); 6 more steps from the cache
+    assert [sorted(c) for c in calls] == [[0, 1], [0, 1]]
+    forget, retain = (trainer._ref_cache[f"scrub_teacher_{p}"] for p in ("forget", "retain"))
+    assert set(forget) == set(retain) == {0, 1}
+    hidden = model.get_output_embeddings().in_features
+    assert trainer._ref_model is None  # LoRA: the teacher is the adapter-disabled model; the cache holds no weights
+    for row in [*forget.values(), *retain.values()]:
+        assert not row.is_logits and row.values.device.type == "cpu" and row.values.shape == (len(row.targets), hidden)
+    assert trainer.reference_cache_nbytes() == sum(r.nbytes for r in [*forget.values(), *retain.values()])
+
+    model, processor = tiny_model("llava", lora=True)
+    trainer = _trainer(model, processor, tmp_path / "again", max_steps=8, max_cycles=None, cache_reference=False)
+    calls = _teacher_forwards(trainer)
+    trainer.train()
+    assert len(calls) == 8 and not trainer._ref_cache["scrub_teacher_forget"]
+
+
+def _cached_vs_recomputed(trainer, model):
+    """Loss and gradients of a max-step and a min-step on a batch of both rows, the cache filled one row at a time
+    (other padding), with the cache and with the teacher recomputed."""
+    items = [trainer.train_dataset[0], trainer.train_dataset[1]]
+    for item in items:
+        batch = trainer.data_collator([item])
+        trainer.teacher_logits(model, batch["forget"], "forget")
+        trainer.teacher_logits(model, batch["retain"], "retain")
+    inputs = trainer.data_collator(items)
+    assert (inputs["forget"]["attention_mask"] == 0).any() or (inputs["retain"]["attention_mask"] == 0).any()
+    with torch.no_grad():  # the student leaves the teacher
+        for n, p in model.named_parameters():
+            if p.requires_grad and ("lora_B" in n or "lm_head" in n):
+                p.add_(0.3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+    for step in (0, 1):  # max-step (forget), min-step (retain)
+        trainer.state.global_step = step
+        results = []
+        for cache in (True, False):
+            trainer.args.cache_reference = cache
+            model.zero_grad()
+            loss, _ = trainer.unlearning_loss(model, inputs)
+            loss.backward()
+            results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
+                                            if p.grad is not None}))
+        assert abs(results[0][0].item()) > 1e-4 and results[0][1] and set(results[0][1]) == set(results[1][1])
+        torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-7)
+        for n, g in results[0][1].items():
+            torch.testing.assert_close(g, results[1][1][n], rtol=1e-4, atol=1e-7, msg=n)
+
+
+@pytest.mark.parametrize("family,lora", [("llava", False), ("qwen2_vl", True)])
+def test_cached_teacher_gives_the_recomputed_loss_and_gradients(family, lora, tmp_path):
+    model, processor = tiny_model(family, lora=lora)
+    processor.tokenizer.padding_side = "left"
+    trainer = _trainer(model, processor, tmp_path, kd_temperature=4.0, alpha=1.0)
+    _cached_vs_recomputed(trainer, model)
+    assert not any(r.is_logits for r in trainer._ref_cache["scrub_teacher_forget"].values())  # the head inputs
+
+
+def test_soft_capped_logits_cache_the_teacher_logits(tmp_path):
+    """A model whose logits are not its output head's (a final soft-cap) caches the answer-token logits."""
+    model, processor = tiny_model("llava")
+    trainer = _trainer(model, processor, tmp_path, kd_temperature=4.0, alpha=1.0)
+    forward = trainer.forward_logits
+    trainer.forward_logits = lambda m, batch: 2.0 * torch.tanh(forward(m, batch) / 2.0)
+    _cached_vs_recomputed(trainer, model)
+    rows = trainer._ref_cache["scrub_teacher_forget"].values()
+    assert rows and all(r.is_logits and r.values.shape[1] == model.config.text_config.vocab_size for r in rows)
