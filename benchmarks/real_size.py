@@ -347,7 +347,7 @@ def run_configuration(b: Build, gc_on: bool, args, workdir: str, built) -> dict:
             runners[name] = Runner(spec, m, _model_for(base, gc_on), processor, data)
         except Exception as e:  # noqa: BLE001 - a broken method is reported, the others still run
             out[name] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=6)}
-    n_warm = max(args.warmup, max((len(r.batches) for r in runners.values()), default=1))
+    n_warm = max(args.warmup, max((r.warmup_steps for r in runners.values()), default=1))
     warm, warm_ref, meas, failed = speed.interleaved_steps(runners, n_warm, args.steps, out, traceback_limit=6)
     for n, r in runners.items():
         if n in failed:
@@ -410,7 +410,7 @@ def _measure_memory(b: Build, gc_on: bool, spec, method, base, processor, data, 
         base_kb = before - weights_kb
         reset_peak()
         runner = Runner(spec, method, _model_for(base, gc_on), processor, data)
-        for _ in range(max(spec.warmup, len(runner.batches))):
+        for _ in range(max(spec.warmup, runner.warmup_steps)):
             runner.step()
         total = peak_kb()  # construction (o*, Fisher pass) and warm-up (cache fill) included
         reset = reset_peak()

@@ -8,8 +8,8 @@
 What is measured, per model, for every method with the same model, batch size, forget batches and LoRA setup:
 
 - Step time: ``time.perf_counter`` around ``trainer.training_step`` (forward + loss + backward; the optimizer step
-  is timed apart), median over ``--steps`` steps after a warm-up that covers one epoch of the forget set, so
-  per-sample caches (NPO, ViKeR) are full. Every method and SFT run in ONE process, interleaved step by step in
+  is timed apart), median over ``--steps`` steps after a warm-up that covers one epoch of the forget set (SCRUB:
+  every batch in each phase), so per-sample caches (NPO, ViKeR, RMU, SCRUB) are full. Every method and SFT run in ONE process, interleaved step by step in
   a shuffled order each round, so machine load drifts hit all of them alike; torch threads are fixed.
   The limit of a method is (trainable forward+backward passes of its objective) x the SFT step.
 - Peak memory: each (model, method) runs in a fresh process forked from a clean, pre-imported server
@@ -79,13 +79,17 @@ METHODS = (
     Method("idk_dpo", "idk_dpo", {}, 3, 1.15, retain=True,
            note="refusal (chosen) + forget answer (rejected) + retain NLL; reference log-probs cached"),
     Method("rmu", "rmu", {}, 2, 1.15, retain=True,
-           note="forget + retain passes to layer l, + 1 frozen forward to layer l"),
-    Method("scrub", "scrub", {"max_cycles": None}, 1, 1.30, retain=True,
-           note="1 pass (max: forget / min: retain, alternating) + 1 teacher forward"),
+           note="forget + retain passes to layer l; frozen retain activations cached"),
+    Method("scrub", "scrub", {"max_cycles": None}, 1, 1.15, retain=True,
+           note="1 pass (max: forget / min: retain, alternating); teacher cached (output-head inputs)"),
     Method("npo_recompute", "npo", {"cache_reference": False}, group="cache",
            note="reference log-probs recomputed every step"),
     Method("viker_recompute", "viker", {"num_reference_images": 5, "cache_reference": False}, group="cache",
            note="k=5 reference forwards every step"),
+    Method("rmu_recompute", "rmu", {"cache_reference": False}, group="cache", retain=True,
+           note="frozen forward to layer l every step"),
+    Method("scrub_recompute", "scrub", {"max_cycles": None, "cache_reference": False}, group="cache", retain=True,
+           note="teacher forward every step"),
     Method("ga_gd_sum", "ga", {"variant": "ga_gd", "backward_per_pass": False}, group="backward", retain=True,
            note="GA + retain NLL, one backward of the summed loss"),
     Method("pubg_sum", "pubg", {"guidance_max_new_tokens": PUBG_MAX_NEW_TOKENS, "backward_per_pass": False},
@@ -95,7 +99,8 @@ METHODS = (
     Method("viker_k10", "viker", {"num_reference_images": 10}, 1, 1.15, group="k"),
 )
 MEMORY_TARGET = 1.15
-CACHED_OF = {"npo_recompute": "npo", "viker_recompute": "viker"}
+CACHED_OF = {"npo_recompute": "npo", "viker_recompute": "viker", "rmu_recompute": "rmu",
+             "scrub_recompute": "scrub"}
 PER_PASS_OF = {"ga_gd_sum": "ga_gd", "pubg_sum": "pubg"}
 K_SWEEP = (("viker_k1", 1), ("viker_k2", 2), ("viker", 5), ("viker_k10", 10))
 
@@ -285,6 +290,9 @@ class Runner:
         tr.create_optimizer_and_scheduler(num_training_steps=100_000)
         tr.current_gradient_accumulation_steps = 1  # set by Trainer's loop, which this bypasses
         self.batches = list(tr.get_train_dataloader())  # one epoch, collated outside the timed region
+        # warm-up: every batch once in every phase (SCRUB alternates max- and min-steps), so all caches are full
+        cycle = getattr(args, "max_steps_per_cycle", 0) + getattr(args, "min_steps_per_cycle", 0)
+        self.warmup_steps = len(self.batches) * max(1, cycle)
         self.i = 0
         self.ref_s = 0.0
         original = tr.cached_reference
@@ -432,7 +440,7 @@ def timing_worker(spec: RunSpec, conn) -> None:
                 runners[name] = Runner(spec, _method(name), model, processor, data)
             except Exception as e:  # noqa: BLE001 - a broken method is reported, the others still run
                 out[name] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=4)}
-        n_warm = max(spec.warmup, max((len(r.batches) for r in runners.values()), default=1))
+        n_warm = max(spec.warmup, max((r.warmup_steps for r in runners.values()), default=1))
         load_start = os.getloadavg()
         warm, warm_ref, meas, failed = interleaved_steps(runners, n_warm, spec.steps, out)
         for n, r in runners.items():
@@ -486,7 +494,7 @@ def memory_worker(spec: RunSpec, conn) -> None:
         runner = Runner(spec, _method(spec.methods[0]), model, processor, data)
         del model
         after_construct = _peak_kb()
-        for _ in range(max(spec.warmup, len(runner.batches))):
+        for _ in range(max(spec.warmup, runner.warmup_steps)):
             runner.step()
         total_warm = _peak_kb()
         steady_reset = _reset_hwm()

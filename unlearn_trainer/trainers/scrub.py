@@ -18,6 +18,7 @@ answer-token logits ``[n, V]`` instead. ``cache_reference=False`` runs the teach
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -134,16 +135,28 @@ class SCRUBTrainer(UnlearnTrainer):
         rows = self.cached_reference(f"scrub_teacher_{part}", model, batch, self._teacher_rows)
         targets = batch["labels"][:, 1:]
         mask = targets.ne(losses.IGNORE_INDEX)
+        if not torch.equal(torch.cat([r.targets for r in rows]), targets[mask].cpu()):  # one check per batch
+            b = next(b for b, r in enumerate(rows) if not torch.equal(r.targets, targets[b][mask[b]].cpu()))
+            raise RuntimeError(f"The cached teacher of {part} sample {int(batch['sample_index'][b])} does not match "
+                               f"its answer tokens: the collator's output changed between steps (set "
+                               f"cache_reference=False).")
         device = batch["labels"].device
-        for b, row in enumerate(rows):
-            if not torch.equal(row.targets, targets[b][mask[b]].cpu()):
-                raise RuntimeError(f"The cached teacher of {part} sample {int(batch['sample_index'][b])} does not "
-                                   f"match its answer tokens: the collator's output changed between steps (set "
-                                   f"cache_reference=False).")
-        with torch.no_grad(), self.reference(model) as ref:
-            head = unwrap_model(ref).get_output_embeddings()
-            logits = [r.values.to(device) if r.is_logits else head(r.values.to(device)) for r in rows]
-        return torch.cat(logits).detach()
+        with torch.no_grad(), self._teacher_head(model) as head:
+            if not any(r.is_logits for r in rows):  # one transfer and one matmul for the batch
+                return head(torch.cat([r.values for r in rows]).to(device)).detach()
+            return torch.cat([r.values.to(device) if r.is_logits else head(r.values.to(device)) for r in rows])
+
+    @contextlib.contextmanager
+    def _teacher_head(self, model):
+        """The teacher's output head: the frozen copy's; under PEFT the shared head itself when it is a frozen
+        leaf module (no adapter on it: the same with the adapter disabled), else inside :meth:`reference`."""
+        if self._ref_model is None:
+            head = unwrap_model(model).get_output_embeddings()
+            if not list(head.children()) and not any(p.requires_grad for p in head.parameters()):
+                yield head
+                return
+        with self.reference(model) as ref:
+            yield unwrap_model(ref).get_output_embeddings()
 
     def _teacher_rows(self, ref, batch: dict) -> list[TeacherAnswerTokens]:
         """One teacher forward; per row, the output head's input at the answer tokens, verified to give the
@@ -154,8 +167,9 @@ class SCRUBTrainer(UnlearnTrainer):
         _, targets, mask = losses.shift(logits, batch["labels"])
         answer = losses.answer_positions(batch["labels"])
         states = box.value
-        exact = states is not None and states.shape[:2] == answer.shape and self._head_reproduces(
-            head, states[answer], logits[:, :-1][mask])
+        # FSDP: a head called outside the root module's forward would see sharded weights; cache the logits
+        exact = (not self.is_fsdp_enabled and states is not None and states.shape[:2] == answer.shape
+                 and self._head_reproduces(head, states[answer], logits[:, :-1][mask]))
         out = []
         for b in range(logits.shape[0]):
             values = states[b][answer[b]] if exact else logits[b, :-1][mask[b]]
