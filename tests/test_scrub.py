@@ -35,6 +35,12 @@ def test_scrub_kl_hand_value_and_gradient():
         assert torch.count_nonzero(student.grad[0, 2]) == 0  # the last position predicts nothing
     with pytest.raises(ValueError, match="temperature"):
         losses.scrub_kl(student, teacher, labels, temperature=0.0)
+    # the teacher at the answer tokens only ([N, V], a cached teacher's form) gives the same value
+    answer_only = teacher[0, :2]
+    assert losses.scrub_kl(student, answer_only, labels, 2.0).item() == pytest.approx(
+        losses.scrub_kl(student, teacher, labels, 2.0).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="2 answer tokens"):
+        losses.scrub_kl(student, teacher[0], labels)
 
 
 def test_phase_schedule():
