@@ -171,9 +171,9 @@ class RMUTrainer(UnlearnTrainer):
         reference and the row, so each retain row's states at its attended tokens are computed once and cached on
         the CPU in the layer's dtype (``[n_tokens, D]``: exact, and no accelerator memory grows with the retain
         set); ``cache_reference=False`` recomputes them every step."""
-        if not self.args.cache_reference or retain.get("sample_index") is None:
-            with torch.no_grad(), self.reference(model) as ref:
-                return self.layer_activations(ref, retain).detach()
+        if not self.args.cache_reference or retain.get("sample_index") is None:  # a frozen forward every call
+            return torch.stack(self.cached_reference("rmu_frozen_retain", model, retain,
+                                                     lambda ref, batch: list(self.layer_activations(ref, batch))))
         mask = retain["attention_mask"].bool()
         rows = self.cached_reference("rmu_frozen_retain", model, retain, self._frozen_rows)
         frozen = torch.zeros(*mask.shape, rows[0].shape[-1], dtype=rows[0].dtype, device=mask.device)

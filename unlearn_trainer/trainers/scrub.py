@@ -130,8 +130,9 @@ class SCRUBTrainer(UnlearnTrainer):
     def teacher_logits(self, model, batch: dict, part: str) -> torch.Tensor:
         """The teacher's logits on ``batch``: ``[N, V]`` at its answer tokens from the per-row cache, or the
         full ``[B, T, V]`` of a teacher forward with ``cache_reference=False`` (or no ``sample_index``)."""
-        if not self.args.cache_reference or batch.get("sample_index") is None:
-            return self.reference_logits(model, batch)
+        if not self.args.cache_reference or batch.get("sample_index") is None:  # a teacher forward every call
+            return torch.stack(self.cached_reference(f"scrub_teacher_{part}", model, batch,
+                                                     lambda ref, b: list(self.forward_logits(ref, b))))
         rows = self.cached_reference(f"scrub_teacher_{part}", model, batch, self._teacher_rows)
         targets = batch["labels"][:, 1:]
         mask = targets.ne(losses.IGNORE_INDEX)
