@@ -38,6 +38,10 @@ _LAZY_IMPORTS = {
     "UnlearnTrainer": "trainers",
     "ViKeRConfig": "trainers",
     "ViKeRTrainer": "trainers",
+    "SimNPOConfig": "trainers",
+    "SimNPOTrainer": "trainers",
+    "UNDIALConfig": "trainers",
+    "UNDIALTrainer": "trainers",
     "language_model_lora_targets": "vision.adapters",
 }
 
@@ -63,6 +67,10 @@ if TYPE_CHECKING:  # the same names for type checkers and IDEs (and the import g
         SaliencyTrainer,
         SGPVTConfig,
         SGPVTTrainer,
+        SimNPOConfig,
+        SimNPOTrainer,
+        UNDIALConfig,
+        UNDIALTrainer,
         UnlearnConfig,
         UnlearnTrainer,
         ViKeRConfig,
@@ -94,6 +102,10 @@ __all__ = [
     "UnlearnTrainer",
     "ViKeRConfig",
     "ViKeRTrainer",
+    "SimNPOConfig",
+    "SimNPOTrainer",
+    "UNDIALConfig",
+    "UNDIALTrainer",
     "language_model_lora_targets",
 ]
 

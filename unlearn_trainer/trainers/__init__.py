@@ -5,6 +5,8 @@ from .npo import NPOConfig, NPOTrainer
 from .pubg import PUBGConfig, PUBGTrainer
 from .saliency import SaliencyConfig, SaliencyTrainer
 from .sgpvt import SGPVTConfig, SGPVTTrainer
+from .simnpo import SimNPOConfig, SimNPOTrainer
+from .undial import UNDIALConfig, UNDIALTrainer
 from .viker import ViKeRConfig, ViKeRTrainer
 
 __all__ = [
@@ -25,4 +27,8 @@ __all__ = [
     "SGPVTTrainer",
     "ViKeRConfig",
     "ViKeRTrainer",
+    "SimNPOConfig",
+    "SimNPOTrainer",
+    "UNDIALConfig",
+    "UNDIALTrainer",
 ]
