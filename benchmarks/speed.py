@@ -75,6 +75,8 @@ METHODS = (
     Method("pubg", "pubg", {"guidance_max_new_tokens": PUBG_MAX_NEW_TOKENS}, 2, 1.15, note="forget + o* passes"),
     Method("saliency", "saliency", {}, 2, 1.15, retain=True, note="masked GA + retain NLL (Eq. 3)"),
     Method("sgpvt", "sgpvt", {}, 2, 1.30, note="2 passes + 1 teacher forward"),
+    Method("simnpo", "simnpo", {}, 1, 1.15, note="no reference model"),
+    Method("undial", "undial", {}, 1, 1.15, note="adjusted reference distributions cached (top-128)"),
     Method("npo_recompute", "npo", {"cache_reference": False}, group="cache",
            note="reference log-probs recomputed every step"),
     Method("viker_recompute", "viker", {"num_reference_images": 5, "cache_reference": False}, group="cache",
@@ -151,7 +153,8 @@ def _trainer_classes(key: str):
         return trainer.config_class, trainer
     import unlearn_trainer.trainers as t
 
-    names = {"ga": "GA", "npo": "NPO", "fttp": "FTTP", "viker": "ViKeR", "pubg": "PUBG", "saliency": "Saliency"}
+    names = {"ga": "GA", "npo": "NPO", "fttp": "FTTP", "viker": "ViKeR", "pubg": "PUBG", "saliency": "Saliency",
+             "simnpo": "SimNPO", "undial": "UNDIAL"}
     return getattr(t, names[key] + "Config"), getattr(t, names[key] + "Trainer")
 
 

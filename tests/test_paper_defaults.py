@@ -16,13 +16,16 @@ from unlearn_trainer import (
     SaliencyConfig,
     SaliencyTrainer,
     SGPVTConfig,
+    SimNPOConfig,
+    UNDIALConfig,
     ViKeRConfig,
     ViKeRTrainer,
 )
 from unlearn_trainer.hub import render_model_card
 from unlearn_trainer.testing import lora_config_for, tiny_images, tiny_model_and_processor, tiny_vqa_rows
 
-CONFIGS = [GAConfig, NPOConfig, FTTPConfig, ViKeRConfig, SGPVTConfig, SaliencyConfig, PUBGConfig]
+CONFIGS = [GAConfig, NPOConfig, FTTPConfig, ViKeRConfig, SGPVTConfig, SaliencyConfig, PUBGConfig, SimNPOConfig,
+           UNDIALConfig]
 SALIENCY_LOGGER = "unlearn_trainer.trainers.saliency"
 
 
