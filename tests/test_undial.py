@@ -99,6 +99,11 @@ def test_sparse_targets_keep_the_answer_token_and_match_exact_when_k_covers_the_
     exact, _ = losses.undial_loss(logits, labels, p)
     sparse, _ = losses.undial_loss(logits, labels, (values, ids, rem))
     assert float(sparse) <= float(exact) + 1e-6  # the bucket KL is a lower bound
+    # at the start (student == reference) the tail completion is exact: P's tail is the reference's, rescaled
+    z = torch.cat([ref, torch.zeros(1, V)]).unsqueeze(0).requires_grad_(True)
+    (g_exact,) = torch.autograd.grad(losses.undial_loss(z, labels, p)[0], z)
+    (g_sparse,) = torch.autograd.grad(losses.undial_loss(z, labels, (values, ids, rem))[0], z)
+    torch.testing.assert_close(g_sparse, g_exact)
     full = losses.sparse_topk_keeping(p, answer, V)
     torch.testing.assert_close(losses.undial_loss(logits, labels, full)[0], exact)
 

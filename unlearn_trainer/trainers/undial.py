@@ -18,7 +18,9 @@ keeps, per token, the lowered target token and the ``cache_top_k - 1`` most prob
 int32 ids) plus the remaining mass r as one tail bucket, spread at loss time in proportion to the current, detached Q
 (ViKeR's sparse cache, :func:`losses.densify_sparse_reference`): 8k + 8 bytes per token (k=128: ~1 KiB), exact
 value and gradient on the kept tokens, a logit-gradient error of at most 2r in L1 and a KL that is a lower bound
-(the KL of the (k+1)-bin coarsening). ``cache_top_k=None`` (or 2k >= V) caches P exactly.
+(the KL of the (k+1)-bin coarsening). Outside the answer token P is the reference scaled by a constant, so while
+the student's tail keeps the reference's shape (at the start: exactly) the completed tail is exact.
+``cache_top_k=None`` (or 2k >= V) caches P exactly.
 """
 
 from __future__ import annotations
