@@ -100,10 +100,12 @@ class UNDIALTrainer(UnlearnTrainer):
         targets = self.cached_reference("undial_targets", model, forget, self._adjusted_targets)
         logits = self.forget_logits(model, forget)
         _, answer, mask = losses.shift(logits, forget["labels"])
+        index = forget.get("sample_index")
         for b, t in enumerate(targets):
             if not torch.equal(t.tokens, answer[b][mask[b]].cpu()):
-                raise RuntimeError(f"The cached UNDIAL targets of forget sample {int(forget['sample_index'][b])} do "
-                                   f"not match its answer tokens; the collator's output changed between steps.")
+                row = int(index[b]) if index is not None else b
+                raise RuntimeError(f"The cached UNDIAL targets of forget sample {row} do not match its answer tokens; "
+                                   f"the collator's output changed between steps.")
         if targets[0].ids is None:
             adjusted = torch.cat([t.probs for t in targets]).to(logits.device)
         else:
