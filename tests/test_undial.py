@@ -179,6 +179,9 @@ def test_targets_are_cached_once_and_match_a_recompute(top_k, tmp_path):
         torch.testing.assert_close(cached.probs, exact.gather(-1, cached.ids.long()))
         assert trainer.reference_cache_nbytes() < 4 * exact.numel() * 4
         assert any("target_tail_mass" in h for h in trainer.state.log_history)
+    cached.tokens = cached.tokens.flip(0) + 1  # a cache that no longer matches the rows' answers is an error
+    with pytest.raises(RuntimeError, match=f"forget sample {int(batch['sample_index'][0])} do not match"):
+        trainer.compute_loss(model, {"forget": batch})
 
 
 def test_undial_gradient_accumulation_matches_larger_batch(tmp_path):
