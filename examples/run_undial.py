@@ -15,7 +15,7 @@ from unlearn_trainer import UNDIALConfig, UNDIALTrainer, cli
 
 # ToyWorld defaults (used only when no --model_name_or_path is given): UNDIAL (gamma 10) + retain NLL, LoRA r=8.
 # Sweep: benchmarks/README.md.
-DEMO_DEFAULTS = dict(learning_rate=3e-3, max_steps=60, per_device_train_batch_size=8, gamma=10.0,
+DEMO_DEFAULTS = dict(learning_rate=1e-2, max_steps=60, per_device_train_batch_size=8, gamma=10.0,
                      lr_scheduler_type="constant", seed=0)
 
 
