@@ -67,46 +67,46 @@ FORGOTTEN = 0.05  # "forgotten": forget name recall at or below 5%
 NO_CEILING = {"forget_loss_ceiling": "None"}
 GRIDS: dict[str, dict] = {
     # GA (forget only) and GA+GD are two series of one example: GA+GD has the retain set the others lack.
-    "ga": dict(quick=dict(learning_rate=[2e-4, 5e-4]), full=dict(learning_rate=[1e-4, 2e-4, 5e-4, 1e-3]),
+    "ga": dict(quick=dict(learning_rate=[1e-4, 2e-4, 5e-4]), full=dict(learning_rate=[1e-4, 2e-4, 5e-4, 1e-3]),
                fixed={"variant": "ga"}, guard="forget_loss_ceiling 20 (the library's guard on unbounded GA)"),
-    "ga_gd": dict(example="ga", quick=dict(learning_rate=[2e-4, 5e-4]),
+    "ga_gd": dict(example="ga", quick=dict(learning_rate=[1e-4, 2e-4, 5e-4]),
                   full=dict(learning_rate=[1e-4, 2e-4, 5e-4, 1e-3]),
                   fixed={"variant": "ga_gd"}, guard="forget_loss_ceiling 20 (the library's guard on unbounded GA)"),
-    "npo": dict(quick=dict(learning_rate=[5e-4, 1e-3], beta=[0.4]),
+    "npo": dict(quick=dict(learning_rate=[5e-4, 1e-3], beta=[0.4, 1.0]),
                 full=dict(learning_rate=[3e-4, 5e-4, 1e-3, 2e-3], beta=[0.1, 0.4, 1.0]),
                 fixed={"retain_split": "none"}, guard=None),
-    "fttp": dict(quick=dict(learning_rate=[3e-4, 1e-3], ga_weight=[0.8], gd_weight=[0.5]),
+    "fttp": dict(quick=dict(learning_rate=[3e-4, 1e-3], ga_weight=[0.8, 0.4], gd_weight=[0.5]),
                  full=dict(learning_rate=[1e-4, 3e-4, 1e-3], ga_weight=[0.4, 0.8], gd_weight=[0.5, 1.0]),
                  fixed={"retain_split": "none", **NO_CEILING}, guard=None),
-    "viker": dict(quick=dict(learning_rate=[3e-4, 1e-3], lam=[0.05, 0.5]),
+    "viker": dict(quick=dict(learning_rate=[1e-4, 3e-4], lam=[0.05, 1.0]),
                   full=dict(learning_rate=[1e-4, 3e-4, 1e-3], lam=[0.05, 0.5, 2.0, 10.0]),
                   fixed={"retain_split": "none", **NO_CEILING}, guard=None),
-    "pubg": dict(quick=dict(learning_rate=[3e-4, 1e-3], guidance_weight=[1.0]),
+    "pubg": dict(quick=dict(learning_rate=[3e-4, 1e-3], guidance_weight=[1.0, 2.0]),
                  full=dict(learning_rate=[3e-4, 1e-3, 2e-3], guidance_weight=[0.5, 1.0, 2.0]),
                  fixed=dict(NO_CEILING), guard=None),
-    "saliency": dict(quick=dict(learning_rate=[3e-4, 1e-3], beta=[1.0]),
+    "saliency": dict(quick=dict(learning_rate=[3e-4, 1e-3], beta=[1.0, 2.0]),
                      full=dict(learning_rate=[1e-4, 3e-4, 1e-3], beta=[0.5, 1.0, 2.0]),
                      fixed=dict(NO_CEILING), guard=None),
     "sgpvt": dict(quick=dict(learning_rate=[1.5e-4, 5e-4], lambda_k=[0.3, 1.2]),
                   full=dict(learning_rate=[1e-4, 1.5e-4, 3e-4, 5e-4], lambda_k=[0.3, 1.2, 3.0]),
                   fixed={"retain_split": "none", **NO_CEILING}, guard=None),
     # Methods of issue 16 (their branches: fix/idk16, fix/simnpo16, fix/rmu16); option names as in their briefs.
-    "idk_nll": dict(quick=dict(learning_rate=[3e-4, 1e-3], retain_weight=[1.0]),
+    "idk_nll": dict(quick=dict(learning_rate=[3e-4, 1e-3], retain_weight=[1.0, 0.5]),
                     full=dict(learning_rate=[1e-4, 3e-4, 1e-3], retain_weight=[0.5, 1.0, 2.0]),
                     fixed={}, guard=None),
-    "idk_dpo": dict(quick=dict(learning_rate=[3e-4, 1e-3], beta=[0.1]),
+    "idk_dpo": dict(quick=dict(learning_rate=[3e-4, 1e-3], beta=[0.1, 0.4]),
                     full=dict(learning_rate=[1e-4, 3e-4, 1e-3], beta=[0.1, 0.4, 1.0]),
                     fixed={}, guard=None),
-    "simnpo": dict(quick=dict(learning_rate=[5e-4, 1e-3], beta=[2.5], gamma=[0.0]),
+    "simnpo": dict(quick=dict(learning_rate=[5e-4, 1e-3], beta=[2.5, 4.5], gamma=[0.0]),
                    full=dict(learning_rate=[3e-4, 5e-4, 1e-3], beta=[1.0, 2.5, 4.5], gamma=[0.0, 1.0]),
                    fixed={}, guard=None),
-    "undial": dict(quick=dict(learning_rate=[3e-4, 1e-3], gamma=[10.0]),
+    "undial": dict(quick=dict(learning_rate=[3e-4, 1e-3], gamma=[3.0, 10.0]),
                    full=dict(learning_rate=[1e-4, 3e-4, 1e-3], gamma=[3.0, 10.0, 30.0]),
                    fixed={}, guard=None),
-    "rmu": dict(quick=dict(learning_rate=[3e-4, 1e-3], steering_coeff=[6.5]),
+    "rmu": dict(quick=dict(learning_rate=[3e-4, 1e-3], steering_coeff=[6.5, 20.0]),
                 full=dict(learning_rate=[1e-4, 3e-4, 1e-3], steering_coeff=[2.0, 6.5, 20.0], alpha=[100.0, 1200.0]),
                 fixed={}, guard=None),
-    "scrub": dict(quick=dict(learning_rate=[3e-4, 1e-3], alpha=[1.0]),
+    "scrub": dict(quick=dict(learning_rate=[3e-4, 1e-3], alpha=[1.0, 0.5]),
                   full=dict(learning_rate=[1e-4, 3e-4, 1e-3], alpha=[0.5, 1.0], gamma=[1.0, 2.0]),
                   fixed={}, guard=None),
 }
@@ -453,6 +453,22 @@ def write_report(runs: list[dict], out: Path, seeds: list[int]) -> dict:
     return data
 
 
+def keep(run: dict, only: list[str]) -> bool:
+    """Whether a grid point matches every ``KNOB=VALUE`` of ``only`` (a knob it does not have matches)."""
+    for item in only:
+        name, _, value = item.partition("=")
+        if name in run["knobs"] and _fmt(run["knobs"][name]) != _fmt(_number(value)):
+            return False
+    return True
+
+
+def _number(text: str):
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 # -------------------------------------------------------------------------------------------------------- main
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
@@ -469,6 +485,8 @@ def main(argv=None):
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--full", action="store_true", help="the bigger grid (GRIDS[...]['full'], SETTINGS['full'])")
     parser.add_argument("--max-grid", type=int, default=None, help="at most this many grid points per method")
+    parser.add_argument("--only", action="append", default=[], metavar="KNOB=VALUE",
+                        help="keep only grid points with this knob value (repeatable), e.g. learning_rate=0.0005")
     parser.add_argument("--max-steps", type=int, default=None, help="override the steps per run")
     parser.add_argument("--eval-every", type=int, default=None, help="override the evaluation interval")
     parser.add_argument("--eval-rows", type=int, default=None, help="override the rows per evaluated split")
@@ -515,7 +533,7 @@ def main(argv=None):
         for option, folder in (("guidance_cache_dir", "pubg_guidance"), ("saliency_cache_dir", "saliency")):
             if option in options:
                 method_extra = [*method_extra, f"--{option}", str(runs_dir / "cache" / folder)]
-        grid = grid_runs(method, args.full, options)[: args.max_grid]
+        grid = [r for r in grid_runs(method, args.full, options) if keep(r, args.only)][: args.max_grid]
         for run in grid:
             for seed in seeds:
                 key = (method, run["label"], seed, json.dumps(settings), " ".join(method_extra))

@@ -266,3 +266,10 @@ def test_claims_markdown_has_one_row_per_claim_and_the_why_column(monkeypatch):
     fttp = next(r for r in rows if r["id"] == "fttp_coherent")
     assert fttp["why"].startswith("not measured")  # no fttp runs: the explanation is for measured FAILs
     assert "**PASS**" in md  # pubg_fluent
+
+
+def test_only_keeps_grid_points_with_the_knob_value():
+    npo = [r for r in frontier.grid_runs("npo") if frontier.keep(r, ["learning_rate=5e-4", "beta=0.4"])]
+    assert [r["knobs"] for r in npo] == [{"learning_rate": 0.0005, "beta": 0.4}]
+    ga = [r for r in frontier.grid_runs("ga") if frontier.keep(r, ["learning_rate=0.0005", "beta=0.4"])]
+    assert [r["knobs"] for r in ga] == [{"learning_rate": 0.0005}]  # GA has no beta: only the lr filters it
