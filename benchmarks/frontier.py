@@ -437,13 +437,23 @@ def plot(summary: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _public(run: dict) -> dict:
+    """A run's record for frontier.json (committed): the folder's name, and a failure points to its log instead of
+    quoting it (a log is the example's console, kept in the uncommitted frontier_runs/)."""
+    name = Path(run["dir"]).name
+    out = {k: v for k, v in run.items() if k not in ("dir", "error")} | {"dir": name}
+    if "error" in run:
+        out["error"] = f"failed: see frontier_runs/{name}/run.log"
+    return out
+
+
 def write_report(runs: list[dict], out: Path, seeds: list[int]) -> dict:
     summary = summarize(runs)
     full = next((p for r in runs for p in r.get("points", []) if p["step"] == 0), None)
     cpu = sum(r.get("cpu_seconds", 0.0) for r in runs)
     data = {"forget_split": FORGET_SPLIT, "seeds": seeds, "cpu_seconds": cpu, "collapse_lr": COLLAPSE_LR,
             "forgotten_threshold": FORGOTTEN, "full_model": full, "summary": summary,
-            "runs": [{k: v for k, v in r.items() if k != "dir"} | {"dir": Path(r["dir"]).name} for r in runs]}
+            "runs": [_public(r) for r in runs]}
     (out / "frontier.json").write_text(json.dumps(data, indent=1))
     (out / "frontier.md").write_text(markdown(summary, full, cpu, seeds))
     try:
