@@ -227,9 +227,10 @@ def test_collapse_claim_npo_keeps_retain_as_steps_grow_where_ga_collapses():
 
 def test_key_token_claim_compares_selectivity_on_the_saved_adapters(tmp_path, monkeypatch):
     runs = []
+    # per method: one run that forgets too little, one collapsed run, one that forgets and keeps retain
     for m in ("viker", "ga", "npo"):
-        for lr, forget in ((1e-4, 0.5), (1e-3, 0.0)):
-            r = _run(m, 0, [P(1.0), P(forget, retain_recall=0.9)], learning_rate=lr)
+        for lr, forget, retain in ((1e-4, 0.5, 1.0), (1e-3, 0.0, 0.0), (3e-4, 0.0, 0.8)):
+            r = _run(m, 0, [P(1.0), P(forget, retain_recall=retain)], learning_rate=lr)
             r["dir"] = f"{m}-{lr}-s0"
             (tmp_path / r["dir"]).mkdir()
             (tmp_path / r["dir"] / "adapter_config.json").write_text("{}")
@@ -246,10 +247,10 @@ def test_key_token_claim_compares_selectivity_on_the_saved_adapters(tmp_path, mo
 
     monkeypatch.setattr(toyworld, "ToyWorld", lambda: type("W", (), {"splits": lambda self, r: {"forget": [{}]}})())
     c = claims.key_token_claim(runs, tmp_path, shift=shift)
-    assert c["verdict"] == "PASS" and seen == ["viker-0.001-s0", "ga-0.001-s0", "npo-0.001-s0"]  # most forgetting
+    assert c["verdict"] == "PASS" and seen == ["viker-0.0003-s0", "ga-0.0003-s0", "npo-0.0003-s0"]
     c = claims.key_token_claim(runs, tmp_path, shift=lambda p, r: shift(p, r, {"viker": 2.5, "ga": 2.0, "npo": 3.0}))
     assert c["verdict"] == "FAIL"
-    (tmp_path / "npo-0.001-s0" / "adapter_config.json").unlink()
+    (tmp_path / "npo-0.0003-s0" / "adapter_config.json").unlink()
     c = claims.key_token_claim(runs, tmp_path, shift=shift)
     assert c["verdict"] == "FAIL" and c["why"] == "not measured: no runs of npo"
 
