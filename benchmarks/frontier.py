@@ -416,12 +416,15 @@ def plot(summary: dict, path: Path) -> None:
 
     axes_y = FRONTIER_AXES[:2]
     fig, axes = plt.subplots(1, len(axes_y), figsize=(5.5 * len(axes_y), 4.5))
-    colours = {m: plt.cm.tab20(i % 20) for i, m in enumerate(summary)}
+    # tab10's distinct colours first, then tab20's lighter ones; markers tell apart methods of one hue
+    colours = {m: plt.cm.tab10(i) if i < 10 else plt.cm.tab20((2 * i + 1) % 20) for i, m in enumerate(summary)}
+    markers = {m: "os^vDPX*<>"[i % 10] for i, m in enumerate(summary)}
     for ax, y in zip(axes, axes_y):
         for method, s in summary.items():
             front = s["frontiers"][y]
             if front:
-                ax.plot([p[X] for p in front], [p[y] for p in front], "o-", ms=3, color=colours[method],
+                ax.plot([p[X] for p in front], [p[y] for p in front], "-", marker=markers[method], ms=4,
+                        color=colours[method],
                         label=method + (" (guard)" if s["guard"] else ""))
         ax.axvline(FORGOTTEN, color="0.6", ls=":", lw=1)
         ax.set_xlabel("forget name recall (lower is better)")
