@@ -538,6 +538,8 @@ def main(argv=None):
         if not (EXAMPLES / f"run_{example}.py").exists():
             parser.error(f"--methods {method}: no examples/run_{example}.py (series: {', '.join(available_methods())})")
         options = options_of.setdefault(example, example_options(example))
+        if "learning_rate" not in options:
+            parser.error(f"examples/run_{example}.py --help lists no options (run it to see why)")
         if "probes" in options and "--probes" not in extra:  # issue 14's probes are not part of the frontier
             method_extra = [*extra, "--probes", "none"]
         else:
