@@ -1,6 +1,6 @@
 """Trade-off frontiers: every method swept over its knobs on the ToyWorld demo (forget10), points read along steps.
 
-    python benchmarks/frontier.py                      # default grid (~60 min on 2 cores with --jobs 2), 3 seeds
+    python benchmarks/frontier.py                      # default grid, 3 seeds (~45 min on 2 idle cores, --jobs 2)
     python benchmarks/frontier.py --full               # the bigger grid (more lrs / weights, more eval rows)
     python benchmarks/frontier.py --methods ga,npo --seeds 0 --max-grid 2 --max-steps 20   # a smoke run
     python benchmarks/frontier.py --resume             # keep finished runs, run the rest
@@ -114,8 +114,8 @@ GRIDS: dict[str, dict] = {
 DEFAULT_GRID = dict(quick=dict(learning_rate=[3e-4, 1e-3]), full=dict(learning_rate=[1e-4, 3e-4, 1e-3]),
                     fixed={}, guard="the example's demo defaults (no grid entry yet)")
 #: Runs per method use this many steps and evaluate every EVAL_EVERY steps; rows per evaluated split.
-SETTINGS = {"quick": dict(max_steps=60, eval_every=10, eval_rows=32),
-            "full": dict(max_steps=80, eval_every=10, eval_rows=64)}
+SETTINGS = {"quick": dict(max_steps=60, eval_every=5, eval_rows=32),
+            "full": dict(max_steps=80, eval_every=5, eval_rows=64)}
 #: The fixed lr at which NPO and GA are compared over steps (claims: NPO does not collapse where GA does); it is
 #: in both grids' learning rates.
 COLLAPSE_LR = 5e-4
