@@ -274,3 +274,18 @@ def test_only_keeps_grid_points_with_the_knob_value():
     assert [r["knobs"] for r in npo] == [{"learning_rate": 0.0005, "beta": 0.4}]
     ga = [r for r in frontier.grid_runs("ga") if frontier.keep(r, ["learning_rate=0.0005", "beta=0.4"])]
     assert [r["knobs"] for r in ga] == [{"learning_rate": 0.0005}]  # GA has no beta: only the lr filters it
+
+
+def test_write_report_files_and_a_failed_run_points_to_its_log(tmp_path):
+    runs = [_run("npo", 0, [P(1.0, step=0, retain_recall=1.0, forget_coherence=1.0),
+                            P(0.0, retain_recall=0.7, forget_coherence=0.4)]),
+            {"method": "npo", "seed": 1, "label": "x", "knobs": {}, "guard": None, "dir": str(tmp_path / "npo-x-s1"),
+             "cpu_seconds": 30.0, "error": "Traceback ... a log line of the example"}]
+    runs[0]["cpu_seconds"] = 90.0
+    data = frontier.write_report(runs, tmp_path, [0, 1])
+    assert data["cpu_seconds"] == 120.0
+    saved = json.loads((tmp_path / "frontier.json").read_text())
+    assert saved["runs"][1]["error"] == "failed: see frontier_runs/npo-x-s1/run.log"
+    assert "Traceback" not in (tmp_path / "frontier.json").read_text()
+    assert "total CPU time of the runs 2.0 min" in (tmp_path / "frontier.md").read_text()
+    assert saved["summary"]["npo"]["best_retain_at_forget5"]["per_seed"] == {"0": 0.7}
