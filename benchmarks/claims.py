@@ -7,8 +7,8 @@
 recall: each seed's Pareto frontier of (forget recall, the claim's metric) is interpolated (straight lines between
 its points, as plotted) at the level ``L = max(5%, the lowest forget recall every compared method reaches in every
 seed)``, then mean ± population std over seeds. A claim PASSes when the claimant's mean beats every baseline's mean
-by more than the larger of their seed spreads (std), or meets its absolute bar; a method that never reaches ``L`` or
-was not run makes the claim FAIL with "not measured". Baselines are GA (forget only) and NPO, as in the papers.
+by more than the larger of their seed spreads (std), or meets its absolute bar; a compared method that was not run
+makes the claim FAIL with "not measured". Baselines are GA (forget only) and NPO, as in the papers.
 
 Metrics (all "higher is better" except forget recall): the evaluator's name recall (forget / retain / proximal /
 text_forget splits) and forget coherence (``ToyWorld.is_well_formed``), and two computed from the forget-split
