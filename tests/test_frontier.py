@@ -289,3 +289,10 @@ def test_write_report_files_and_a_failed_run_points_to_its_log(tmp_path):
     assert "Traceback" not in (tmp_path / "frontier.json").read_text()
     assert "total CPU time of the runs 2.0 min" in (tmp_path / "frontier.md").read_text()
     assert saved["summary"]["npo"]["best_retain_at_forget5"]["per_seed"] == {"0": 0.7}
+
+
+def test_claims_markdown_escapes_pipes_in_cells():
+    row = {"paper": "P", "claim": "c", "metric": "m", "comparison": "x", "numbers": "a |b| c", "verdict": "PASS",
+           "why": ""}
+    line = claims.markdown([row], [0]).splitlines()[-1]
+    assert line.count(" | ") == 6 and "a \\|b\\| c" in line  # 7 cells, the pipes inside one escaped
