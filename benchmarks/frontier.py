@@ -557,6 +557,9 @@ def main(argv=None):
                 else:
                     todo.append((method, run, seed, method_extra))
     print(f"{len(runs)} finished runs kept, {len(todo)} to run ({args.jobs} at a time)", flush=True)
+    if todo:  # one build of the full model (if the cache lacks it), not one per parallel run
+        subprocess.run([sys.executable, "-m", "unlearn_trainer.toyworld", "build"], check=True, env=_env(),
+                       stdout=subprocess.DEVNULL)
     from unlearn_trainer._progress import progress_bar
 
     def one(job):
