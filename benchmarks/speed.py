@@ -75,6 +75,13 @@ METHODS = (
     Method("pubg", "pubg", {"guidance_max_new_tokens": PUBG_MAX_NEW_TOKENS}, 2, 1.15, note="forget + o* passes"),
     Method("saliency", "saliency", {}, 2, 1.15, retain=True, note="masked GA + retain NLL (Eq. 3)"),
     Method("sgpvt", "sgpvt", {}, 2, 1.30, note="2 passes + 1 teacher forward"),
+    Method("idk_nll", "idk_nll", {}, 2, 1.15, retain=True, note="refusal NLL + retain NLL"),
+    Method("idk_dpo", "idk_dpo", {}, 3, 1.15, retain=True,
+           note="refusal (chosen) + forget answer (rejected) + retain NLL; reference log-probs cached"),
+    Method("rmu", "rmu", {}, 2, 1.15, retain=True,
+           note="forget + retain passes to layer l, + 1 frozen forward to layer l"),
+    Method("scrub", "scrub", {"max_cycles": None}, 1, 1.30, retain=True,
+           note="1 pass (max: forget / min: retain, alternating) + 1 teacher forward"),
     Method("npo_recompute", "npo", {"cache_reference": False}, group="cache",
            note="reference log-probs recomputed every step"),
     Method("viker_recompute", "viker", {"num_reference_images": 5, "cache_reference": False}, group="cache",
@@ -151,7 +158,8 @@ def _trainer_classes(key: str):
         return trainer.config_class, trainer
     import unlearn_trainer.trainers as t
 
-    names = {"ga": "GA", "npo": "NPO", "fttp": "FTTP", "viker": "ViKeR", "pubg": "PUBG", "saliency": "Saliency"}
+    names = {"ga": "GA", "npo": "NPO", "fttp": "FTTP", "viker": "ViKeR", "pubg": "PUBG", "saliency": "Saliency",
+             "idk_nll": "IdkNLL", "idk_dpo": "IdkDPO", "rmu": "RMU", "scrub": "SCRUB"}
     return getattr(t, names[key] + "Config"), getattr(t, names[key] + "Trainer")
 
 

@@ -1,9 +1,13 @@
 from .base import NonFiniteLossError, UnlearnConfig, UnlearnTrainer
 from .fttp import FTTPConfig, FTTPTrainer
 from .ga import GAConfig, GATrainer
+from .idk_dpo import IdkDPOConfig, IdkDPOTrainer
+from .idk_nll import IdkNLLConfig, IdkNLLTrainer
 from .npo import NPOConfig, NPOTrainer
 from .pubg import PUBGConfig, PUBGTrainer
+from .rmu import RMUConfig, RMUTrainer
 from .saliency import SaliencyConfig, SaliencyTrainer
+from .scrub import SCRUBConfig, SCRUBTrainer
 from .sgpvt import SGPVTConfig, SGPVTTrainer
 from .viker import ViKeRConfig, ViKeRTrainer
 
@@ -25,4 +29,12 @@ __all__ = [
     "SGPVTTrainer",
     "ViKeRConfig",
     "ViKeRTrainer",
+    "IdkNLLConfig",
+    "IdkNLLTrainer",
+    "IdkDPOConfig",
+    "IdkDPOTrainer",
+    "RMUConfig",
+    "RMUTrainer",
+    "SCRUBConfig",
+    "SCRUBTrainer",
 ]
