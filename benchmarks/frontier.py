@@ -90,30 +90,35 @@ GRIDS: dict[str, dict] = {
     "sgpvt": dict(quick=dict(learning_rate=[1.5e-4, 5e-4], lambda_k=[0.3, 1.2]),
                   full=dict(learning_rate=[1e-4, 1.5e-4, 3e-4, 5e-4], lambda_k=[0.3, 1.2, 3.0]),
                   fixed={"retain_split": "none", **NO_CEILING}, guard=None),
-    # Methods of issue 16 (their branches: fix/idk16, fix/simnpo16, fix/rmu16); option names as in their briefs.
+    # Methods of issue 16. IdkNLL / IdkDPO: TOFU's objectives have the retain NLL (paper_settings retain_loss "nll").
     "idk_nll": dict(quick=dict(learning_rate=[3e-4, 1e-3], retain_weight=[1.0, 0.5]),
                     full=dict(learning_rate=[1e-4, 3e-4, 1e-3], retain_weight=[0.5, 1.0, 2.0]),
                     fixed={}, guard=None),
     "idk_dpo": dict(quick=dict(learning_rate=[3e-4, 1e-3], beta=[0.1, 0.4]),
                     full=dict(learning_rate=[1e-4, 3e-4, 1e-3], beta=[0.1, 0.4, 1.0]),
                     fixed={}, guard=None),
+    # SimNPO / UNDIAL: option names from their brief (branch not on main yet); a missing one is dropped, not guessed.
     "simnpo": dict(quick=dict(learning_rate=[5e-4, 1e-3], beta=[2.5, 4.5], gamma=[0.0]),
                    full=dict(learning_rate=[3e-4, 5e-4, 1e-3], beta=[1.0, 2.5, 4.5], gamma=[0.0, 1.0]),
                    fixed={}, guard=None),
     "undial": dict(quick=dict(learning_rate=[3e-4, 1e-3], gamma=[3.0, 10.0]),
                    full=dict(learning_rate=[1e-4, 3e-4, 1e-3], gamma=[3.0, 10.0, 30.0]),
                    fixed={}, guard=None),
-    "rmu": dict(quick=dict(learning_rate=[3e-4, 1e-3], steering_coeff=[6.5, 20.0]),
-                full=dict(learning_rate=[1e-4, 3e-4, 1e-3], steering_coeff=[2.0, 6.5, 20.0], alpha=[100.0, 1200.0]),
-                fixed={}, guard=None),
-    "scrub": dict(quick=dict(learning_rate=[3e-4, 1e-3], alpha=[1.0, 0.5]),
-                  full=dict(learning_rate=[1e-4, 3e-4, 1e-3], alpha=[0.5, 1.0], gamma=[1.0, 2.0]),
+    # RMU: the paper's c = 6.5 and the demo's 20 (its lr 1e-2 x 120 steps: the paper's 5e-5 does not move the tiny
+    # model); the retain activation MSE is the paper's own term.
+    "rmu": dict(quick=dict(learning_rate=[3e-3, 1e-2], steering_coeff=[6.5, 20.0]),
+                full=dict(learning_rate=[1e-3, 3e-3, 1e-2], steering_coeff=[6.5, 20.0], alpha=[100.0, 1200.0]),
+                fixed={}, guard=None, max_steps=120),
+    # SCRUB: the forget/keep trade-off is the ratio of max-steps (forget) to min-steps (retain) per cycle.
+    "scrub": dict(quick=dict(learning_rate=[3e-4, 1e-3], min_steps_per_cycle=[1, 3]),
+                  full=dict(learning_rate=[1e-4, 3e-4, 1e-3], min_steps_per_cycle=[1, 3], gamma=[0.5, 0.99]),
                   fixed={}, guard=None),
 }
 #: Used for a method found in examples/ but not in GRIDS: its demo defaults at two learning rates.
 DEFAULT_GRID = dict(quick=dict(learning_rate=[3e-4, 1e-3]), full=dict(learning_rate=[1e-4, 3e-4, 1e-3]),
                     fixed={}, guard="the example's demo defaults (no grid entry yet)")
-#: Runs per method use this many steps and evaluate every EVAL_EVERY steps; rows per evaluated split.
+#: Runs use this many steps (a GRIDS entry's ``max_steps`` wins) and evaluate every ``eval_every`` steps; rows per
+#: evaluated split.
 SETTINGS = {"quick": dict(max_steps=60, eval_every=5, eval_rows=32),
             "full": dict(max_steps=80, eval_every=5, eval_rows=64)}
 #: The fixed lr at which NPO and GA are compared over steps (claims: NPO does not collapse where GA does); it is
@@ -216,8 +221,10 @@ def run_dir(out_root: Path, method: str, label: str, seed: int) -> Path:
 def run_one(method: str, run: dict, seed: int, out_root: Path, settings: dict, extra: list[str]) -> dict:
     """One example run in a subprocess; returns its record (points read from its unlearning_eval.json)."""
     out = run_dir(out_root, method, run["label"], seed)
+    steps = settings["max_steps"] if settings.get("max_steps_given") else GRIDS.get(method, {}).get(
+        "max_steps", settings["max_steps"])
     argv = ["--forget_split", FORGET_SPLIT, "--seed", str(seed), "--output_dir", str(out), "--disable_tqdm", "true",
-            "--max_steps", str(settings["max_steps"]), "--unlearning_eval_steps", str(settings["eval_every"]),
+            "--max_steps", str(steps), "--unlearning_eval_steps", str(settings["eval_every"]),
             "--save_strategy", "no", "--report_to", "none", *run["args"], *extra]
     cmd = [sys.executable, str(Path(__file__).resolve()), "_run-example", str(EXAMPLES / f"run_{example_of(method)}.py"),
            "--rows", str(settings["eval_rows"]), "--", *argv]
@@ -500,7 +507,7 @@ def main(argv=None):
     parser.add_argument("--max-grid", type=int, default=None, help="at most this many grid points per method")
     parser.add_argument("--only", action="append", default=[], metavar="KNOB=VALUE",
                         help="keep only grid points with this knob value (repeatable), e.g. learning_rate=0.0005")
-    parser.add_argument("--max-steps", type=int, default=None, help="override the steps per run")
+    parser.add_argument("--max-steps", type=int, default=None, help="override the steps per run (every series)")
     parser.add_argument("--eval-every", type=int, default=None, help="override the evaluation interval")
     parser.add_argument("--eval-rows", type=int, default=None, help="override the rows per evaluated split")
     parser.add_argument("--jobs", type=int, default=2, help="runs at once (each one torch thread)")
@@ -516,6 +523,8 @@ def main(argv=None):
     for key, value in (("max_steps", args.max_steps), ("eval_every", args.eval_every), ("eval_rows", args.eval_rows)):
         if value is not None:
             settings[key] = value
+    if args.max_steps is not None:  # --max-steps wins over a series' own step count
+        settings["max_steps_given"] = True
     seeds = [int(s) for s in args.seeds.split(",")]
     log = runs_dir / "runs.jsonl"
     done: dict[tuple, dict] = {}
