@@ -77,6 +77,13 @@ METHODS = (
     Method("sgpvt", "sgpvt", {}, 2, 1.30, note="2 passes + 1 teacher forward"),
     Method("simnpo", "simnpo", {}, 1, 1.15, note="no reference model"),
     Method("undial", "undial", {}, 1, 1.15, note="adjusted reference distributions cached (top-128)"),
+    Method("idk_nll", "idk_nll", {}, 2, 1.15, retain=True, note="refusal NLL + retain NLL"),
+    Method("idk_dpo", "idk_dpo", {}, 3, 1.15, retain=True,
+           note="refusal (chosen) + forget answer (rejected) + retain NLL; reference log-probs cached"),
+    Method("rmu", "rmu", {}, 2, 1.15, retain=True,
+           note="forget + retain passes to layer l, + 1 frozen forward to layer l"),
+    Method("scrub", "scrub", {"max_cycles": None}, 1, 1.30, retain=True,
+           note="1 pass (max: forget / min: retain, alternating) + 1 teacher forward"),
     Method("npo_recompute", "npo", {"cache_reference": False}, group="cache",
            note="reference log-probs recomputed every step"),
     Method("viker_recompute", "viker", {"num_reference_images": 5, "cache_reference": False}, group="cache",
@@ -154,7 +161,8 @@ def _trainer_classes(key: str):
     import unlearn_trainer.trainers as t
 
     names = {"ga": "GA", "npo": "NPO", "fttp": "FTTP", "viker": "ViKeR", "pubg": "PUBG", "saliency": "Saliency",
-             "simnpo": "SimNPO", "undial": "UNDIAL"}
+             "idk_nll": "IdkNLL", "idk_dpo": "IdkDPO", "rmu": "RMU", "scrub": "SCRUB", "simnpo": "SimNPO",
+             "undial": "UNDIAL"}
     return getattr(t, names[key] + "Config"), getattr(t, names[key] + "Trainer")
 
 

@@ -77,3 +77,38 @@ def save_forget_retain(root, forget_rows: int, retain_rows: int):
     }).save_to_disk(str(root / "data"))
     return root / "data"
 
+
+
+# ------------------------------------------------------------------------------------ small ToyWorld models (issue 14)
+# A small world with its memorizing full model and the model retrained without its forget identities, built once per
+# test session in a session tmp cache. Reused by the retrained / MIA / forget-quality / attack tests.
+SMALL_TOYWORLD = dict(num_identities=8, family_size=4, train_views=2, heldout_views=1, num_unseen=4, image_size=16)
+SMALL_TOYWORLD_SPEC = dict(image_size=16, patch_size=4, vision_hidden_size=32, vision_layers=1, hidden_size=64,
+                           intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=4, epochs=40.0,
+                           batch_size=16, learning_rate=3e-3)
+SMALL_TOYWORLD_RATIO = 0.25  # 2 of the 8 identities
+
+
+@pytest.fixture(scope="session")
+def small_toyworld(tmp_path_factory):
+    """``.world``, ``.spec``, ``.ratio``, ``.full_dir``, ``.retrained_dir`` of a small ToyWorld (8 trained identities,
+    4 never seen) whose full model memorizes its training views and whose retrained model lacks the 2 forget
+    identities. Load them with ``load_full_model(world, spec, build=False)`` / ``load_retrained_model(world, spec,
+    ratio, build=False)`` inside ``monkeypatch.setenv("UNLEARN_TRAINER_CACHE", str(small_toyworld.cache))``, or
+    directly with ``from_pretrained(full_dir)``."""
+    from types import SimpleNamespace
+
+    from unlearn_trainer.toyworld import ToyWorld
+    from unlearn_trainer.toyworld.full_model import FullModelSpec, build_full_model, build_retrained_model
+
+    cache = tmp_path_factory.mktemp("toyworld_cache")
+    world, spec = ToyWorld(**SMALL_TOYWORLD), FullModelSpec(**SMALL_TOYWORLD_SPEC)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("UNLEARN_TRAINER_CACHE", str(cache))
+    try:
+        full_dir = build_full_model(world, spec, progress=False, verify=False)
+        retrained_dir = build_retrained_model(world, spec, SMALL_TOYWORLD_RATIO, progress=False, verify=False)
+    finally:
+        mp.undo()
+    return SimpleNamespace(world=world, spec=spec, ratio=SMALL_TOYWORLD_RATIO, cache=cache, full_dir=full_dir,
+                           retrained_dir=retrained_dir)

@@ -5,9 +5,10 @@ import pytest
 import torch
 from conftest import train_args
 
-from unlearn_trainer import GAConfig, GATrainer, NonFiniteLossError, NPOConfig, NPOTrainer
+from unlearn_trainer import GAConfig, GATrainer, IdkDPOConfig, IdkDPOTrainer, NonFiniteLossError, NPOConfig, NPOTrainer
 from unlearn_trainer.testing import tiny_images, tiny_model_and_processor, tiny_vqa_rows
 from unlearn_trainer.trainers.pubg import PUBGConfig, PUBGTrainer
+from unlearn_trainer.trainers.rmu import RMUConfig, RMUTrainer
 from unlearn_trainer.trainers.sgpvt import SGPVTConfig, SGPVTTrainer
 
 
@@ -30,6 +31,12 @@ CASES = {
     "sgpvt": (SGPVTTrainer, SGPVTConfig, {"num_perturbations": 2, "lambda_k": 2.0},
               lambda: dict(forget_dataset=tiny_vqa_rows(2), distant_images=tiny_images(3, seed=7)), 3),
     "ga": (GATrainer, GAConfig, {}, lambda: dict(forget_dataset=tiny_vqa_rows(2)), 1),
+    # the DPO pass holds both of its forwards (chosen, rejected: the loss couples them), then the retain pass
+    "idk_dpo_gd": (IdkDPOTrainer, IdkDPOConfig, {"refusals": ["i do not know ."]},
+                   lambda: dict(forget_dataset=tiny_vqa_rows(2), retain_dataset=tiny_vqa_rows(2, seed=5)), 2),
+
+    "rmu": (RMUTrainer, RMUConfig, {"steering_coeff": 20.0},
+            lambda: dict(forget_dataset=tiny_vqa_rows(2), retain_dataset=tiny_vqa_rows(2, seed=5)), 2),
 }
 
 

@@ -10,11 +10,15 @@ from unlearn_trainer import (
     FTTPConfig,
     GAConfig,
     GATrainer,
+    IdkDPOConfig,
+    IdkNLLConfig,
     NPOConfig,
     PUBGConfig,
     PUBGTrainer,
+    RMUConfig,
     SaliencyConfig,
     SaliencyTrainer,
+    SCRUBConfig,
     SGPVTConfig,
     SimNPOConfig,
     UNDIALConfig,
@@ -24,8 +28,8 @@ from unlearn_trainer import (
 from unlearn_trainer.hub import render_model_card
 from unlearn_trainer.testing import lora_config_for, tiny_images, tiny_model_and_processor, tiny_vqa_rows
 
-CONFIGS = [GAConfig, NPOConfig, FTTPConfig, ViKeRConfig, SGPVTConfig, SaliencyConfig, PUBGConfig, SimNPOConfig,
-           UNDIALConfig]
+CONFIGS = [GAConfig, NPOConfig, FTTPConfig, ViKeRConfig, SGPVTConfig, SaliencyConfig, PUBGConfig, IdkNLLConfig,
+           IdkDPOConfig, RMUConfig, SCRUBConfig, SimNPOConfig, UNDIALConfig]
 SALIENCY_LOGGER = "unlearn_trainer.trainers.saliency"
 
 

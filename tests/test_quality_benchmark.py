@@ -44,18 +44,70 @@ def test_full_model_row_per_split_in_the_table():
 def test_resume_reuses_finished_runs(tmp_path, monkeypatch):
     calls = []
 
-    def fake_run_one(method, split, seed, out_root, extra):
+    def fake_run_one(method, split, seed, out_root, extra, probes, relearn_steps):
         calls.append((method, split, seed))
         return _run(method, split, seed, 0.1 * seed, 1.0)
 
+    def fake_run_retrained(split, out_root, extra, probes, relearn_steps):
+        calls.append((quality.RETRAINED, split, 0))
+        return {"method": quality.RETRAINED, "split": split, "seed": 0, "seconds": 1.0,
+                "after": {"forget": {"name_recall": 0.0}}}
+
     monkeypatch.setattr(quality, "run_one", fake_run_one)
+    monkeypatch.setattr(quality, "run_retrained", fake_run_retrained)
     monkeypatch.setattr(quality, "plot", lambda rows, path: None)
     argv = ["--methods", "npo", "--ratios", "forget10", "--seeds", "0,1", "--output", str(tmp_path)]
-    assert quality.main(argv) == 0 and len(calls) == 2
-    assert quality.main(argv + ["--resume"]) == 0 and len(calls) == 2  # nothing rerun
+    assert quality.main(argv) == 0 and len(calls) == 3  # two seeds and the retrained reference
+    assert quality.main(argv + ["--resume"]) == 0 and len(calls) == 3  # nothing rerun
     assert quality.main(argv + ["--seeds", "0,1,2", "--resume"]) == 0 and calls[-1] == ("npo", "forget10", 2)
     data = json.loads((tmp_path / "quality.json").read_text())
-    assert [r["seed"] for r in data["runs"]] == [0, 1, 2]
+    assert [(r["method"], r["seed"]) for r in data["runs"]] == [("npo", 0), ("npo", 1), ("npo", 2),
+                                                                 (quality.RETRAINED, 0)]
     assert list(data["full_model"]) == ["forget10"]
-    assert "| full model | 10 |" in (tmp_path / "quality.md").read_text()
-    assert quality.main(argv) == 0 and len(calls) == 5  # without --resume both seeds run again
+    md = (tmp_path / "quality.md").read_text()
+    assert "| full model | 10 |" in md and f"| {quality.RETRAINED} | 10 | 0.00 |" in md
+    assert quality.main(argv) == 0 and len(calls) == 7  # without --resume both seeds and the reference run again
+    assert quality.main(argv + ["--probes", "cheap", "--resume"]) == 0 and len(calls) == 10  # other probes: rerun
+    # runs of another ToyWorld version (or recorded before the probes existed) are not reused
+    log = tmp_path / "quality_runs" / "runs.jsonl"
+    old = [json.loads(line) for line in log.read_text().splitlines()]
+    log.write_text("".join(json.dumps({**r, "world": "toyworld-1"}) + "\n" for r in old))
+    assert quality.main(argv + ["--probes", "cheap", "--resume"]) == 0 and len(calls) == 13
+
+
+def _probes(privleak, relearned, shifts):
+    return {"mia": {"auc_loss": 0.9, "auc_min_k": 0.8, "privleak_loss": 0.5, "privleak_min_k": privleak,
+                    "privleak": privleak},
+            "forget_quality": {"forget_quality": 0.01},
+            "relearning": {"step0_forget_heldout_name_recall": 0.0, "step20_forget_heldout_name_recall": relearned,
+                           "retrained_step20_forget_heldout_name_recall": 0.0},
+            "quantization": {"4bit_forget_name_recall": 0.1, "8bit_forget_name_recall": 0.0},
+            "paraphrase": {"skipped": "no rows"},
+            "shift": {f"{t}_forget_name_recall": v for t, v in shifts.items()}}
+
+
+def test_aggregate_and_table_of_the_robustness_columns():
+    runs = [dict(_run("npo", "forget10", s, 0.0, 1.0), robustness_before=_probes(0.9, 1.0, {"crop": 1.0}),
+                 robustness_after=_probes(p, r, {"crop": c, "flip": 0.0}))
+            for s, (p, r, c) in enumerate([(0.2, 1.0, 0.5), (0.4, 0.5, 0.1)])]
+    runs.append({"method": quality.RETRAINED, "split": "forget10", "seed": 0, "seconds": 1.0,
+                 "after": {"forget": {"name_recall": 0.0}}, "robustness_after": _probes(0.0, 0.0, {"crop": 0.0})})
+    (row,) = quality.aggregate(runs)
+    assert row["seeds"] == 2  # the reference is not a method's seed
+    assert row["mia/privleak"] == pytest.approx((0.3, 0.1))
+    assert row["mia/auc_{MIA}"] == pytest.approx((0.8, 0.0))  # the attack PrivLeak headlines (Min-K%)
+    assert row["relearning/step{N}_forget_heldout_name_recall"] == pytest.approx((0.75, 0.25))
+    assert row["shift/mean_forget_name_recall"] == pytest.approx((0.15, 0.1))  # mean over the shifts, then seeds
+    assert row["quantization/4bit_forget_name_recall"] == pytest.approx((0.1, 0.0))
+    assert "paraphrase/forget_name_recall" not in row  # skipped: no number
+    refs = {r["method"]: r["values"] for r in quality.reference_rows(runs)}
+    assert refs["full model"]["mia/privleak"] == 0.9 and refs[quality.RETRAINED]["mia/privleak"] == 0.0
+    md = quality.markdown([row], quality.full_model_metrics(runs), quality.reference_rows(runs))
+    head = md.splitlines()[0]
+    assert "mc_forget mc_letter_acc" in head and "mia privleak" in head and "relearning stepN_forget" in head
+    assert "| 0.30 ± 0.10 |" in md and f"| {quality.RETRAINED} | 10 |" in md
+
+
+def test_only_evaluation_options_reach_the_retrained_reference():
+    extra = ["--max_steps", "10", "--max_eval_rows", "16", "--max_new_tokens=8", "--beta", "0.1"]
+    assert quality._evaluation_options(extra) == ["--max_eval_rows", "16", "--max_new_tokens=8"]

@@ -17,7 +17,7 @@ SMALL = dict(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=4, nu
 
 @pytest.fixture
 def small_world():
-    return ToyWorld(num_identities=8, family_size=4, train_views=1, heldout_views=1)
+    return ToyWorld(num_identities=8, family_size=4, train_views=1, heldout_views=1, num_unseen=4)
 
 
 def test_build_is_cached_versioned_and_atomic(tmp_path, monkeypatch, small_world):
@@ -60,3 +60,18 @@ def test_eval_rows_fields(small_world):
     assert rows["open"]["private"][0] == rows["open"]["name"]
     assert rows["mc"]["mc_template"].format(option="x") == "this is x ."
     assert rows["describe"]["concepts"] == []
+
+
+def test_eval_splits_robustness(small_world):
+    from unlearn_trainer.toyworld.full_model import EVAL_SPLITS, ROBUSTNESS_SPLITS, eval_splits
+
+    splits = eval_splits(small_world, 0.25, splits=ROBUSTNESS_SPLITS)
+    assert set(splits) == set(ROBUSTNESS_SPLITS) and not set(ROBUSTNESS_SPLITS) & set(EVAL_SPLITS)
+    assert all(splits[name] for name in ROBUSTNESS_SPLITS), [n for n in ROBUSTNESS_SPLITS if not splits[n]]
+    para = {r["kind"]: r for r in splits["paraphrase_forget"]}
+    assert para["city"]["expected"] == para["city"]["attributes"]["city"]
+    assert para["open"]["private"][0] == para["open"]["name"]
+    assert all(r["shift"] == "crop" for r in splits["shift_crop_retain"])
+    assert {r["identity"] for r in splits["unseen"]} == set(small_world.unseen_identities)
+    with pytest.raises(KeyError, match="paraphrase_forget"):
+        eval_splits(small_world, 0.25, splits=("no_such_split",))

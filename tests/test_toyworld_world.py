@@ -9,12 +9,24 @@ from PIL import Image
 
 from unlearn_trainer.toyworld import REFUSALS, Identity, ToyWorld, to_dataset
 from unlearn_trainer.toyworld import world as world_module
-from unlearn_trainer.toyworld.world import CITIES, HOBBIES, MARKS, PALETTE, PROFESSIONS, SHAPES, STRIPES
+from unlearn_trainer.toyworld.world import (
+    CITIES,
+    HOBBIES,
+    IMAGE_SHIFTS,
+    MARKS,
+    PALETTE,
+    PARAPHRASE_ANSWERS,
+    PARAPHRASE_KINDS,
+    PARAPHRASE_QUESTIONS,
+    PROFESSIONS,
+    SHAPES,
+    STRIPES,
+)
 
 FACT_KINDS = {"name", "profession", "city", "open"}
 ROW_KEYS = {
     "id", "identity", "identity_id", "name", "concepts", "kind", "image", "question", "answer", "view", "heldout",
-    "family", "attributes", "options", "answer_letter",
+    "family", "attributes", "options", "answer_letter", "perturbed_answers", "paraphrased_answer", "paraphrase", "shift",
 }  # fmt: skip
 
 
@@ -97,9 +109,9 @@ def test_fingerprint_tracks_parameters(world):
 
 def test_names_are_invented_distinct_two_word_names(world):
     names = [i.name for i in world.identities]
-    assert len(set(names)) == len(names) == 12
+    assert len(set(names)) == len(names) == 12 + world.num_unseen
     words = world.name_words()
-    assert len(words) == 24 and len(set(words)) == 24
+    assert len(words) == 2 * len(names) and len(set(words)) == len(words)
     other_vocab = {w for text in world.corpus() for w in text.split()} - set(words)
     other_vocab |= set(HOBBIES)
     for ident in world.identities:
@@ -223,7 +235,9 @@ def test_splits_are_consistent(world, splits):
     assert len(forget) == 2
     retain = set(range(world.num_identities)) - forget
     expected_keys = {"forget", "forget_train", "generalization", "retain", "retain_train", "proximal", "text_forget",
-                     "text_retain", "describe", "mc_forget", "mc_retain", "distant"}  # fmt: skip
+                     "text_retain", "describe", "mc_forget", "mc_retain", "distant", "unseen", "text_unseen",
+                     "paraphrase_forget", "paraphrase_retain"}  # fmt: skip
+    expected_keys |= {f"shift_{t}_{part}" for t in IMAGE_SHIFTS for part in ("forget", "retain")}
     assert set(splits) == expected_keys
 
     def ids(key):
@@ -319,7 +333,7 @@ def test_render_validates_arguments(world):
     with pytest.raises(ValueError):
         world.render(0, world.heldout_views, heldout=True)
     with pytest.raises(IndexError):
-        world.render(world.num_identities, 0)
+        world.render(len(world.identities), 0)
 
 
 # ------------------------------------------------------------------------------------------------ text
@@ -394,3 +408,178 @@ def test_to_dataset_round_trips_image_and_text_rows(world, rows, splits):
     assert ds[1]["image"] is None
     assert np.array_equal(np.asarray(ds[0]["image"].convert("RGB")), np.asarray(image_row["image"]))
     assert np.array_equal(np.asarray(ds[2]["image"].convert("RGB")), np.asarray(distant_row["image"]))
+
+
+# ------------------------------------------------------------------------------------------------ robustness data
+
+
+def _texts(row):
+    return [row["question"], row["answer"], *row["options"]]
+
+
+def test_unseen_identities_exist_but_are_never_trained(world, rows, splits):
+    unseen = world.unseen_identities
+    assert unseen == list(range(12, 12 + world.num_unseen)) == [i.index for i in world.identities[12:]]
+    unseen_names = {world.identities[i].name for i in unseen}
+    unseen_words = {w for i in unseen for w in (world.identities[i].first, world.identities[i].last)}
+    # never in a training row, a forget/retain/eval split or a multiple-choice option, not even a part of a name
+    trained_splits = [k for k in splits if k not in ("unseen", "text_unseen")]
+    for r in rows + [r for k in trained_splits for r in splits[k]]:
+        assert r["identity"] not in unseen
+        words = {w for text in _texts(r) + r["perturbed_answers"] for w in text.split()}
+        assert not words & unseen_words, r["id"]
+    # their own families, with looks of their own
+    trained_families = {i.family for i in world.identities[:12]}
+    assert not {world.identities[i].family for i in unseen} & trained_families
+    trained_looks = {(i.look["background"], i.look["shape"], i.look["colour"]) for i in world.identities[:12]}
+    assert all((world.identities[i].look["background"], world.identities[i].look["shape"],
+                world.identities[i].look["colour"]) not in trained_looks for i in unseen)
+    # they exist in the world: names in the vocabulary, pictures, and their own splits
+    assert unseen_words <= set(world.name_words())
+    corpus_words = {w for text in world.corpus() for w in text.split()}
+    assert unseen_words <= corpus_words
+    assert {r["identity"] for r in splits["unseen"]} == set(unseen)
+    assert {r["kind"] for r in splits["unseen"]} == FACT_KINDS
+    assert len(splits["unseen"]) == world.num_unseen * 4 * world.train_views
+    assert {r["kind"] for r in splits["text_unseen"]} == {"text_profession", "text_city"}
+    assert {r["identity"] for r in splits["text_unseen"]} == set(unseen)
+    assert all(world.is_well_formed(r["answer"]) for r in splits["unseen"] + splits["text_unseen"])
+    assert unseen_names and ToyWorld(num_identities=12, num_unseen=0).unseen_identities == []
+
+
+def test_unseen_names_tokenize_like_trained_names(world):
+    from unlearn_trainer.testing import build_tokenizer
+
+    tok = build_tokenizer(world.corpus(), world.name_words())
+    for ident in (world.identities[0], world.identities[world.unseen_identities[0]]):
+        pieces = tok.tokenize(ident.first)
+        assert pieces == [ident.first[:3]] + ["##" + ident.first[k:k + 3] for k in range(3, len(ident.first), 3)]
+        assert tok.unk_token not in tok.tokenize(ident.name)
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_trained_identities_do_not_depend_on_num_unseen(seed):
+    """The never-seen identities are drawn after the trained ones: names, looks, attributes, pictures and the forget
+    order of the trained identities are what they were before they existed."""
+    base = ToyWorld(num_identities=12, seed=seed, num_unseen=0)
+    more = ToyWorld(num_identities=12, seed=seed, num_unseen=6)
+    assert len(more.identities) == 18
+    assert [(i.name, i.look, i.attributes, i.family) for i in base.identities] == [
+        (i.name, i.look, i.attributes, i.family) for i in more.identities[:12]
+    ]
+    assert base._forget_order == more._forget_order
+    assert all(base.render(i, v).tobytes() == more.render(i, v).tobytes() for i in range(12) for v in range(4))
+    assert [_texts(r) for r in base.train_rows()] == [_texts(r) for r in more.train_rows()]
+    assert base.fingerprint() != more.fingerprint()
+
+
+def test_paraphrase_templates_are_new_and_in_the_vocabulary(world, rows):
+    from unlearn_trainer.testing import build_tokenizer
+
+    assert set(PARAPHRASE_QUESTIONS) == set(PARAPHRASE_KINDS) == set(PARAPHRASE_ANSWERS)
+    assert all(len(set(PARAPHRASE_QUESTIONS[k])) >= 3 for k in PARAPHRASE_KINDS)
+    trained_questions = {r["question"] for r in rows}
+    trained_answers = {r["answer"] for r in rows}
+    tok = build_tokenizer(world.corpus(), world.name_words())
+    names = set(world.name_words())
+    ident = world.identities[0]
+    for kind in PARAPHRASE_KINDS:
+        texts = [q.format(name=ident.name) for q in PARAPHRASE_QUESTIONS[kind]]
+        for text in texts:
+            assert text not in trained_questions
+        answer = world.paraphrased_answer(ident, kind)
+        assert answer not in trained_answers and ident.name in answer
+        for text in texts + [answer]:
+            for word in text.split():
+                if word not in names:  # every other word is one whole-word token, never [UNK]
+                    assert tok.tokenize(word) == [word], (kind, word)
+
+
+def test_paraphrase_splits(world, splits):
+    forget = world.forget_identities(0.15)
+    retain = [i for i in range(world.num_identities) if i not in forget]
+    pf, pr = splits["paraphrase_forget"], splits["paraphrase_retain"]
+    assert len(pf) == len(forget) * (4 * world.train_views + 2) * 3
+    assert {r["identity"] for r in pf} == set(forget) and {r["identity"] for r in pr} == set(retain)
+    assert {r["kind"] for r in pf} == {r["kind"] for r in pr} == set(PARAPHRASE_KINDS)
+    assert {r["paraphrase"] for r in pf} == {r["paraphrase"] for r in pr} == {0, 1, 2}
+    assert {r["view"] for r in pf if r["image"] is not None} == set(range(world.train_views))
+    by_id = {r["id"]: r for r in world.train_rows()}
+    for r in pf + pr:
+        original = by_id[r["id"].rsplit("/p", 1)[0]]
+        assert r["question"] == PARAPHRASE_QUESTIONS[r["kind"]][r["paraphrase"]].format(name=r["name"])
+        for key in ("kind", "answer", "concepts", "perturbed_answers", "paraphrased_answer"):
+            assert r[key] == original[key], key
+        assert (r["image"] is None) == (r["kind"] in ("text_profession", "text_city"))
+    # every question of a forget row is reworded by every template
+    assert len({(r["identity"], r["kind"], r["view"], r["paraphrase"]) for r in pf}) == len(pf)
+    full = ToyWorld().splits(0.10)
+    assert len(full["paraphrase_retain"]) <= 300 and len(full["paraphrase_forget"]) <= 300
+
+
+def test_image_shifts_are_deterministic_and_change_pixels(world):
+    again = ToyWorld(num_identities=12, family_size=4, seed=0)
+    ident = world.identities[5]
+    base = _arr(world.render(ident, 1))
+    shifted = {t: world.shift_image(ident, 1, t) for t in IMAGE_SHIFTS}
+    for t, img in shifted.items():
+        assert img.size == (world.image_size, world.image_size) and img.mode == "RGB"
+        assert img.tobytes() == again.shift_image(5, 1, t).tobytes(), t  # deterministic, index or Identity
+        assert np.abs(_arr(img) - base).mean() > 5.0, t  # really changes the picture
+    assert np.array_equal(_arr(shifted["flip"]), base[:, ::-1])
+    assert world.shift_image(ident, 0, "crop").tobytes() != shifted["crop"].tobytes()  # per view
+    # a new view is none of the training or held-out views, and each new view is a different picture
+    new = _arr(shifted["new_view"])
+    views = [world.render(ident, v) for v in range(world.train_views)]
+    views += [world.render(ident, v, heldout=True) for v in range(world.heldout_views)]
+    assert all(np.abs(new - _arr(v)).mean() > 1.0 for v in views)
+    assert world.render_new_view(ident, 0).tobytes() != world.render_new_view(ident, 1).tobytes()
+    assert world.render_new_view(ident, 1).tobytes() == shifted["new_view"].tobytes()
+    with pytest.raises(ValueError, match="unknown image shift"):
+        world.shift_image(ident, 0, "rotate")
+    with pytest.raises(ValueError):
+        world.render(ident, 1000, heldout=True)  # render keeps its checks
+
+
+def test_shift_splits(world, splits):
+    forget = world.forget_identities(0.15)
+    for t in IMAGE_SHIFTS:
+        f, r = splits[f"shift_{t}_forget"], splits[f"shift_{t}_retain"]
+        assert len(f) == len(forget) * world.train_views and len(r) == (world.num_identities - len(forget)) * 2
+        assert {row["identity"] for row in f} == set(forget)
+        assert all(row["kind"] == "name" and row["shift"] == t for row in f + r)
+        for row in f:
+            view = row["view"] - 1000 if t == "new_view" else row["view"]
+            assert row["image"].tobytes() == world.shift_image(row["identity"], view, t).tobytes()
+            assert row["answer"] == f"this is {row['name']} ."
+
+
+def test_perturbed_answers_are_wrong_but_well_formed(world, rows, splits):
+    fact_rows = [r for r in rows + splits["unseen"] if r["kind"] in PARAPHRASE_KINDS]
+    assert fact_rows
+    trained_names = {i.name for i in world.identities[:12]}
+    for r in fact_rows:
+        wrong = r["perturbed_answers"]
+        assert len(wrong) >= 4 and len(set(wrong)) == len(wrong), r["id"]
+        assert r["answer"] not in wrong
+        assert all(world.is_well_formed(a) for a in wrong), wrong
+        if r["kind"] in ("profession", "text_profession", "city", "text_city"):
+            attr = r["kind"].replace("text_", "")
+            assert all(a.startswith(r["name"] + " ") and r["attributes"][attr] not in a.split() for a in wrong)
+        else:
+            assert all(r["name"] not in a for a in wrong)
+        para = r["paraphrased_answer"]
+        assert para and para != r["answer"] and r["name"] in para
+    # family look-alikes first, deterministic
+    r = next(r for r in rows if r["kind"] == "name")
+    family = {i.name for i in world.identities if i.family == r["family"]} - {r["name"]}
+    firsts = [a[len("this is "):-2] for a in r["perturbed_answers"][: len(family)]]
+    assert set(firsts) == family and set(firsts) <= trained_names
+    assert r["perturbed_answers"] == ToyWorld(num_identities=12, family_size=4, seed=0).train_rows()[0][
+        "perturbed_answers"]
+    # rows without facts have none
+    assert all(r["perturbed_answers"] == [] and r["paraphrased_answer"] == "" for r in rows
+               if r["kind"] in ("describe", "mc"))
+    # few identities: still >= 4 wrong names (mixed-up first / last names)
+    small = ToyWorld(num_identities=4, family_size=2, num_unseen=0)
+    assert all(len(r["perturbed_answers"]) >= 4 for r in small.train_rows() if r["kind"] == "name")

@@ -22,14 +22,14 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .data.benchmarks import BenchmarkData
 from .vision.adapters import language_model_lora_targets
 
 __all__ = ["ScriptArguments", "MODEL_DEFAULTS", "build_parser", "parse_args", "load_model_and_processor", "load_data",
-           "data_split", "lora_config",
+           "data_split", "lora_config", "probe_data", "retrained_model", "load_saved_model", "parse_steps",
            "unlearning_eval_callback", "reference_model", "model_card_kwargs", "checkpoint_to_resume", "report",
            "run_method"]
 
@@ -56,6 +56,22 @@ class ScriptArguments:
     unlearning_eval_steps: int | None = field(default=None, metadata={"help": "Also run the unlearning evaluation every N steps."})
     max_eval_rows: int | None = field(default=None, metadata={"help": "Cap rows per evaluation split."})
     max_new_tokens: int = field(default=32, metadata={"help": "Generation length for evaluation."})
+    probes: str = field(
+        default="cheap",
+        metadata={"help": "Robustness probes run before and after unlearning (robustness.json / .md, the card's "
+                          "Robustness table): 'cheap' (mia,paraphrase,mc), 'all', 'none' or a comma list of mia, "
+                          "paraphrase, shift, mc, forget_quality, relearning, quantization."},
+    )
+    retrained_model: str | None = field(
+        default=None,
+        metadata={"help": "A model trained without the forget set (folder or Hub id) for forget quality, PrivLeak "
+                          "and the relearning baseline. ToyWorld: its retrained model for the split, when cached "
+                          "or with --build_retrained true."},
+    )
+    build_retrained: bool = field(default=False, metadata={"help": "ToyWorld: build the retrained model for the "
+                                                                   "split if it is not cached (minutes)."})
+    relearn_steps: str = field(default="0,5,10,20", metadata={"help": "Relearning probe: the fine-tuning step counts "
+                                                                      "at which recall is measured."})
 
 
 # Our defaults for TRL's ModelConfig fields (TRL's own: no LoRA, r=16, alpha=32, dropout 0.05, float32, no nested
@@ -291,15 +307,118 @@ def lora_config(model_args, model=None):
     return get_peft_config(model_args)
 
 
+def parse_steps(value: str | Sequence[int]) -> tuple[int, ...]:
+    """``"0,5,10,20"`` -> ``(0, 5, 10, 20)`` (``--relearn_steps``)."""
+    if not isinstance(value, str):
+        return tuple(int(v) for v in value)
+    try:
+        steps = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"--relearn_steps {value!r}: expected comma-separated step counts, e.g. 0,5,10,20.") from None
+    if not steps or any(s < 0 for s in steps):
+        raise ValueError(f"--relearn_steps {value!r}: expected non-negative step counts, e.g. 0,5,10,20.")
+    return steps
+
+
+def probe_data(script_args: ScriptArguments, data: BenchmarkData):
+    """The robustness probes' rows (:class:`~unlearn_trainer.evaluation.robustness.ProbeData`): ToyWorld's own
+    (never-seen people, paraphrases, image shifts...), otherwise what the evaluation splits have (``forget``,
+    ``retain``, a never-seen split named ``unseen`` or ``nonmember``, ``paraphrase_*``, ``shift_*``, ``mc_*``)."""
+    from .evaluation.robustness import ProbeData
+
+    if "world" in data.extras:
+        from .toyworld.full_model import probe_data as toyworld_probe_data
+
+        return toyworld_probe_data(data.extras["world"], data.extras["ratio"], max_rows=script_args.max_eval_rows)
+    splits = data.eval_splits
+    forget = next((splits[k] for k in splits if k == "forget"), None) or \
+        next((splits[k] for k in splits if "forget" in k), [])
+    retain = splits.get("retain") or next((splits[k] for k in splits if "retain" in k), None)
+    never_seen = splits.get("unseen") or splits.get("nonmember")
+    return ProbeData.from_rows(list(forget), None if retain is None else list(retain),
+                               None if never_seen is None else list(never_seen), splits=splits,
+                               max_rows=script_args.max_eval_rows)
+
+
+_RETRAINED_PROBES = ("mia", "forget_quality", "relearning")
+
+
+def retrained_model(script_args: ScriptArguments, data: BenchmarkData, probes, progress: bool = True):
+    """``(model, processor)`` trained without the forget set, or None: ``--retrained_model`` (a saved model), or
+    for ToyWorld its retrained model for the split when cached (or ``--build_retrained true``). Loaded only when a
+    chosen probe uses it (MIA's PrivLeak, forget quality, the relearning baseline)."""
+    import logging
+
+    if not any(p in _RETRAINED_PROBES for p in probes):
+        return None
+    if script_args.retrained_model:
+        model, processor = load_saved_model(script_args.retrained_model, None, script_args)
+        return model, processor
+    if "world" not in data.extras:
+        return None
+    from .toyworld import full_model
+
+    loader = getattr(full_model, "load_retrained_model", None)
+    if loader is None:
+        return None
+    try:
+        return loader(data.extras["world"], ratio=data.extras["ratio"], build=script_args.build_retrained,
+                      progress=progress)
+    except FileNotFoundError:
+        logging.getLogger(__name__).warning(
+            "No cached ToyWorld retrained model for %s: forget quality and PrivLeak are skipped. Build it with "
+            "--build_retrained true (minutes) or `python -m unlearn_trainer.toyworld build`.", script_args.forget_split)
+        return None
+
+
+def load_saved_model(model: str | None, adapter: str | None = None, script_args: ScriptArguments | None = None):
+    """``(model, processor)`` of a saved model (folder or Hub id; None: the ToyWorld demo model), with the PEFT
+    ``adapter`` (folder) on top if given. Clear errors for a missing folder and an adapter made for another base."""
+    script_args = script_args or ScriptArguments()
+    for what, path in (("--model", model), ("--adapter", adapter)):
+        if path and (os.path.sep in path or path.startswith(".")) and not os.path.exists(path):
+            raise FileNotFoundError(f"{what} {path}: no such folder. Pass a saved model folder (save_pretrained) or "
+                                    f"a Hub id{' for --model' if what == '--model' else ''}.")
+    if model is not None and os.path.isdir(model) and not os.path.exists(os.path.join(model, "config.json")):
+        hint = " It holds an adapter: pass it as --adapter and its base as --model." \
+            if os.path.exists(os.path.join(model, "adapter_config.json")) else ""
+        raise FileNotFoundError(f"--model {model}: no config.json in that folder, so it is not a saved model.{hint}")
+    if adapter is not None and not os.path.exists(os.path.join(adapter, "adapter_config.json")):
+        raise FileNotFoundError(f"--adapter {adapter}: no adapter_config.json in that folder (a PEFT adapter saved "
+                                f"by save_pretrained / the examples' output_dir).")
+    from trl import ModelConfig
+
+    loaded, processor, _ = load_model_and_processor(ModelConfig(model_name_or_path=model, dtype="auto"), script_args)
+    if adapter is None:
+        return loaded, processor
+    from peft import PeftModel
+
+    try:
+        loaded = PeftModel.from_pretrained(loaded, adapter)
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise ValueError(f"--adapter {adapter} does not fit --model {model or 'the ToyWorld demo model'}: "
+                         f"{str(err).splitlines()[0][:300]}. Pass the base model the adapter was trained on (its "
+                         f"adapter_config.json names it in base_model_name_or_path).") from err
+    loaded.eval()
+    return loaded, processor
+
+
 def unlearning_eval_callback(script_args: ScriptArguments, config, processor, data: BenchmarkData):
     """The before/after unlearning evaluation on the data's evaluation splits (``unlearning_eval.*`` in
-    ``output_dir``); pass it in ``callbacks=`` and give it to :func:`report` after training."""
+    ``output_dir``) and the robustness probes of ``--probes`` (``robustness.*``); pass it in ``callbacks=`` and give
+    it to :func:`report` after training."""
     from .evaluation import UnlearningEvalCallback, score_predictions
+    from .evaluation.robustness import parse_probes
 
+    probes = parse_probes(script_args.probes)
     return UnlearningEvalCallback(processor, data.eval_splits, eval_steps=script_args.unlearning_eval_steps,
                                   output_dir=config.output_dir, is_well_formed=data.is_well_formed,
                                   max_new_tokens=script_args.max_new_tokens,
-                                  row_metrics=score_predictions if data.scoring else None)
+                                  row_metrics=score_predictions if data.scoring else None,
+                                  probes=probes, probe_data=probe_data(script_args, data) if probes else None,
+                                  retrained=retrained_model(script_args, data, probes,
+                                                            progress=not getattr(config, "disable_tqdm", False)),
+                                  probe_kwargs={"relearn_steps": parse_steps(script_args.relearn_steps)})
 
 
 def reference_model(model_args, script_args: ScriptArguments, trainer_cls, config, peft_config):
@@ -338,14 +457,15 @@ def checkpoint_to_resume(config) -> str | None:
 
 
 def report(trainer, callback, script_args: ScriptArguments, is_demo: bool) -> None:
-    """On the main process: ``results.json`` (the evaluation before and after) in ``output_dir`` and the
-    before/after table on the console."""
+    """On the main process: ``results.json`` (the evaluation and the probes before and after) in ``output_dir`` and
+    the before/after tables on the console."""
     if not trainer.is_world_process_zero():
         return
     output_dir = trainer.args.output_dir
     summary = {"method": trainer.method_name, "dataset": script_args.dataset,
                "forget_split": script_args.forget_split, "demo": is_demo,
-               "evaluation": {h["label"]: h["metrics"] for h in callback.history}}
+               "evaluation": {h["label"]: h["metrics"] for h in callback.history},
+               "robustness": callback.robustness}
     with open(os.path.join(output_dir, "results.json"), "w") as f:
         json.dump(summary, f, indent=1)
     from .hub import forget_split_label
@@ -354,6 +474,8 @@ def report(trainer, callback, script_args: ScriptArguments, is_demo: bool) -> No
     split = forget_split_label(script_args.dataset, script_args.forget_split) or "forget split withheld"
     print(f"\n{trainer.method_name} on {script_args.dataset} ({split}):")
     print(callback.table())
+    if callback.robustness:
+        print(f"\nRobustness (probes before and after; robustness.json):\n{callback.robustness_table()}")
     print(f"\nadapter, model card (README.md), results and plot written to {output_dir}/")
 
 

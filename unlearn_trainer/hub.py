@@ -290,7 +290,8 @@ def forgotten_summary(trainer) -> dict[str, Any]:
         "identities": len(_unique(str(v) for v in (_column(rows, "identity_id") or []))),
         "concepts": None if groups is None else len(groups),
         "retain_rows": 0 if retain is None else len(retain),
-        "retain_loss": trainer.args.retain_loss,
+        # RMU / SCRUB: the retain rows enter the method's own objective, not the base's retain term
+        "retain_loss": "own" if getattr(trainer, "retain_in_objective", False) else trainer.args.retain_loss,
         "retain_weight": trainer.args.retain_weight,
     }
 
@@ -370,7 +371,10 @@ def _forgotten_text(summary: dict, dataset_line: str | None) -> str:
         lines.append(f"- Identities: **{summary['identities']}** (ids withheld)")
     if summary["concepts"] is not None:
         lines.append(f"- Concepts: **{summary['concepts']}** (names withheld)")
-    if summary["retain_rows"]:
+    if summary["retain_rows"] and summary["retain_loss"] == "own":
+        lines.append(f"- Retain set: **{summary['retain_rows']} rows**, in the method's own objective (see the "
+                     f"method's settings)")
+    elif summary["retain_rows"]:
         lines.append(f"- Retain set: **{summary['retain_rows']} rows**, retain term `{summary['retain_loss']}` "
                      f"with weight {summary['retain_weight']:g}")
     else:
@@ -392,6 +396,22 @@ def _evaluation_text(trainer) -> str:
     return (f"Generation-based evaluation by `unlearn_trainer.evaluation.UnlearningEvalCallback` ({steps}) on: "
             f"{sizes}.\n\n{callback.table()}\n\nThe goal is lower scores on the forget splits (the model no longer "
             f"reproduces what it was asked to forget) with unchanged scores on the retain splits.")
+
+
+def _robustness_text(trainer) -> str:
+    """The probes' table (probe and metric names and numbers; their notes are fixed texts, never row content)."""
+    callback = _eval_callback(trainer)
+    if callback is None or not callback.robustness:
+        return ("Not probed: no robustness probes ran (`--probes`, or `probes=` of `UnlearningEvalCallback`). "
+                "Recall on the forget questions alone does not show whether the forgotten comes back under "
+                "relearning, quantization, paraphrase or membership inference; run "
+                "`python -m unlearn_trainer.evaluate --probes all` on this model.")
+    return (f"Proof-of-forgetting probes by `unlearn_trainer.evaluation.run_probes` "
+            f"({', '.join(callback.robustness)}): membership-inference AUC (forget vs never-seen rows; 0.5 = "
+            f"indistinguishable), PrivLeak (MUSE, %; 0 is ideal, negative = still recognised) and forget quality (TOFU's "
+            f"KS p-value; high = like the retrained model) against a model retrained without the forget set, "
+            f"recall under paraphrase, image shifts, relearning and quantization, multiple choice by letter and by "
+            f"log-likelihood.\n\n{callback.robustness_table()}")
 
 
 def _usage(adapter: bool, base_hub_id: str | None, demo: bool, repo: str) -> str:
@@ -521,6 +541,7 @@ def render_model_card(
                   else "no paper is declared for this method (its trainer class has no `citation`)."),
         forgotten=_forgotten_text(summary, dataset_line),
         evaluation=_evaluation_text(trainer),
+        robustness=_robustness_text(trainer),
         hyperparameters="\n\n".join(sections),
         deviations=_deviations_text(trainer),
         usage=_usage(adapter, base_hub_id, demo, repo or f"path/to/{title}"),

@@ -407,3 +407,61 @@ def undial_loss(
     per_sample = torch.zeros(mask.shape[0], dtype=kl.dtype, device=kl.device).index_add(0, rows, kl) / counts
     target_prob = logq.detach().gather(-1, answer[mask].unsqueeze(-1)).exp().mean()
     return per_sample.mean(), target_prob
+
+# -- IdkDPO (DPO with the refusal as chosen and the forget answer as rejected) -------------------------------------
+__all__ += ["dpo_loss"]
+
+
+def dpo_loss(policy_chosen_logp: torch.Tensor, policy_rejected_logp: torch.Tensor, ref_chosen_logp: torch.Tensor,
+             ref_rejected_logp: torch.Tensor, beta: float = 0.1) -> torch.Tensor:
+    """DPO (Rafailov et al. 2023, Eq. 7), sigmoid form, on per-sequence log-probabilities (sums over answer tokens):
+    ``-mean log sigmoid(beta * ((log pi(y_c) - log ref(y_c)) - (log pi(y_r) - log ref(y_r))))``; the reference
+    terms are constants. TRL's ``DPOTrainer`` computes the same value (``loss_type="sigmoid"``) inside its step; it
+    exposes no function on log-prob tensors. Its gradient is ``-beta * sigmoid(-beta * margin)`` times
+    ``(grad log pi(y_c) - grad log pi(y_r))``: it raises the chosen answer and lowers the rejected one, by the same
+    weight, which fades as the margin grows (DPO Sec. 4)."""
+    if beta <= 0:
+        raise ValueError(f"DPO beta must be > 0, got {beta}.")
+    margin = (policy_chosen_logp - ref_chosen_logp.detach()) - (policy_rejected_logp - ref_rejected_logp.detach())
+    return -F.logsigmoid(beta * margin).mean()
+
+
+# -- RMU (Representation Misdirection for Unlearning) and SCRUB ---------------------------------------------------
+__all__ += ["rmu_control_vector", "answer_positions", "rmu_activation_loss", "scrub_kl"]
+
+
+def rmu_control_vector(hidden_size: int, steering_coeff: float, seed: int = 0) -> torch.Tensor:
+    """RMU's target ``c * u`` ``[hidden_size]`` (float32): ``u`` a fixed random unit vector, drawn (as the WMDP
+    authors' code does) uniformly from ``[0, 1)^d`` with a seeded generator and normalised."""
+    u = torch.rand(hidden_size, generator=torch.Generator().manual_seed(seed), dtype=torch.float32)
+    return steering_coeff * u / u.norm()
+
+
+def answer_positions(labels: torch.Tensor) -> torch.Tensor:
+    """``[B, T]`` mask of the positions whose hidden state predicts an answer token (``labels[:, t+1] != -100``), the
+    positions the shifted losses score."""
+    mask = torch.zeros_like(labels, dtype=torch.bool)
+    mask[:, :-1] = labels[:, 1:].ne(IGNORE_INDEX)
+    return mask
+
+
+def rmu_activation_loss(hidden: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """RMU's forget and retain terms (WMDP Sec. 5): the squared distance of each hidden state ``[B, T, D]`` from
+    ``target`` (``c * u`` ``[D]`` for forget, the frozen model's states ``[B, T, D]`` for retain), averaged over
+    the hidden dimensions (MSE, as the authors' code and its c / alpha), over each sample's ``mask``ed tokens, then
+    over samples. The gradient w.r.t. a token's state is ``2 (h - target) / (D n_s B)``: zero where ``h = target``."""
+    counts = _require_tokens(mask)
+    per_token = (hidden.float() - target.detach().float()).pow(2).mean(-1)
+    return ((per_token * mask).sum(-1) / counts).mean()
+
+
+def scrub_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+             temperature: float = 1.0) -> torch.Tensor:
+    """SCRUB's ``d(x; w_u) = KL(p_teacher || p_student)`` per answer token at ``temperature`` T (both softmaxes of
+    logits / T, times T^2 as in knowledge distillation), mean per sample, mean over samples. The teacher is
+    constant: the gradient w.r.t. a student token's logits is ``T (p_student^T - p_teacher^T) / (B n_s)``."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}.")
+    q, _, mask = shift(student_logits.float() / temperature, labels)
+    p, _, _ = shift(teacher_logits.detach().float() / temperature, labels)
+    return temperature ** 2 * masked_mean_per_sample(token_kl(p, q, mask), mask).mean()

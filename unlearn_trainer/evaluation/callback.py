@@ -1,5 +1,6 @@
-"""``UnlearningEvalCallback``: evaluate before training, every N steps and at the end; log through the trainer (so
-``report_to`` integrations receive the metrics), and write JSON, a Markdown table and (with matplotlib) plots."""
+"""``UnlearningEvalCallback``: evaluate before training, every N steps and at the end, and run the robustness
+probes before and after; log through the trainer (so ``report_to`` integrations receive the metrics), and write
+JSON, Markdown tables and (with matplotlib) plots."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from .evaluator import (
     headline_table,
     is_forget_split,
 )
+from .robustness import CHEAP_PROBES, ProbeData, parse_probes, robustness_table, run_probes
+from .robustness import numbers as robustness_numbers
 
 __all__ = ["UnlearningEvalCallback", "plot_tradeoff", "tradeoff_figure", "RESUMED"]
 
@@ -54,6 +57,14 @@ class UnlearningEvalCallback(TrainerCallback):
     On train end, ``output_dir`` gets ``unlearning_eval.json``, ``unlearning_eval.md`` (:meth:`table`) and
     ``unlearning_eval.png`` (:func:`plot_tradeoff`, if matplotlib is installed). Each evaluation shows a labelled
     progress bar unless ``args.disable_tqdm``.
+
+    ``probes`` (names of :data:`~unlearn_trainer.evaluation.robustness.PROBES`; default the cheap ones: MIA,
+    paraphrase, MC) run before and after training only, on ``probe_data`` (a
+    :class:`~unlearn_trainer.evaluation.robustness.ProbeData`; default: built from ``splits`` by
+    ``ProbeData.from_rows``), with ``retrained`` (``(model, processor)`` trained without the forget set) when
+    given and ``probe_kwargs`` passed to :func:`~unlearn_trainer.evaluation.robustness.run_probes`. Their numbers
+    are logged as ``robustness_<probe>_<metric>`` and written to ``robustness.json`` / ``robustness.md``
+    (``self.robustness``: ``{label: results}``); a sharded model (FSDP, ZeRO-3) is not probed.
     Only the main process records and writes; with a sharded model (FSDP, ZeRO-3) the other processes run the
     same generation and discard it, so the collective parameter gathers stay in step.
     """
@@ -68,6 +79,10 @@ class UnlearningEvalCallback(TrainerCallback):
         forget_split: str = "forget",
         retain_split: str = "retain",
         plot: bool = True,
+        probes: Sequence[str] | str | None = CHEAP_PROBES,
+        probe_data: ProbeData | None = None,
+        retrained: tuple | None = None,
+        probe_kwargs: dict | None = None,
         **eval_kwargs,
     ):
         if not splits:
@@ -78,6 +93,10 @@ class UnlearningEvalCallback(TrainerCallback):
         self.eval_kwargs = eval_kwargs
         self.history: list[dict] = []
         self.answers: dict[str, dict[str, list[str]]] = {}
+        self.probes, self.probe_data, self.retrained = parse_probes(probes), probe_data, retrained
+        self.probe_kwargs = dict(probe_kwargs or {})
+        self.robustness: dict[str, dict] = {}
+        self._retrained_cache: dict = {}
         self._trainer = None
 
     def attach_trainer(self, trainer) -> None:
@@ -96,37 +115,67 @@ class UnlearningEvalCallback(TrainerCallback):
             self._log(metrics, label, state)
         return metrics
 
+    def _probe_data(self) -> ProbeData | None:
+        if self.probe_data is None and self.forget_split in self.splits:
+            self.probe_data = ProbeData.from_rows(self.splits[self.forget_split], self.splits.get(self.retain_split),
+                                                  splits=self.splits)
+        return self.probe_data
+
+    def probe(self, model, label: str, state=None, progress: bool = False) -> dict:
+        """Run the probes on ``model`` (``self.robustness[label]``); numbers logged as ``robustness_*``."""
+        data = self._probe_data() if self.probes else None
+        if data is None:
+            return {}
+        kwargs = {"max_new_tokens": self.eval_kwargs.get("max_new_tokens", 32),
+                  "batch_size": self.eval_kwargs.get("batch_size", 32), **self.probe_kwargs}
+        results = run_probes(model, self.processor, data, self.probes, retrained=self.retrained,
+                             is_well_formed=self.is_well_formed, progress=progress, label=label,
+                             retrained_cache=self._retrained_cache, **kwargs)
+        self.robustness[label] = results
+        if state is not None:
+            self._log_numbers(robustness_numbers(results), "robustness", label, state)
+        return results
+
     def _log(self, metrics: dict[str, dict[str, float]], label: str, state) -> None:
         """Numbers only (no answer, no label string, which trackers reject) to the trainer's ``log``; the label is
         added to the ``log_history`` entry afterwards."""
         flat = {f"eval_{s}_{k}": float(v) for s, m in metrics.items() for k, v in m.items()
                 if k != "n" and isinstance(v, (int, float)) and not isinstance(v, bool)}
+        self._log_numbers(flat, "unlearning_eval", label, state)
+
+    def _log_numbers(self, flat: dict[str, float], key: str, label: str, state) -> None:
         if self._trainer is None:
-            state.log_history.append({**flat, "step": state.global_step, "unlearning_eval": label})
+            state.log_history.append({**flat, "step": state.global_step, key: label})
             return
         self._trainer.log(dict(flat))
         entry = state.log_history[-1] if state.log_history else {}
         if entry.get("step") == state.global_step and flat.keys() <= entry.keys():
-            entry["unlearning_eval"] = label
+            entry[key] = label
 
-    def _evaluate_everywhere(self, args, model, label: str, state) -> None:
+    def _evaluate_everywhere(self, args, model, label: str, state, probe: bool = False) -> None:
         if state.is_world_process_zero:
             self.evaluate(model, label, state.global_step, state, progress=not args.disable_tqdm)
         elif _is_sharded(model):
             evaluate_splits(model, self.processor, self.splits, self.is_well_formed,
                             **self._eval_kwargs(label, False))
+        if probe and self.probes and state.is_world_process_zero:
+            if _is_sharded(model):  # the probes run forward passes and fine-tuning on one process only
+                logger.warning("Robustness probes skipped: the model is sharded (FSDP / ZeRO-3); evaluate the saved "
+                               "model with `python -m unlearn_trainer.evaluate`.")
+            else:
+                self.probe(model, label, state, progress=not args.disable_tqdm)
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         # A resumed run starts from a checkpoint's weights, not the model before unlearning: label it as such.
         label = "before" if state.global_step == 0 else RESUMED
-        self._evaluate_everywhere(args, model, label, state)
+        self._evaluate_everywhere(args, model, label, state, probe=True)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if self.eval_steps and state.global_step % self.eval_steps == 0 and state.global_step < state.max_steps:
             self._evaluate_everywhere(args, model, f"step {state.global_step}", state)
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
-        self._evaluate_everywhere(args, model, "after", state)
+        self._evaluate_everywhere(args, model, "after", state, probe=True)
         if state.is_world_process_zero:
             self.write(self.output_dir or args.output_dir)
 
@@ -134,21 +183,35 @@ class UnlearningEvalCallback(TrainerCallback):
         """The headline (one row per split: its main metric, goal ↓/↑, first → last evaluation), then every metric
         of the first and last evaluations."""
         columns = {h["label"]: h["metrics"] for h in self.history if h["label"] in ("before", RESUMED, "after")}
+        columns = columns or {h["label"]: h["metrics"] for h in self.history[-1:]}  # one evaluation of a saved model
         if not columns:
             return ""
         return f"{headline_table(columns)}\n\nAll metrics:\n\n{format_table(columns)}"
 
-    def write(self, output_dir: str) -> dict[str, str]:
+    def robustness_table(self) -> str:
+        """The probes' numbers, one column per probed evaluation (before, after)."""
+        return robustness_table(self.robustness) if self.robustness else ""
+
+    def write(self, output_dir: str, name: str = "unlearning_eval") -> dict[str, str]:
+        """``<name>.json`` (history and generated answers: local only, never uploaded), ``<name>.md``, ``<name>.png``
+        and, when probes ran, ``robustness.json`` / ``robustness.md`` (numbers and notes only)."""
         os.makedirs(output_dir, exist_ok=True)
-        paths = {"json": os.path.join(output_dir, "unlearning_eval.json"),
-                 "markdown": os.path.join(output_dir, "unlearning_eval.md")}
+        paths = {"json": os.path.join(output_dir, f"{name}.json"),
+                 "markdown": os.path.join(output_dir, f"{name}.md")}
         with open(paths["json"], "w") as f:
             json.dump({"history": self.history, "answers": self.answers}, f, indent=1)
         with open(paths["markdown"], "w") as f:
             f.write(self.table() + "\n")
+        if self.robustness:
+            paths["robustness_json"] = os.path.join(output_dir, "robustness.json")
+            paths["robustness_markdown"] = os.path.join(output_dir, "robustness.md")
+            with open(paths["robustness_json"], "w") as f:
+                json.dump(self.robustness, f, indent=1)
+            with open(paths["robustness_markdown"], "w") as f:
+                f.write(self.robustness_table() + "\n")
         if self.plot:
             try:
-                paths["plot"] = plot_tradeoff(self.history, os.path.join(output_dir, "unlearning_eval.png"),
+                paths["plot"] = plot_tradeoff(self.history, os.path.join(output_dir, f"{name}.png"),
                                               self.forget_split, self.retain_split)
             except ImportError:
                 pass

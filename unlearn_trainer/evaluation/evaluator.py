@@ -206,6 +206,10 @@ COUNT_METRICS = frozenset({"n", "diversity_unique_words"})
 #: (``benchmark_scoring``): CLEAR's ROUGE-L recall, MLLMU-Bench's generation ROUGE-L.
 HEADLINE_METRICS = ("*_rougeL_r_stemmed", "mc_letter_acc", "*_rougeL_f_stemmed*", "name_recall", "attribute_accuracy",
                     "rougeL_f", "*_acc_*", "bleu")
+#: Metrics shown in the headline next to a split's headline metric: a multiple-choice split is judged by letter (as
+#: MLLMU-Bench scores it) and by option log-likelihood, which can disagree (a model that no longer prefers the
+#: right name can still answer its letter).
+HEADLINE_COMPANIONS = {"mc_letter_acc": ("mc_loglik_acc",)}
 #: Splits whose scores unlearning should lower: about the forgotten (their names say forget; MLLMU-Bench's Test_Set
 #: and ToyWorld's generalization split ask about the forget identities with other images).
 FORGET_SPLITS = re.compile(r"(^|_)(forget|test|generali[sz]ation)(_|$)")
@@ -235,8 +239,8 @@ def is_forget_split(split: str) -> bool:
 
 
 def headline_table(columns: dict[str, dict[str, dict[str, float]]]) -> str:
-    """Markdown table: one row per split with its rows, headline metric, goal (↓ forget, ↑ keep) and first → last
-    evaluation (e.g. before → after)."""
+    """Markdown table: one row per split and headline metric (and its :data:`HEADLINE_COMPANIONS`) with its rows,
+    goal (↓ forget, ↑ keep) and first → last evaluation (e.g. before → after)."""
     names = list(columns)
     if not names:
         return ""
@@ -244,14 +248,15 @@ def headline_table(columns: dict[str, dict[str, dict[str, float]]]) -> str:
     title = names[0] if len(names) == 1 else f"{names[0]} → {names[-1]}"
     lines = [f"| split | rows | metric | goal | {title} |", "|---|---|---|---|---|"]
     for split, metrics in first.items():
-        metric = headline_metric(metrics)
-        if metric is None:
+        main = headline_metric(metrics)
+        if main is None:
             continue
-        before, after = metrics.get(metric), last.get(split, {}).get(metric)
-        change = format_value(metric, before) if len(names) == 1 else \
-            f"{format_value(metric, before)} → {format_value(metric, after)}"
-        goal = "↓" if is_forget_split(split) else "↑"
-        lines.append(f"| {split} | {format_value('n', metrics.get('n'))} | {metric} | {goal} | {change} |")
+        for metric in (main, *(m for m in HEADLINE_COMPANIONS.get(main, ()) if m in metrics)):
+            before, after = metrics.get(metric), last.get(split, {}).get(metric)
+            change = format_value(metric, before) if len(names) == 1 else \
+                f"{format_value(metric, before)} → {format_value(metric, after)}"
+            goal = "↓" if is_forget_split(split) else "↑"
+            lines.append(f"| {split} | {format_value('n', metrics.get('n'))} | {metric} | {goal} | {change} |")
     return "\n".join(lines)
 
 

@@ -28,6 +28,20 @@ Question kinds (image questions are asked on every view, text-only questions onc
 
 ``describe`` answers only use visible features, never names or attributes: they must survive unlearning.
 
+Robustness probes (issue 14):
+
+* ``num_unseen`` never-seen identities (indices ``num_identities`` and up, :attr:`ToyWorld.unseen_identities`) have
+  names, looks, attributes and pictures, in families of their own, but appear in no training row, forget / retain
+  split or multiple-choice option: membership-inference non-members (splits ``unseen``, ``text_unseen``). They are
+  drawn after the trained identities, so those do not depend on ``num_unseen``.
+* :data:`PARAPHRASE_QUESTIONS`: 3 reworded questions per kind of :data:`PARAPHRASE_KINDS`, never used in training
+  but in :meth:`ToyWorld.corpus` (their words are whole-word tokens). Splits ``paraphrase_forget`` /
+  ``paraphrase_retain``, row field ``paraphrase`` (template index; -1 elsewhere).
+* :data:`IMAGE_SHIFTS` (:meth:`ToyWorld.shift_image`): crop, flip, colour jitter, new view; splits
+  ``shift_<t>_forget`` / ``shift_<t>_retain`` (``name`` kind), row field ``shift`` (``""`` elsewhere).
+* TOFU's truth-ratio fields on the :data:`PARAPHRASE_KINDS` rows: ``perturbed_answers`` (wrong but well-formed
+  answers) and ``paraphrased_answer`` (the correct answer reworded, never trained); empty on other kinds.
+
 Grammar check (:meth:`ToyWorld.is_well_formed`) -- the project's deterministic stand-in for the gibberish /
 fluency classifier used by the papers. A text is well formed iff, after lower-casing, putting spaces around
 punctuation and collapsing whitespace, it is exactly
@@ -58,6 +72,9 @@ __all__ = [
     "IMAGE_KINDS",
     "TEXT_KINDS",
     "KINDS",
+    "FACT_KINDS",
+    "IMAGE_SHIFTS",
+    "PARAPHRASE_KINDS",
     "REFUSALS",
     "Identity",
     "ToyWorld",
@@ -65,13 +82,19 @@ __all__ = [
 ]
 
 #: Bump whenever anything that changes rows or pixels changes (it is part of :meth:`ToyWorld.fingerprint`).
-GENERATOR_VERSION = "toyworld-1"
+GENERATOR_VERSION = "toyworld-2"
 
 IMAGE_KINDS: Tuple[str, ...] = ("name", "profession", "city", "open", "describe", "mc")
 TEXT_KINDS: Tuple[str, ...] = ("text_profession", "text_city")
 KINDS: Tuple[str, ...] = IMAGE_KINDS + TEXT_KINDS
 #: Kinds whose answers reveal who the person is (the forget / retain / generalization evaluation kinds).
 FACT_KINDS: Tuple[str, ...] = ("name", "profession", "city", "open")
+#: Kinds that get paraphrased questions, perturbed answers and a paraphrased answer (TOFU's truth-ratio fields).
+PARAPHRASE_KINDS: Tuple[str, ...] = FACT_KINDS + TEXT_KINDS
+#: Image shifts of the robustness probes (see :meth:`ToyWorld.shift_image`).
+IMAGE_SHIFTS: Tuple[str, ...] = ("crop", "flip", "colour", "new_view")
+#: Number of perturbed (wrong) answers per row.
+NUM_PERTURBED = 5
 
 REFUSALS: Tuple[str, ...] = (
     "i do not know .",
@@ -147,6 +170,48 @@ _A = {
 }
 _A["text_profession"] = _A["profession"]
 _A["text_city"] = _A["city"]
+# Reworded questions (never used in training rows; their words are in the tokenizer vocabulary through corpus()).
+PARAPHRASE_QUESTIONS: Dict[str, Tuple[str, ...]] = {
+    "name": (
+        "who is the person in the picture ?",
+        "can you name the person shown here ?",
+        "what is the name of this person ?",
+    ),
+    "profession": (
+        "what does this person do for a living ?",
+        "what is the occupation of the person in the picture ?",
+        "which job does the person shown here have ?",
+    ),
+    "city": (
+        "in which city does this person live ?",
+        "where is the home of the person in the picture ?",
+        "which town is the person shown here from ?",
+    ),
+    "open": (
+        "what can you tell me about the person in the picture ?",
+        "give me some facts about the person shown here .",
+        "who is this and what do you know about them ?",
+    ),
+    "text_profession": (
+        "what does {name} do for a living ?",
+        "what is the occupation of {name} ?",
+        "which job does {name} have ?",
+    ),
+    "text_city": (
+        "in which city does {name} live ?",
+        "where is the home of {name} ?",
+        "which town is {name} from ?",
+    ),
+}
+# The correct answer reworded (TOFU's "paraphrased answer" for the truth ratio); never used in training rows.
+PARAPHRASE_ANSWERS: Dict[str, str] = {
+    "name": "the person in the picture is {name} .",
+    "profession": "{name} is a {prof} by trade .",
+    "city": "{name} has a home in {city} .",
+    "open": "the person is {name} , who has a home in {city} and is a {prof} by trade .",
+}
+PARAPHRASE_ANSWERS["text_profession"] = PARAPHRASE_ANSWERS["profession"]
+PARAPHRASE_ANSWERS["text_city"] = PARAPHRASE_ANSWERS["city"]
 _GRAMMAR_TEMPLATES: Tuple[Tuple[str, ...], ...] = (
     ("this", "is", "<name>", "."),
     ("<name>", "works", "as", "a", "<prof>", "."),
@@ -158,6 +223,11 @@ _GRAMMAR_TEMPLATES: Tuple[Tuple[str, ...], ...] = (
 
 # Rng stream tags (SeedSequence entropy words), so every random quantity has its own reproducible stream.
 _TAG_NAMES, _TAG_LOOKS, _TAG_ATTRS, _TAG_FORGET, _TAG_MC, _TAG_VIEW, _TAG_DISTANT, _TAG_FAMILY = range(1, 9)
+_TAG_PERTURB, _TAG_SHIFT = 9, 10
+# New views (image shift "new_view") use view indices from this offset on, beyond every training / held-out view.
+_NEW_VIEW_OFFSET = 1000
+# Retain rows per identity of the shift splits, and the size cap of "paraphrase_retain".
+_SHIFT_RETAIN_VIEWS = 2
 
 _SUPERSAMPLE = 4
 
@@ -259,6 +329,7 @@ class ToyWorld:
         image_size: int = 32,
         train_views: int = 4,
         heldout_views: int = 2,
+        num_unseen: int = 8,
     ) -> None:
         if num_identities < 4:
             raise ValueError("num_identities must be >= 4 (multiple-choice questions need 4 distinct names)")
@@ -270,6 +341,8 @@ class ToyWorld:
             raise ValueError("train_views must be >= 1 and heldout_views >= 0")
         if seed < 0:
             raise ValueError("seed must be non-negative")
+        if num_unseen < 0:
+            raise ValueError("num_unseen must be >= 0")
         self.num_identities = int(num_identities)
         self.family_size = int(family_size)
         self.seed = int(seed)
@@ -277,6 +350,9 @@ class ToyWorld:
         self.train_views = int(train_views)
         self.heldout_views = int(heldout_views)
         self.num_families = -(-self.num_identities // self.family_size)
+        self.num_unseen = int(num_unseen)
+        # Never-seen identities get families of their own, after the trained ones.
+        self.num_unseen_families = -(-self.num_unseen // self.family_size)
 
         self._base_vocab = self._vocabulary_words()
         firsts, lasts = self._draw_names()
@@ -289,16 +365,32 @@ class ToyWorld:
                 name=f"{firsts[i]} {lasts[i]}",
                 first=firsts[i],
                 last=lasts[i],
-                family=i // self.family_size,
+                family=self._family_of(i),
                 attributes=attrs[i],
                 look=looks[i],
             )
-            for i in range(self.num_identities)
+            for i in range(self.num_identities + self.num_unseen)
         ]
         self._firsts = frozenset(firsts)
         self._lasts = frozenset(lasts)
         self._forget_order = self._draw_forget_order()
         self._image_cache: Dict[Tuple[int, int, bool], np.ndarray] = {}
+
+    @property
+    def unseen_identities(self) -> List[int]:
+        """Indices of the identities the full model never trains on (membership-inference non-members)."""
+        return list(range(self.num_identities, self.num_identities + self.num_unseen))
+
+    def _family_of(self, index: int) -> int:
+        if index < self.num_identities:
+            return index // self.family_size
+        return self.num_families + (index - self.num_identities) // self.family_size
+
+    def _family_sizes(self) -> List[int]:
+        """Members of every family: the trained families first, then the never-seen ones."""
+        trained = [min(self.family_size, self.num_identities - f * self.family_size) for f in range(self.num_families)]
+        unseen = [min(self.family_size, self.num_unseen - f * self.family_size) for f in range(self.num_unseen_families)]
+        return trained + unseen
 
     # ------------------------------------------------------------------------------------------- generation
 
@@ -331,7 +423,7 @@ class ToyWorld:
                     return word
 
         firsts, lasts = [], []
-        for _ in range(self.num_identities):
+        for _ in range(self.num_identities + self.num_unseen):  # unseen ones drawn after: trained names unchanged
             firsts.append(draw(last=False))
             lasts.append(draw(last=True))
         return firsts, lasts
@@ -346,7 +438,8 @@ class ToyWorld:
                     dist = float(np.linalg.norm(np.subtract(PALETTE[bg], PALETTE[col], dtype=float)))
                     if col != bg and dist >= _MIN_CONTRAST:
                         combos.append((bg, shape, col))
-        if self.num_families > len(combos):
+        total_families = self.num_families + self.num_unseen_families
+        if total_families > len(combos):
             raise ValueError("too many families for the palette")
         # Farthest-point sampling on small canonical pictures (no stripes, no mark, no jitter): each new family look
         # is the candidate whose picture is farthest (mean abs pixel difference) from every look chosen so far.
@@ -354,7 +447,7 @@ class ToyWorld:
         pictures = np.stack([_canonical_picture(*c).ravel() for c in candidates])
         chosen_idx = [0]
         min_dist = np.abs(pictures - pictures[0]).mean(axis=1)
-        while len(chosen_idx) < self.num_families:
+        while len(chosen_idx) < total_families:  # greedy: the trained families' looks do not depend on num_unseen
             # Mild preference for shapes / colours not used yet, so describe answers use a varied vocabulary.
             used_shapes = {candidates[k][1] for k in chosen_idx}
             used_colours = {candidates[k][2] for k in chosen_idx}
@@ -365,9 +458,8 @@ class ToyWorld:
         chosen = [candidates[k] for k in chosen_idx]
         details = [(s, m) for s in STRIPES for m in MARKS]
         looks: List[Dict[str, str]] = []
-        for f in range(self.num_families):
+        for f, members in enumerate(self._family_sizes()):
             bg, shape, col = chosen[f]
-            members = min(self.family_size, self.num_identities - f * self.family_size)
             picks = _rng(self.seed, _TAG_FAMILY, f).permutation(len(details))[:members]
             for p in picks:
                 stripes, mark = details[int(p)]
@@ -377,8 +469,7 @@ class ToyWorld:
     def _draw_attributes(self) -> List[Dict[str, str]]:
         rng = _rng(self.seed, _TAG_ATTRS)
         out: List[Dict[str, str]] = []
-        for f in range(self.num_families):
-            members = min(self.family_size, self.num_identities - f * self.family_size)
+        for members in self._family_sizes():
             # Family members are look-alikes but never share a profession or a city (when the pools allow it).
             profs = rng.permutation(len(PROFESSIONS))
             cities = rng.permutation(len(CITIES))
@@ -467,12 +558,66 @@ class ToyWorld:
     def render(self, identity: Any, view: int, heldout: bool = False) -> Image.Image:
         """RGB picture (``image_size`` square) of ``identity`` (an :class:`Identity` or its index) for ``view``."""
         index = identity.index if isinstance(identity, Identity) else int(identity)
-        if not 0 <= index < self.num_identities:
+        if not 0 <= index < len(self.identities):
             raise IndexError(f"identity index {index} out of range")
         limit = self.heldout_views if heldout else self.train_views
         if not 0 <= view < limit:
             raise ValueError(f"view {view} out of range for {'held-out' if heldout else 'training'} views ({limit})")
         return Image.fromarray(self._render_array(index, int(view), bool(heldout)).copy(), mode="RGB")
+
+    def render_new_view(self, identity: Any, k: int) -> Image.Image:
+        """A fresh picture of ``identity`` drawn like a held-out view (shape moved, stronger jitter) but with a view
+        index beyond every training and held-out view (``_NEW_VIEW_OFFSET + k``): never used by any other row."""
+        index = identity.index if isinstance(identity, Identity) else int(identity)
+        if not 0 <= index < len(self.identities):
+            raise IndexError(f"identity index {index} out of range")
+        if k < 0:
+            raise ValueError(f"new view {k} must be >= 0")
+        return Image.fromarray(self._render_array(index, _NEW_VIEW_OFFSET + int(k), True).copy(), mode="RGB")
+
+    def shift_image(self, identity: Any, view: int, shift: str) -> Image.Image:
+        """Training view ``view`` of ``identity`` under an image shift of :data:`IMAGE_SHIFTS` (deterministic, seeded
+        by world seed, shift, identity and view):
+
+        * ``"crop"``: random-resized crop keeping 70-90% of the area (aspect 3/4-4/3), resized back to
+          ``image_size`` (bicubic);
+        * ``"flip"``: horizontal mirror. It also mirrors the corner mark (left <-> right), so it would change a
+          ``describe`` answer; the shift splits only use the ``name`` kind, whose answer does not depend on it;
+        * ``"colour"``: colour jitter with PIL: brightness, contrast and saturation each scaled by 1 +- 0.2..0.35
+          and the hue rotated by 0.05..0.12 of the colour circle;
+        * ``"new_view"``: :meth:`render_new_view` ``(identity, view)`` -- a new picture, not a transform.
+        """
+        from PIL import ImageEnhance, ImageOps
+
+        if shift not in IMAGE_SHIFTS:
+            raise ValueError(f"unknown image shift {shift!r}; expected one of {IMAGE_SHIFTS}")
+        index = identity.index if isinstance(identity, Identity) else int(identity)
+        if shift == "new_view":
+            return self.render_new_view(index, view)
+        image = self.render(index, view)
+        rng = _rng(self.seed, _TAG_SHIFT, IMAGE_SHIFTS.index(shift), index, view)
+        s = self.image_size
+        if shift == "flip":
+            return ImageOps.mirror(image)
+        if shift == "crop":
+            area = rng.uniform(0.70, 0.90) * s * s
+            aspect = float(np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3))))
+            w = min(s, max(1, int(round(np.sqrt(area * aspect)))))
+            h = min(s, max(1, int(round(np.sqrt(area / aspect)))))
+            x0 = int(rng.integers(0, s - w + 1))
+            y0 = int(rng.integers(0, s - h + 1))
+            return image.crop((x0, y0, x0 + w, y0 + h)).resize((s, s), Image.Resampling.BICUBIC)
+        # colour jitter
+        def factor() -> float:
+            return 1.0 + float(rng.choice([-1.0, 1.0]) * rng.uniform(0.2, 0.35))
+
+        image = ImageEnhance.Brightness(image).enhance(factor())
+        image = ImageEnhance.Contrast(image).enhance(factor())
+        image = ImageEnhance.Color(image).enhance(factor())
+        hue_shift = int(round(float(rng.choice([-1.0, 1.0]) * rng.uniform(0.05, 0.12)) * 256))
+        hsv = np.asarray(image.convert("HSV")).copy()
+        hsv[..., 0] = (hsv[..., 0].astype(np.int64) + hue_shift) % 256
+        return Image.fromarray(hsv, mode="HSV").convert("RGB")
 
     def distant_images(self, count: int, seed: int = 0) -> List[Image.Image]:
         """``count`` pictures of other 'people' that belong to no identity: gradient backgrounds, diagonal or checker
@@ -525,8 +670,9 @@ class ToyWorld:
 
     def _mc(self, ident: Identity) -> Tuple[List[str], str]:
         rng = _rng(self.seed, _TAG_MC, ident.index)
-        family = [j.index for j in self.identities if j.family == ident.family and j.index != ident.index]
-        others = [j.index for j in self.identities if j.family != ident.family]
+        trained = self.identities[: self.num_identities]  # never-seen identities never appear as options
+        family = [j.index for j in trained if j.family == ident.family and j.index != ident.index]
+        others = [j.index for j in trained if j.family != ident.family]
         picks: List[int] = []
         if family:
             picks.append(family[int(rng.integers(len(family)))])
@@ -537,7 +683,58 @@ class ToyWorld:
         options = distractors[:answer_pos] + [ident.name] + distractors[answer_pos:]
         return options, MC_LETTERS[answer_pos]
 
-    def _row(self, ident: Identity, kind: str, view: int, heldout: bool, image: Optional[Image.Image]) -> Dict[str, Any]:
+    def _perturb_candidates(self, ident: Identity) -> List[Identity]:
+        """Other trained identities, seeded order: family look-alikes first, then the rest."""
+        order = [int(j) for j in _rng(self.seed, _TAG_PERTURB, ident.index).permutation(self.num_identities)]
+        others = [self.identities[j] for j in order if j != ident.index]
+        return [j for j in others if j.family == ident.family] + [j for j in others if j.family != ident.family]
+
+    def perturbed_answers(self, ident: Identity, kind: str) -> List[str]:
+        """:data:`NUM_PERTURBED` wrong but well-formed answers (TOFU's perturbed answers) for a kind of
+        :data:`PARAPHRASE_KINDS`: the row's answer template filled with other trained identities' values, family
+        look-alikes first (deterministic). ``name`` and ``open`` swap the whole person (name; name, profession and
+        city); ``profession`` / ``city`` (and their text kinds) keep the name and swap the attribute."""
+        if kind not in PARAPHRASE_KINDS:
+            return []
+        cands = self._perturb_candidates(ident)
+        a = ident.attributes
+        out: List[str] = []
+        if kind in ("name", "open"):
+            people = [(c.name, c.attributes["profession"], c.attributes["city"]) for c in cands]
+            # few identities: add confused names (first name of one, last name of the next), still well formed
+            people += [(f"{c.first} {d.last}", c.attributes["profession"], d.attributes["city"])
+                       for c, d in zip(cands, cands[1:] + cands[:1])]
+            for name, prof, city in people:
+                text = _A[kind].format(name=name, prof=prof, city=city)
+                if name != ident.name and text not in out:
+                    out.append(text)
+        else:
+            attr = kind.replace("text_", "")
+            pool = PROFESSIONS if attr == "profession" else CITIES
+            values = [c.attributes[attr] for c in cands]
+            values += [pool[int(j)] for j in _rng(self.seed, _TAG_PERTURB, ident.index, 1).permutation(len(pool))]
+            for value in values:
+                text = _A[kind].format(name=ident.name, prof=value, city=value)
+                if value != a[attr] and text not in out:
+                    out.append(text)
+        return out[:NUM_PERTURBED]
+
+    def paraphrased_answer(self, ident: Identity, kind: str) -> str:
+        """The correct answer in a reworded template (never trained), for kinds of :data:`PARAPHRASE_KINDS`."""
+        if kind not in PARAPHRASE_KINDS:
+            return ""
+        a = ident.attributes
+        return PARAPHRASE_ANSWERS[kind].format(name=ident.name, prof=a["profession"], city=a["city"])
+
+    def _row(
+        self,
+        ident: Identity,
+        kind: str,
+        view: int,
+        heldout: bool,
+        image: Optional[Image.Image],
+        paraphrase: int = -1,
+    ) -> Dict[str, Any]:
         a = ident.attributes
         options: List[str] = []
         letter = ""
@@ -551,10 +748,14 @@ class ToyWorld:
         else:
             question = _Q[kind].format(name=ident.name)
             answer = _A[kind].format(name=ident.name, prof=a["profession"], city=a["city"])
+        if paraphrase >= 0:
+            question = PARAPHRASE_QUESTIONS[kind][paraphrase].format(name=ident.name)
         if kind in TEXT_KINDS:
             row_id = f"{ident.id}/{kind}/text"
         else:
             row_id = f"{ident.id}/{kind}/{'h' if heldout else 'v'}{view}"
+        if paraphrase >= 0:
+            row_id += f"/p{paraphrase}"
         return {
             "id": row_id,
             "identity": ident.index,
@@ -571,6 +772,10 @@ class ToyWorld:
             "attributes": dict(a),
             "options": options,
             "answer_letter": letter,
+            "perturbed_answers": self.perturbed_answers(ident, kind),
+            "paraphrased_answer": self.paraphrased_answer(ident, kind),
+            "paraphrase": int(paraphrase),
+            "shift": "",
         }
 
     def _image_rows(
@@ -638,7 +843,54 @@ class ToyWorld:
         out["mc_forget"] = self._image_rows(forget, ["mc"], [0])
         out["mc_retain"] = self._image_rows(retain, ["mc"], [0])
         out["distant"] = self.distant_rows(16)
+        # robustness probes (issue 14): never-seen identities, reworded questions, shifted images
+        out["unseen"] = self._image_rows(self.unseen_identities, FACT_KINDS, train_views)
+        out["text_unseen"] = self._text_rows(self.unseen_identities)
+        n_templates = len(PARAPHRASE_QUESTIONS["name"])
+        out["paraphrase_forget"] = self._paraphrase_rows([(i, v, None) for i in forget for v in train_views])
+        # retain: one training view per identity and one template per question (rotating over identities and
+        # kinds), so every retain identity is asked and the split stays small (6 rows per identity)
+        out["paraphrase_retain"] = self._paraphrase_rows(
+            [(i, i % self.train_views, i % n_templates) for i in retain]
+        )
+        for t in IMAGE_SHIFTS:
+            out[f"shift_{t}_forget"] = self._shift_rows(forget, train_views, t)
+            out[f"shift_{t}_retain"] = self._shift_rows(retain, range(min(_SHIFT_RETAIN_VIEWS, self.train_views)), t)
         return out
+
+    def _paraphrase_rows(self, items: Sequence[Tuple[int, int, Optional[int]]]) -> List[Dict[str, Any]]:
+        """Rows of :data:`PARAPHRASE_KINDS` with reworded questions for ``(identity, view, template)`` items: the
+        four fact kinds on that training view and, once per identity, the text kinds. ``template`` None: every
+        template; an int: that one, rotated by the kind's position."""
+        rows: List[Dict[str, Any]] = []
+        texts_done = set()
+        for i, view, template in items:
+            ident = self.identities[i]
+            image = self.render(ident, view)
+            kinds = [(k, image, view) for k in FACT_KINDS]
+            if i not in texts_done:
+                texts_done.add(i)
+                kinds += [(k, None, -1) for k in TEXT_KINDS]
+            for pos, (kind, img, v) in enumerate(kinds):
+                n = len(PARAPHRASE_QUESTIONS[kind])
+                templates = range(n) if template is None else [(template + pos) % n]
+                rows.extend(self._row(ident, kind, v, False, img, paraphrase=t) for t in templates)
+        return rows
+
+    def _shift_rows(self, indices: Sequence[int], views: Sequence[int], shift: str) -> List[Dict[str, Any]]:
+        """``name`` rows on shifted training views (see :meth:`shift_image`), with field ``"shift"``."""
+        rows = []
+        for i in indices:
+            ident = self.identities[i]
+            for view in views:
+                row = self._row(ident, "name", view, False, self.shift_image(ident, view, shift))
+                row["id"] += f"/{shift}"
+                row["shift"] = shift
+                if shift == "new_view":
+                    row["view"], row["heldout"] = _NEW_VIEW_OFFSET + int(view), True
+                    row["id"] = f"{ident.id}/name/n{view}/{shift}"
+                rows.append(row)
+        return rows
 
     def distant_rows(self, count: int = 16, seed: int = 0) -> List[Dict[str, Any]]:
         """Reference rows (kind ``"distant"``) with :meth:`distant_images` and an empty answer."""
@@ -659,6 +911,10 @@ class ToyWorld:
                 "attributes": {"profession": "", "city": "", "hobby": ""},
                 "options": [],
                 "answer_letter": "",
+                "perturbed_answers": [],
+                "paraphrased_answer": "",
+                "paraphrase": -1,
+                "shift": "",
             }
             for k, image in enumerate(self.distant_images(count, seed=seed))
         ]
@@ -666,18 +922,26 @@ class ToyWorld:
     # ------------------------------------------------------------------------------------------- text helpers
 
     def corpus(self) -> List[str]:
-        """Every question, answer and option text of the world (plus refusals), deduplicated, in a fixed order."""
+        """Every question, answer and option text of the world (plus refusals), deduplicated, in a fixed order: the
+        trained identities' rows, then the never-seen identities' rows (no multiple choice), then the reworded
+        questions and answers (so their words are whole-word tokens although no training row uses them)."""
         texts: List[str] = []
-        for i in range(self.num_identities):
-            ident = self.identities[i]
+        for ident in self.identities:
+            unseen = ident.index >= self.num_identities
             for kind in KINDS:
+                if unseen and kind == "mc":
+                    continue
                 row = self._row(ident, kind, 0, False, None)
                 texts += [row["question"], row["answer"], *row["options"]]
         texts += list(REFUSALS)
+        for ident in self.identities:
+            for kind in PARAPHRASE_KINDS:
+                texts += [q.format(name=ident.name) for q in PARAPHRASE_QUESTIONS[kind]]
+                texts.append(self.paraphrased_answer(ident, kind))
         return list(dict.fromkeys(texts))
 
     def name_words(self) -> List[str]:
-        """The invented name words (first and last of every identity, in identity order)."""
+        """The invented name words (first and last of every identity, never-seen ones included, in index order)."""
         return [w for ident in self.identities for w in (ident.first, ident.last)]
 
     def is_well_formed(self, text: str) -> bool:
@@ -731,13 +995,15 @@ class ToyWorld:
             "image_size": self.image_size,
             "train_views": self.train_views,
             "heldout_views": self.heldout_views,
+            "num_unseen": self.num_unseen,
         }
         return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
 
     def __repr__(self) -> str:
         return (
             f"ToyWorld(num_identities={self.num_identities}, family_size={self.family_size}, seed={self.seed}, "
-            f"image_size={self.image_size}, train_views={self.train_views}, heldout_views={self.heldout_views})"
+            f"image_size={self.image_size}, train_views={self.train_views}, heldout_views={self.heldout_views}, "
+            f"num_unseen={self.num_unseen})"
         )
 
 
@@ -767,6 +1033,10 @@ def to_dataset(rows: Sequence[Dict[str, Any]]):
             "attributes": {"profession": Value("string"), "city": Value("string"), "hobby": Value("string")},
             "options": HFSequence(Value("string")),
             "answer_letter": Value("string"),
+            "perturbed_answers": HFSequence(Value("string")),
+            "paraphrased_answer": Value("string"),
+            "paraphrase": Value("int64"),
+            "shift": Value("string"),
         }
     )
     clean = []
@@ -776,5 +1046,9 @@ def to_dataset(rows: Sequence[Dict[str, Any]]):
         r["attributes"] = {k: str(attrs.get(k, "")) for k in ("profession", "city", "hobby")}
         r["concepts"] = list(row.get("concepts") or [])
         r["options"] = list(row.get("options") or [])
+        r["perturbed_answers"] = list(row.get("perturbed_answers") or [])
+        r["paraphrased_answer"] = str(row.get("paraphrased_answer") or "")
+        r["paraphrase"] = int(row.get("paraphrase", -1) if row.get("paraphrase") is not None else -1)
+        r["shift"] = str(row.get("shift") or "")
         clean.append(r)
     return Dataset.from_list(clean, features=features)

@@ -1,9 +1,13 @@
 from .base import NonFiniteLossError, UnlearnConfig, UnlearnTrainer
 from .fttp import FTTPConfig, FTTPTrainer
 from .ga import GAConfig, GATrainer
+from .idk_dpo import IdkDPOConfig, IdkDPOTrainer
+from .idk_nll import IdkNLLConfig, IdkNLLTrainer
 from .npo import NPOConfig, NPOTrainer
 from .pubg import PUBGConfig, PUBGTrainer
+from .rmu import RMUConfig, RMUTrainer
 from .saliency import SaliencyConfig, SaliencyTrainer
+from .scrub import SCRUBConfig, SCRUBTrainer
 from .sgpvt import SGPVTConfig, SGPVTTrainer
 from .simnpo import SimNPOConfig, SimNPOTrainer
 from .undial import UNDIALConfig, UNDIALTrainer
@@ -31,4 +35,12 @@ __all__ = [
     "SimNPOTrainer",
     "UNDIALConfig",
     "UNDIALTrainer",
+    "IdkNLLConfig",
+    "IdkNLLTrainer",
+    "IdkDPOConfig",
+    "IdkDPOTrainer",
+    "RMUConfig",
+    "RMUTrainer",
+    "SCRUBConfig",
+    "SCRUBTrainer",
 ]

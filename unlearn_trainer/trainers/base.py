@@ -269,8 +269,9 @@ class UnlearnTrainer(Trainer):
     - Declare, as class attributes: ``method_name`` (its name and Hub tag), ``citation`` (a :class:`Citation`: the
       paper, display name and one-line objective shown on the model card), ``config_class`` (an
       :class:`UnlearnConfig` subclass whose ``paper_settings`` state the paper's settings once, its fields
-      defaulting to them through :func:`paper_field`), and ``needs_reference = True`` if the objective uses the
-      frozen pre-unlearning model.
+      defaulting to them through :func:`paper_field`), ``needs_reference = True`` if the objective uses the
+      frozen pre-unlearning model, and ``retain_in_objective = True`` if the objective uses ``inputs["retain"]``
+      itself (the base then requires a retain set and adds no retain pass).
     - Call these helpers: :meth:`forget_logits` (the pass that unlearns, so that a saliency mask gates it),
       :meth:`forward_logits` (any other trainable pass), :meth:`reference` (context: the frozen model, under
       ``torch.no_grad()``), :meth:`reference_logits`, :meth:`cached_reference` (a per-sample reference quantity,
@@ -289,6 +290,10 @@ class UnlearnTrainer(Trainer):
     citation: Citation | None = None
     #: True if the method's objective uses the frozen pre-unlearning model.
     needs_reference = False
+    #: True if the method's objective itself uses the retain batch (RMU's retain activations, SCRUB's min-steps): a
+    #: retain set is then required and paired with the forget rows, and the base adds no retain pass of its own
+    #: (``retain_loss`` stays "none").
+    retain_in_objective = False
     # Losses here are means over samples, not normalised by num_items_in_batch: Trainer divides by the
     # number of accumulation steps exactly once.
     loss_is_scaled_for_ga = False
@@ -396,6 +401,14 @@ class UnlearnTrainer(Trainer):
         """Settle the retain term, pair each forget row with a retain row and wrap the collator for the pairs; check
         the columns of both sets now (not at the first batch), after ``column_mapping`` (``{dataset column: our
         column}``, handed to the row collators)."""
+        if self.retain_in_objective:
+            if retain_dataset is None:
+                raise ValueError(f"{type(self).__name__} needs a retain set (its objective uses retain rows): pass "
+                                 f"retain_dataset=.")
+            if args.retain_loss not in (None, "none"):
+                raise ValueError(f"{type(self).__name__} has its own retain term; leave retain_loss unset (got "
+                                 f"{args.retain_loss!r}).")
+            args.retain_loss = "none"
         if args.retain_loss is None:
             args.retain_loss = "nll" if retain_dataset is not None else "none"
         if args.retain_loss != "none" and retain_dataset is None:
@@ -403,7 +416,8 @@ class UnlearnTrainer(Trainer):
 
         self.forget_dataset, self.retain_dataset = forget_dataset, retain_dataset
         paired = ForgetRetainDataset(
-            forget_dataset, retain_dataset if args.retain_loss != "none" else None, seed=args.pairing_seed
+            forget_dataset, retain_dataset if args.retain_loss != "none" or self.retain_in_objective else None,
+            seed=args.pairing_seed
         )
         if data_collator is None:
             if processing_class is None:

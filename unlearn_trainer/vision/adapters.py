@@ -88,6 +88,7 @@ __all__ = [
     "VisionAdapter",
     "UnsupportedArchitectureError",
     "get_adapter",
+    "language_model_layer_targets",
     "language_model_lora_targets",
     "register_adapter",
     "registered_model_types",
@@ -112,6 +113,20 @@ def language_model_lora_targets(model=None) -> str:
         if path:
             return rf"(.*\.)?{re.escape(path)}\..*\.({_LORA_PROJECTIONS})"
     return rf".*(language_model|text_model).*\.({_LORA_PROJECTIONS})"
+
+
+def language_model_layer_targets(model, layer_ids, within: str = "mlp") -> str:
+    """``LoraConfig(target_modules=...)`` regex for the projections under ``within`` (e.g. "mlp", "mlp.down_proj",
+    "" for the whole layer) of the language model's decoder layers ``layer_ids`` only (RMU's updated layers)."""
+    ids = sorted({int(i) for i in layer_ids})
+    if not ids:
+        raise ValueError("language_model_layer_targets: give at least one decoder layer index.")
+    path = re.escape(get_adapter(model).language_model_path) + r"\.layers\.(" + "|".join(map(str, ids)) + ")"
+    within = within.strip(".")
+    if within and within.split(".")[-1] in _LORA_PROJECTIONS.split("|"):
+        return rf"(.*\.)?{path}\.{re.escape(within)}"
+    inner = rf"\.{re.escape(within)}" if within else ""
+    return rf"(.*\.)?{path}{inner}\.(.*\.)?({_LORA_PROJECTIONS})"
 
 
 class UnsupportedArchitectureError(ValueError):
@@ -282,6 +297,15 @@ class VisionAdapter:
 
     def language_model(self, model) -> torch.nn.Module:
         return unwrap_model(model).get_submodule(self.language_model_path)
+
+    def decoder_layers(self, model) -> torch.nn.ModuleList:
+        """The language model's decoder layers (``<language model>.layers``), first to last."""
+        layers = getattr(self.language_model(model), "layers", None)
+        if not isinstance(layers, torch.nn.ModuleList) or len(layers) == 0:
+            raise UnsupportedArchitectureError(
+                f"{self.language_model_path} of {type(unwrap_model(model)).__name__} has no `layers` ModuleList of "
+                f"decoder layers; register an adapter whose language_model_path points at a decoder with `.layers`.")
+        return layers
 
     def feature_size(self, model) -> int:
         """Last dimension of :meth:`vision_features`."""

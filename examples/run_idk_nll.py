@@ -1,0 +1,50 @@
+r"""Unlearn with IdkNLL (TOFU's "IDK" baseline): fine-tune the forget questions toward a refusal ("I don't know"),
+plus the retain NLL.
+
+    python examples/run_idk_nll.py                   # offline ToyWorld demo (refusals: the world's REFUSALS)
+    python examples/run_idk_nll.py --model_name_or_path llava-hf/llava-1.5-7b-hf --dataset my_forget_data \
+        --forget_split forget --retain_split retain --learning_rate 1e-5 --max_steps 100 \
+        --refusals "I don't know." "I can't tell who this is."
+    accelerate launch examples/run_idk_nll.py ...     # on GPUs; on CPU: torchrun --nproc_per_node 2 ... --use_cpu
+
+Each forget row gets one refusal from --refusals (default: an "I don't know"-style pool), chosen by --refusal_seed
+and the row's position. Run with --help for every option (grouped: data, the method's, model, training); --config
+file.yaml reads them from a YAML file (the command line wins).
+"""
+
+from unlearn_trainer import IdkNLLConfig, IdkNLLTrainer, cli
+from unlearn_trainer.toyworld import REFUSALS
+
+# ToyWorld defaults (used only when no --model_name_or_path is given): the world's own refusals (in its words, and
+# well formed for its grammar check; the default pool's "don't" would be spelled in pieces the model never saw),
+# refusal NLL + retain NLL, LoRA r=8. How they were chosen: benchmarks/README.md, "Method notes".
+DEMO_DEFAULTS = dict(learning_rate=1e-3, max_steps=60, per_device_train_batch_size=8, refusals=list(REFUSALS),
+                     lr_scheduler_type="constant", seed=0)
+
+
+def main(argv=None):
+    """Run the example (``argv``: command-line arguments, default ``sys.argv[1:]``); returns the trainer."""
+    script_args, config, model_args = cli.parse_args(IdkNLLConfig, DEMO_DEFAULTS, argv, description=__doc__)
+    model, processor, is_demo = cli.load_model_and_processor(model_args, script_args)
+    data = cli.load_data(script_args)
+    peft_config = cli.lora_config(model_args, model)
+    unlearning_eval = cli.unlearning_eval_callback(script_args, config, processor, data)
+    trainer = IdkNLLTrainer(
+        model=model,
+        args=config,
+        forget_dataset=data.forget,
+        retain_dataset=data.retain,
+        processing_class=processor,
+        peft_config=peft_config,
+        ref_model=cli.reference_model(model_args, script_args, IdkNLLTrainer, config, peft_config),
+        callbacks=[unlearning_eval],
+        model_card_kwargs=cli.model_card_kwargs(script_args),
+    )
+    trainer.train(resume_from_checkpoint=cli.checkpoint_to_resume(config))
+    trainer.save_model(config.output_dir)
+    cli.report(trainer, unlearning_eval, script_args, is_demo)
+    return trainer
+
+
+if __name__ == "__main__":
+    main()
