@@ -75,6 +75,8 @@ METHODS = (
     Method("pubg", "pubg", {"guidance_max_new_tokens": PUBG_MAX_NEW_TOKENS}, 2, 1.15, note="forget + o* passes"),
     Method("saliency", "saliency", {}, 2, 1.15, retain=True, note="masked GA + retain NLL (Eq. 3)"),
     Method("sgpvt", "sgpvt", {}, 2, 1.30, note="2 passes + 1 teacher forward"),
+    Method("simnpo", "simnpo", {}, 1, 1.15, note="no reference model"),
+    Method("undial", "undial", {}, 1, 1.15, note="adjusted reference distributions cached (top-128)"),
     Method("idk_nll", "idk_nll", {}, 2, 1.15, retain=True, note="refusal NLL + retain NLL"),
     Method("idk_dpo", "idk_dpo", {}, 3, 1.15, retain=True,
            note="refusal (chosen) + forget answer (rejected) + retain NLL; reference log-probs cached"),
@@ -164,7 +166,8 @@ def _trainer_classes(key: str):
     import unlearn_trainer.trainers as t
 
     names = {"ga": "GA", "npo": "NPO", "fttp": "FTTP", "viker": "ViKeR", "pubg": "PUBG", "saliency": "Saliency",
-             "idk_nll": "IdkNLL", "idk_dpo": "IdkDPO", "rmu": "RMU", "scrub": "SCRUB"}
+             "idk_nll": "IdkNLL", "idk_dpo": "IdkDPO", "rmu": "RMU", "scrub": "SCRUB", "simnpo": "SimNPO",
+             "undial": "UNDIAL"}
     return getattr(t, names[key] + "Config"), getattr(t, names[key] + "Trainer")
 
 

@@ -20,6 +20,8 @@ from unlearn_trainer import (
     SaliencyTrainer,
     SCRUBConfig,
     SGPVTConfig,
+    SimNPOConfig,
+    UNDIALConfig,
     ViKeRConfig,
     ViKeRTrainer,
 )
@@ -27,7 +29,7 @@ from unlearn_trainer.hub import render_model_card
 from unlearn_trainer.testing import lora_config_for, tiny_images, tiny_model_and_processor, tiny_vqa_rows
 
 CONFIGS = [GAConfig, NPOConfig, FTTPConfig, ViKeRConfig, SGPVTConfig, SaliencyConfig, PUBGConfig, IdkNLLConfig,
-           IdkDPOConfig, RMUConfig, SCRUBConfig]
+           IdkDPOConfig, RMUConfig, SCRUBConfig, SimNPOConfig, UNDIALConfig]
 SALIENCY_LOGGER = "unlearn_trainer.trainers.saliency"
 
 

@@ -13,6 +13,7 @@ from unlearn_trainer.evaluation import UnlearningEvalCallback, robustness_table,
 from unlearn_trainer.evaluation.robustness import NO_RETRAINED, PROBES, ProbeData, parse_probes
 from unlearn_trainer.hub import render_model_card, upload_allow_patterns
 from unlearn_trainer.testing import lora_config_for, tiny_model_and_processor, tiny_vqa_rows
+from unlearn_trainer.toyworld.full_model import probe_data
 
 NAME = "Vorana Kell"  # a forgotten person: must never reach a table, a log line or the card
 
@@ -163,7 +164,7 @@ def test_toyworld_probes_full_model_is_recognised_more_than_the_retrained_one(sm
     full = LlavaForConditionalGeneration.from_pretrained(small_toyworld.full_dir)
     processor = AutoProcessor.from_pretrained(small_toyworld.full_dir)
     retrained = LlavaForConditionalGeneration.from_pretrained(small_toyworld.retrained_dir)
-    data = ProbeData.for_toyworld(world, ratio)
+    data = probe_data(world, ratio)
     forgotten = {world.identities[i].name for i in world.forget_identities(ratio)}
     assert {r["name"] for r in data.members} == forgotten
     assert data.nonmembers and not forgotten & {r["name"] for r in data.nonmembers}

@@ -327,7 +327,9 @@ def probe_data(script_args: ScriptArguments, data: BenchmarkData):
     from .evaluation.robustness import ProbeData
 
     if "world" in data.extras:
-        return ProbeData.for_toyworld(data.extras["world"], data.extras["ratio"], max_rows=script_args.max_eval_rows)
+        from .toyworld.full_model import probe_data as toyworld_probe_data
+
+        return toyworld_probe_data(data.extras["world"], data.extras["ratio"], max_rows=script_args.max_eval_rows)
     splits = data.eval_splits
     forget = next((splits[k] for k in splits if k == "forget"), None) or \
         next((splits[k] for k in splits if "forget" in k), [])

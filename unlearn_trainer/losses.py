@@ -333,6 +333,81 @@ def teacher_kl_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
     return masked_mean_per_sample(token_kl(p, q, mask), mask).mean()
 
 
+# -- SimNPO (Simple Negative Preference Optimization) -------------------------------------------------------------
+__all__ += ["simnpo_loss", "simnpo_weight"]
+
+
+def simnpo_loss(mean_logp: torch.Tensor, beta: float = 2.5, gamma: float = 0.0) -> torch.Tensor:
+    """SimNPO (Fan et al. 2024, Eq. 4): ``-(2/beta) * mean log sigmoid(-beta * mean_logp - gamma)`` with
+    ``mean_logp = log p_theta(y|x) / |y|`` per sample ``[B]`` (the length-normalized log-probability; no reference
+    model). Bounded below by 0; its gradient is GA's on ``mean_logp`` times :func:`simnpo_weight`."""
+    if beta <= 0:
+        raise ValueError(f"SimNPO beta must be > 0, got {beta}.")
+    return -(2.0 / beta) * F.logsigmoid(-beta * mean_logp - gamma).mean()
+
+
+def simnpo_weight(mean_logp: torch.Tensor, beta: float = 2.5, gamma: float = 0.0) -> torch.Tensor:
+    """SimNPO's per-sample weight on the GA gradient of ``mean_logp``: ``2 sigmoid(beta * mean_logp + gamma)``; it
+    goes to 0 as the length-normalized log-probability falls (NPO's weight without the reference)."""
+    return 2.0 * torch.sigmoid(beta * mean_logp + gamma)
+
+
+# -- UNDIAL (self-distillation with adjusted logits) ---------------------------------------------------------------
+__all__ += ["undial_targets", "sparse_topk_keeping", "undial_loss"]
+
+
+def undial_targets(ref_logits: torch.Tensor, targets: torch.Tensor, gamma: float) -> torch.Tensor:
+    """UNDIAL's target distributions ``softmax(z_ref - gamma * onehot(y))`` for reference logits ``[N, V]`` and
+    answer tokens ``[N]``: the target token's logit lowered by ``gamma``, every other token's odds unchanged."""
+    index = targets.long().unsqueeze(-1)
+    adjusted = ref_logits.float().scatter_add(-1, index, torch.full(index.shape, -float(gamma), device=index.device))
+    return F.softmax(adjusted, dim=-1)
+
+
+def sparse_topk_keeping(probs: torch.Tensor, keep: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                       torch.Tensor]:
+    """:func:`sparse_topk_reference` that always keeps the ids ``keep [N]`` (UNDIAL: the lowered target token, whose
+    exact probability the objective is about): the ``top_k`` ids are ``keep`` plus the ``top_k - 1`` most probable
+    others."""
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}.")
+    probs = probs.float()
+    scores = probs.scatter(-1, keep.long().unsqueeze(-1), 2.0)  # above any probability: always selected
+    ids = scores.topk(min(top_k, probs.shape[-1]), dim=-1).indices
+    values = probs.gather(-1, ids)
+    return values, ids, (1.0 - values.sum(-1)).clamp_min(0.0)
+
+
+def undial_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    targets: torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """UNDIAL: ``KL(P_i || Q_i)`` per answer token between the adjusted reference distribution ``P_i``
+    (:func:`undial_targets`) and the student's ``Q_i``, mean over each sample's answer tokens, then over samples.
+
+    ``targets`` holds ``P_i`` for the N answer tokens of the batch in row-major order: dense ``[N, V]`` or the sparse
+    ``(values, ids, remainder)`` of :func:`sparse_topk_keeping` (the tail completed in proportion to the detached
+    ``Q``, as :func:`densify_sparse_reference`). KL differs from the paper's cross-entropy by the constant entropy of
+    ``P`` (same gradient, ``(Q_i - P_i) / (B n_s)`` w.r.t. token i's logits; 0 at the optimum). Returns
+    ``(loss, target_prob)``: the loss and the student's mean probability of the answer tokens (detached, for
+    logging)."""
+    shifted, answer, mask = shift(logits, labels)
+    counts = _require_tokens(mask)
+    z = shifted[mask].float()
+    logq = F.log_softmax(z, dim=-1)
+    if isinstance(targets, (tuple, list)):
+        values, ids, remainder = (t.to(z.device) for t in targets)
+        targets = densify_sparse_reference(values, ids, remainder, logq)
+    if targets.shape != z.shape:
+        raise ValueError(f"UNDIAL targets {tuple(targets.shape)} do not match the {z.shape[0]} answer tokens x "
+                         f"{z.shape[1]} vocab of the batch.")
+    kl = reference_divergence(targets.to(z.device), z, "kl")
+    rows = mask.nonzero()[:, 0]
+    per_sample = torch.zeros(mask.shape[0], dtype=kl.dtype, device=kl.device).index_add(0, rows, kl) / counts
+    target_prob = logq.detach().gather(-1, answer[mask].unsqueeze(-1)).exp().mean()
+    return per_sample.mean(), target_prob
+
 # -- IdkDPO (DPO with the refusal as chosen and the forget answer as rejected) -------------------------------------
 __all__ += ["dpo_loss"]
 

@@ -65,7 +65,7 @@ def parse_probes(value: str | Sequence[str] | None) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _spread(rows: Sequence[dict] | None, n: int | None) -> list[dict] | None:
+def spread_rows(rows: Sequence[dict] | None, n: int | None) -> list[dict] | None:
     """At most ``n`` rows, evenly spaced over ``rows`` (so a cap still covers every identity / kind)."""
     if rows is None:
         return None
@@ -75,14 +75,14 @@ def _spread(rows: Sequence[dict] | None, n: int | None) -> list[dict] | None:
     return [rows[(i * len(rows)) // n] for i in range(n)]
 
 
-def _balance(splits: dict[str, list[dict]]) -> dict[str, list[dict]]:
+def balance_retain(splits: dict[str, list[dict]]) -> dict[str, list[dict]]:
     """Each ``*retain`` split spread to as many rows as its ``*forget`` twin (ToyWorld's retain people outnumber
     the forgotten ten to one; the probe compares the two, it does not need every retain row)."""
     out = dict(splits)
     for name, rows in splits.items():
         twin = splits.get(name.replace("retain", "forget"))
         if "retain" in name and twin:
-            out[name] = _spread(rows, len(twin))
+            out[name] = spread_rows(rows, len(twin))
     return out
 
 
@@ -121,8 +121,8 @@ class ProbeData:
 
         def cap(value):
             if isinstance(value, dict):
-                return {k: _spread(v, max_rows) for k, v in value.items()}
-            return _spread(value, max_rows)
+                return {k: spread_rows(v, max_rows) for k, v in value.items()}
+            return spread_rows(value, max_rows)
 
         return dataclasses.replace(
             self, members=cap(self.members), nonmembers=cap(self.nonmembers), paraphrase=cap(self.paraphrase),
@@ -158,7 +158,7 @@ class ProbeData:
             notes["mia"] = "no never-seen rows (non-members) for membership inference"
         attack, heldout = None, {}
         if len(open_forget) >= 2:  # every other forget row attacks, the rest are held out and scored
-            attack = open_forget[::2] + _spread(retain or [], len(open_forget[::2]))
+            attack = open_forget[::2] + spread_rows(retain or [], len(open_forget[::2]))
             heldout = {"forget_heldout": open_forget[1::2]}
         else:
             notes["relearning"] = "fewer than 2 open-answer forget rows: nothing to attack with and hold out"
@@ -171,51 +171,6 @@ class ProbeData:
         data = cls(members=open_forget or None, nonmembers=list(nonmembers) if nonmembers else None,
                    paraphrase=paraphrase, shift=shift, mc=mc, relearn_attack=attack, relearn_eval=heldout,
                    truth_ratio_rows=truth or None, quantization=quant, notes=notes)
-        return data.capped(max_rows)
-
-    @classmethod
-    def for_toyworld(cls, world, ratio: float = 0.10, max_rows: int | None = None) -> ProbeData:
-        """ToyWorld's probe rows for a forget ratio: members = the forget people's fact rows, non-members = the
-        world's never-seen people (same kinds), paraphrased questions, the image shifts, the MC rows; relearning
-        attacks with one view per forgotten person (view 0) plus as many retain rows, scored on the forget people's
-        other views.
-
-        ``world`` is a :class:`~unlearn_trainer.toyworld.ToyWorld`; its rows get the evaluation fields of its own
-        package's ``full_model.eval_rows`` (looked up from the world, since ``toyworld`` already depends on
-        ``evaluation`` and a static import back would make the two packages a cycle)."""
-        import importlib
-
-        eval_rows = importlib.import_module(type(world).__module__.rpartition(".")[0] + ".full_model").eval_rows
-        splits = world.splits(ratio)
-
-        def rows(name):
-            return eval_rows(splits[name]) if splits.get(name) else None
-
-        forget = rows("forget") or []
-        unseen = (rows("unseen") or []) + (rows("text_unseen") or [])
-        kinds = {r.get("kind") for r in unseen}
-        members = [r for r in forget + (rows("text_forget") or []) if r.get("kind") in kinds]
-        notes = {} if unseen else {"mia": "this ToyWorld has no never-seen people (ToyWorld(num_unseen=...))"}
-        shift = {k.removeprefix("shift_"): rows(k) for k in splits
-                 if k.startswith("shift_") and k.endswith(("_forget", "_retain"))}  # world.IMAGE_SHIFTS
-        shift = {k: v for k, v in shift.items() if v}
-        paraphrase = {p: rows(f"paraphrase_{p}") for p in ("forget", "retain")}
-        paraphrase = {k: v for k, v in paraphrase.items() if v}
-        for probe, found in (("shift", shift), ("paraphrase", paraphrase)):
-            if not found:
-                notes[probe] = f"this ToyWorld version has no {probe} splits"
-        attack = [r for r in forget if r.get("view") == 0]
-        retain_train = rows("retain_train") or []
-        attack = attack + _spread(retain_train, len(attack))
-        heldout = {"forget_heldout": [r for r in forget if r.get("view") != 0]}
-        text = (rows("text_forget") or []) + [r for r in forget if r.get("view") == 0]
-        truth = [r for r in text if r.get("perturbed_answers")]
-        if not truth:
-            notes["forget_quality"] = "this ToyWorld version has no perturbed answers (truth ratio)"
-        data = cls(members=members or None, nonmembers=unseen or None, paraphrase=_balance(paraphrase),
-                   shift=_balance(shift), mc={"forget": rows("mc_forget") or [], "retain": rows("mc_retain") or []},
-                   relearn_attack=attack or None, relearn_eval=heldout, truth_ratio_rows=truth or None,
-                   quantization=_balance({"forget": forget, "retain": rows("retain") or []}), notes=notes)
         return data.capped(max_rows)
 
 

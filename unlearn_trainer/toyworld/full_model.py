@@ -44,6 +44,7 @@ __all__ = [
     "ROBUSTNESS_SPLITS",
     "eval_rows",
     "eval_splits",
+    "probe_data",
 ]
 
 logger = logging.getLogger(__name__)
@@ -338,3 +339,47 @@ def eval_splits(world: ToyWorld, ratio: float = 0.10, splits=EVAL_SPLITS) -> dic
     if unknown:
         raise KeyError(f"Unknown ToyWorld split(s) {unknown}; available: {sorted(all_splits)}")
     return {name: eval_rows(all_splits[name]) for name in splits}
+
+
+def probe_data(world: ToyWorld | None = None, ratio: float = 0.10, max_rows: int | None = None):
+    """ToyWorld's probe rows for a forget ratio: members = the forget people's fact rows, non-members = the
+    world's never-seen people (same kinds), paraphrased questions, the image shifts, the MC rows; relearning
+    attacks with one view per forgotten person (view 0) plus as many retain rows, scored on the forget people's
+    other views.
+
+    Returns a :class:`~unlearn_trainer.evaluation.robustness.ProbeData` (it lives here, not in ``evaluation``,
+    because ``toyworld`` depends on ``evaluation`` and never the other way round)."""
+    from ..evaluation.robustness import ProbeData, balance_retain, spread_rows
+
+    world = world or ToyWorld()
+    splits = world.splits(ratio)
+
+    def rows(name):
+        return eval_rows(splits[name]) if splits.get(name) else None
+
+    forget = rows("forget") or []
+    unseen = (rows("unseen") or []) + (rows("text_unseen") or [])
+    kinds = {r.get("kind") for r in unseen}
+    members = [r for r in forget + (rows("text_forget") or []) if r.get("kind") in kinds]
+    notes = {} if unseen else {"mia": "this ToyWorld has no never-seen people (ToyWorld(num_unseen=...))"}
+    shift = {k.removeprefix("shift_"): rows(k) for k in splits
+             if k.startswith("shift_") and k.endswith(("_forget", "_retain"))}  # world.IMAGE_SHIFTS
+    shift = {k: v for k, v in shift.items() if v}
+    paraphrase = {p: rows(f"paraphrase_{p}") for p in ("forget", "retain")}
+    paraphrase = {k: v for k, v in paraphrase.items() if v}
+    for probe, found in (("shift", shift), ("paraphrase", paraphrase)):
+        if not found:
+            notes[probe] = f"this ToyWorld version has no {probe} splits"
+    attack = [r for r in forget if r.get("view") == 0]
+    retain_train = rows("retain_train") or []
+    attack = attack + spread_rows(retain_train, len(attack))
+    heldout = {"forget_heldout": [r for r in forget if r.get("view") != 0]}
+    text = (rows("text_forget") or []) + [r for r in forget if r.get("view") == 0]
+    truth = [r for r in text if r.get("perturbed_answers")]
+    if not truth:
+        notes["forget_quality"] = "this ToyWorld version has no perturbed answers (truth ratio)"
+    data = ProbeData(members=members or None, nonmembers=unseen or None, paraphrase=balance_retain(paraphrase),
+               shift=balance_retain(shift), mc={"forget": rows("mc_forget") or [], "retain": rows("mc_retain") or []},
+               relearn_attack=attack or None, relearn_eval=heldout, truth_ratio_rows=truth or None,
+               quantization=balance_retain({"forget": forget, "retain": rows("retain") or []}), notes=notes)
+    return data.capped(max_rows)

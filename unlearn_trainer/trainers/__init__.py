@@ -9,6 +9,8 @@ from .rmu import RMUConfig, RMUTrainer
 from .saliency import SaliencyConfig, SaliencyTrainer
 from .scrub import SCRUBConfig, SCRUBTrainer
 from .sgpvt import SGPVTConfig, SGPVTTrainer
+from .simnpo import SimNPOConfig, SimNPOTrainer
+from .undial import UNDIALConfig, UNDIALTrainer
 from .viker import ViKeRConfig, ViKeRTrainer
 
 __all__ = [
@@ -29,6 +31,10 @@ __all__ = [
     "SGPVTTrainer",
     "ViKeRConfig",
     "ViKeRTrainer",
+    "SimNPOConfig",
+    "SimNPOTrainer",
+    "UNDIALConfig",
+    "UNDIALTrainer",
     "IdkNLLConfig",
     "IdkNLLTrainer",
     "IdkDPOConfig",

@@ -1,0 +1,297 @@
+"""Each paper's central claim, tested at matched forgetting on the frontier runs -> ``results/claims.md``.
+
+    python benchmarks/frontier.py          # first: the runs (results/frontier.json, frontier_runs/)
+    python benchmarks/claims.py            # then: the claims table (results/claims.md, claims.json)
+
+**Matched forgetting.** Methods forget at different speeds, so a claim compares them at the same forget name
+recall: each seed's Pareto frontier of (forget recall, the claim's metric) is interpolated (straight lines between
+its points, as plotted) at the level ``L = max(5%, the lowest forget recall every compared method reaches in every
+seed)``, then mean ± population std over seeds. A claim PASSes when the claimant's mean beats every baseline's mean
+by more than the larger of their seed spreads (std), or meets its absolute bar; a compared method that was not run
+makes the claim FAIL with "not measured". Baselines are GA (forget only) and NPO, as in the papers.
+
+Metrics (all "higher is better" except forget recall): the evaluator's name recall (forget / retain / proximal /
+text_forget splits) and forget coherence (``ToyWorld.is_well_formed``), and two computed from the forget-split
+answers by ``frontier.answer_metrics``: ``no_name_rate`` (answers naming nobody of the world) and
+``visual_overlap`` (share of the pictured person's visual words, from ``ToyWorld.describe``, in the answer).
+ViKeR's Prop. 3 is measured on the saved adapters: the change of per-token log-probs of forget answers, with the
+adapter vs without it (the full model), on concept tokens (``unlearn_trainer.data.concepts``) vs the other tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import frontier  # noqa: E402 - the frontier geometry and the run records
+
+RESULTS = frontier.RESULTS
+BASELINES = ("ga", "npo")
+NOT_MEASURED = "not measured"
+#: Explanations of FAILs, filled in from the investigation (issue 15, step 3); a FAIL without one says so.
+WHY: dict[str, str] = {}
+WHY_PLACEHOLDER = "to investigate"
+
+#: (id, paper, claim, claimant, metric key, absolute bar or None). The metric is compared at matched forgetting.
+MATCHED_CLAIMS = (
+    ("fttp_coherent", "FTTP", "forget answers stay well formed", "fttp", "forget_coherence", None),
+    ("viker_coherent", "ViKeR", "forget answers stay well formed", "viker", "forget_coherence", None),
+    ("sgpvt_proximal", "SGPVT", "look-alike (proximal) people are kept", "sgpvt", "proximal_recall", None),
+    ("saliency_text", "MMUnlearner", "text-only knowledge of the forgotten is kept while visual recognition goes",
+     "saliency", "text_forget_recall", None),
+    ("pubg_fluent", "PUBG", "answers on forgotten images are fluent", "pubg", "forget_coherence", None),
+    ("pubg_no_name", "PUBG", "answers on forgotten images name nobody", "pubg", "no_name_rate", 0.95),
+    ("pubg_describes", "PUBG", "answers on forgotten images describe what is visible", "pubg", "visual_overlap",
+     None),
+)
+
+
+# -------------------------------------------------------------------------------------------- matched forgetting
+def frontier_floor(points: list[dict], y: str) -> float | None:
+    """The lowest forget recall on the (forget recall, ``y``) frontier of ``points``."""
+    front = frontier.pareto_frontier(points, y)
+    return front[0][frontier.X] if front else None
+
+
+def matched_level(by_method: dict[str, dict[int, list[dict]]], y: str, floor: float = frontier.FORGOTTEN) -> float | None:
+    """``max(floor, the lowest forget recall every method reaches in every seed)``; None if a method has no points."""
+    level = floor
+    for per_seed in by_method.values():
+        if not per_seed:
+            return None
+        for points in per_seed.values():
+            lowest = frontier_floor(points, y)
+            if lowest is None:
+                return None
+            level = max(level, lowest)
+    return level
+
+
+def at_level(per_seed: dict[int, list[dict]], y: str, level: float) -> tuple[float, float, int] | None:
+    """``(mean, std, seeds)`` of each seed's frontier interpolated at forget recall ``level``."""
+    values = [v for v in (frontier.interpolate(frontier.pareto_frontier(pts, y), level, y)
+                          for pts in per_seed.values()) if v is not None]
+    ms = frontier.mean_std(values)
+    return None if ms is None else (ms[0], ms[1], len(values))
+
+
+def verdict(claimant, baselines: dict, bar: float | None = None) -> str:
+    """PASS / FAIL of a claimant ``(mean, std, n)`` against baselines ``{name: (mean, std, n)}``: with a ``bar``,
+    PASS iff the claimant's mean >= bar; otherwise PASS iff its mean beats every baseline's mean by more than the
+    larger of the two stds. Missing numbers: FAIL."""
+    if claimant is None:
+        return "FAIL"
+    if bar is not None:
+        return "PASS" if claimant[0] >= bar else "FAIL"
+    if not baselines or any(b is None for b in baselines.values()):
+        return "FAIL"
+    return "PASS" if all(claimant[0] - b[0] > max(claimant[1], b[1]) for b in baselines.values()) else "FAIL"
+
+
+def _fmt(value) -> str:
+    return NOT_MEASURED if value is None else f"{value[0]:.2f} ± {value[1]:.2f}"
+
+
+def matched_claim(runs: list[dict], cid: str, paper: str, text: str, claimant: str, y: str,
+                  bar: float | None = None, baselines=BASELINES) -> dict:
+    methods = (claimant, *baselines)
+    by_method = {m: frontier.points_by_seed(runs, m) for m in methods}
+    level = matched_level(by_method, y)
+    values = {m: (None if level is None else at_level(by_method[m], y, level)) for m in methods}
+    result = verdict(values[claimant], {b: values[b] for b in baselines}, bar)
+    numbers = ", ".join(f"{m} {_fmt(values[m])}" for m in methods)
+    if bar is not None:
+        numbers += f" (bar: {claimant} >= {bar:g})"
+    missing = [m for m in methods if not by_method[m]]
+    return {"id": cid, "paper": paper, "claim": text, "metric": f"{y} at forget recall {_level(level)}",
+            "comparison": f"{claimant} vs {', '.join(baselines)} at matched forgetting", "numbers": numbers,
+            "level": level, "values": values, "verdict": result,
+            "why": _why(cid, result, missing)}
+
+
+def _level(level) -> str:
+    return "(no common level)" if level is None else f"{level:.2f}"
+
+
+def _why(cid: str, result: str, missing: list[str]) -> str:
+    if result == "PASS":
+        return ""
+    if missing:
+        return f"{NOT_MEASURED}: no runs of {', '.join(missing)}"
+    return WHY.get(cid, WHY_PLACEHOLDER)
+
+
+# ------------------------------------------------------------------------------------ NPO vs GA over the steps
+def series_of(runs: list[dict], method: str, knobs: dict) -> dict[int, list[dict]]:
+    """Per seed, the points (in step order) of ``method``'s run whose knobs include ``knobs``."""
+    out = {}
+    for r in runs:
+        if r["method"] == method and "points" in r and all(r["knobs"].get(k) == v for k, v in knobs.items()):
+            out[r["seed"]] = sorted(r["points"], key=lambda p: p["step"])
+    return out
+
+
+def late_drop(points: list[dict], y: str) -> float | None:
+    """``y`` at the evaluation nearest half the run minus ``y`` at the last: what more steps cost."""
+    usable = [p for p in points if y in p]
+    if len(usable) < 2:
+        return None
+    last = usable[-1]
+    half = min(usable, key=lambda p: abs(p["step"] - last["step"] / 2))
+    return half[y] - last[y]
+
+
+def collapse_claim(runs: list[dict], lr: float = frontier.COLLAPSE_LR, drop_tol: float = 0.10) -> dict:
+    """NPO does not collapse as steps grow where GA does: at one lr, NPO's retain recall at the last step beats
+    GA's by more than the seed spread and loses at most ``drop_tol`` over the second half of the run."""
+    npo, ga = series_of(runs, "npo", {"learning_rate": lr, "beta": 0.4}), series_of(runs, "ga", {"learning_rate": lr})
+    stats = {}
+    for name, series in (("npo", npo), ("ga", ga)):
+        final = [pts[-1]["retain_recall"] for pts in series.values() if "retain_recall" in pts[-1]]
+        coherence = [pts[-1]["forget_coherence"] for pts in series.values() if "forget_coherence" in pts[-1]]
+        drops = [d for d in (late_drop(pts, "retain_recall") for pts in series.values()) if d is not None]
+        forget = [pts[-1][frontier.X] for pts in series.values() if frontier.X in pts[-1]]
+        stats[name] = {"retain_final": frontier.mean_std(final), "coherence_final": frontier.mean_std(coherence),
+                       "retain_late_drop": frontier.mean_std(drops), "forget_final": frontier.mean_std(forget)}
+    n, g = stats["npo"], stats["ga"]
+    if n["retain_final"] is None or g["retain_final"] is None or n["retain_late_drop"] is None:
+        result = "FAIL"
+    else:
+        beats = n["retain_final"][0] - g["retain_final"][0] > max(n["retain_final"][1], g["retain_final"][1])
+        result = "PASS" if beats and n["retain_late_drop"][0] <= drop_tol else "FAIL"
+    numbers = "; ".join(f"{m}: forget {_fmt(s['forget_final'])}, retain {_fmt(s['retain_final'])}, forget coherence "
+                        f"{_fmt(s['coherence_final'])}, retain lost over the 2nd half {_fmt(s['retain_late_drop'])}"
+                        for m, s in stats.items())
+    missing = [m for m, s in (("npo", npo), ("ga", ga)) if not s]
+    return {"id": "npo_no_collapse", "paper": "NPO", "claim": "NPO does not collapse as steps grow, GA does",
+            "metric": f"retain recall (and forget coherence) at the last step, lr {lr:g}, same steps",
+            "comparison": f"npo (beta 0.4) vs ga over steps; PASS: npo's final retain beats ga's beyond the seed "
+                          f"spread and drops <= {drop_tol:g} over the 2nd half",
+            "numbers": numbers, "values": stats, "verdict": result, "why": _why("npo_no_collapse", result, missing)}
+
+
+# ------------------------------------------------------------------------------------------ ViKeR Proposition 3
+def token_shift(run_dir: Path, rows: list[dict]) -> dict[str, float]:
+    """Mean change of the per-token log-prob of ``rows``' answers (adapter on minus off) on concept tokens and on
+    the other answer tokens, and ``selectivity`` = concept drop / mean |change| of the other tokens."""
+    import torch
+    from peft import PeftModel
+
+    from unlearn_trainer import losses
+    from unlearn_trainer.data.collator import model_inputs
+    from unlearn_trainer.data.concepts import ConceptMaskCollator
+    from unlearn_trainer.toyworld.full_model import load_full_model
+
+    model, processor = load_full_model(progress=False)
+    model = PeftModel.from_pretrained(model, str(run_dir)).eval()
+    batch = ConceptMaskCollator(processor)(rows)
+    concept = batch.pop("concept_mask")[:, 1:]
+    with torch.no_grad():
+        after, mask = losses.token_logprobs(model(**model_inputs(batch)).logits, batch["labels"])
+        with model.disable_adapter():
+            before, _ = losses.token_logprobs(model(**model_inputs(batch)).logits, batch["labels"])
+    delta = after - before
+    key, other = concept & mask, mask & ~concept
+    concept_drop = float(-delta[key].mean())
+    other_change = float(delta[other].abs().mean())
+    return {"concept_drop": concept_drop, "other_abs_change": other_change,
+            "selectivity": concept_drop / max(other_change, 1e-8)}
+
+
+def pick_runs(runs: list[dict], methods) -> dict[str, dict]:
+    """Per method, the finished run of the first seed (its adapter is saved at its last step) that keeps most retain
+    recall among those whose last point forgets down to the matched level ``L = max(5%, the lowest last-step forget
+    recall every method reaches)``: comparable forgetting, not a collapsed model against a working one."""
+    final = {}
+    for m in methods:
+        done = [r for r in runs if r["method"] == m and r.get("points")]
+        if done:
+            seed = min(r["seed"] for r in done)
+            final[m] = [r for r in done if r["seed"] == seed]
+    if not final:
+        return {}
+    last = lambda r, key, default: r["points"][-1].get(key, default)  # noqa: E731
+    level = max([frontier.FORGOTTEN] + [min(last(r, frontier.X, 1.0) for r in rs) for rs in final.values()])
+    return {m: max((r for r in rs if last(r, frontier.X, 1.0) <= level),
+                   key=lambda r: (last(r, "retain_recall", 0.0), -last(r, frontier.X, 1.0)))
+            for m, rs in final.items()}
+
+
+def key_token_claim(runs: list[dict], runs_dir: Path, baselines=BASELINES, rows: int = 32, shift=token_shift) -> dict:
+    """ViKeR Prop. 3: the update sits on key (concept) tokens while generic tokens stay: ViKeR's selectivity beats
+    every baseline's (each method's run picked by :func:`pick_runs`, its saved adapter)."""
+    methods = ("viker", *baselines)
+    shifts, missing = {}, []
+    forget_rows = None
+    picked = pick_runs(runs, methods)
+    for m in methods:
+        run = picked.get(m)
+        path = None if run is None else runs_dir / Path(run["dir"]).name
+        if path is None or not (path / "adapter_config.json").exists():
+            missing.append(m)
+            continue
+        if forget_rows is None:
+            from unlearn_trainer.toyworld import ToyWorld
+
+            split = ToyWorld().splits(0.10)["forget"]
+            forget_rows = [split[i] for i in frontier.sample_indices(len(split), rows)]
+        shifts[m] = {**shift(path, forget_rows), "forget_recall": run["points"][-1].get(frontier.X)}
+    if missing:
+        result = "FAIL"
+    else:
+        v = shifts["viker"]["selectivity"]
+        result = "PASS" if all(v > shifts[b]["selectivity"] for b in baselines) else "FAIL"
+    numbers = "; ".join(f"{m}: concept-token log-prob drop {s['concept_drop']:.2f}, other tokens' mean abs. change "
+                        f"{s['other_abs_change']:.2f}, selectivity {s['selectivity']:.1f} (forget recall "
+                        f"{s['forget_recall']:.2f})" for m, s in shifts.items())
+    return {"id": "viker_key_tokens", "paper": "ViKeR", "claim": "Prop. 3: key (concept) tokens carry the update, "
+            "generic tokens stay", "metric": "per-token log-prob change of forget answers, adapter on vs off: concept "
+            "drop / other tokens' mean abs. change", "comparison": "viker vs " + ", ".join(baselines) + " (each one's run "
+            "keeping most retain recall at matched last-step forgetting)", "numbers": numbers or NOT_MEASURED, "values": shifts, "verdict": result,
+            "why": _why("viker_key_tokens", result, missing)}
+
+
+# ----------------------------------------------------------------------------------------------------- report
+def all_claims(runs: list[dict], runs_dir: Path, with_adapters: bool = True) -> list[dict]:
+    rows = [collapse_claim(runs)]
+    rows += [matched_claim(runs, *claim) for claim in MATCHED_CLAIMS]
+    if with_adapters:
+        rows.insert(3, key_token_claim(runs, runs_dir))
+    return rows
+
+
+def _cell(text) -> str:
+    """Text for a Markdown table cell (a "|" would end the cell)."""
+    return str(text).replace("|", "\\|")
+
+
+def markdown(claims: list[dict], seeds) -> str:
+    lines = ["# Paper claims on ToyWorld (forget10), at matched forgetting", "",
+             f"Generated by `python benchmarks/claims.py` from `frontier.json` (seeds {seeds}). Values: mean ± "
+             "population std over seeds. Method and definitions: the docstring of `benchmarks/claims.py`.", "",
+             "| paper | claim | metric | comparison | numbers | verdict | why |", "|---|---|---|---|---|---|---|"]
+    for c in claims:
+        cells = [c["paper"], c["claim"], c["metric"], c["comparison"], c["numbers"], f"**{c['verdict']}**", c["why"]]
+        lines.append("| " + " | ".join(_cell(x) for x in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", default=str(RESULTS), help="where frontier.json is and claims.md goes")
+    parser.add_argument("--no-adapters", action="store_true", help="skip the claims that load saved adapters")
+    args = parser.parse_args(argv)
+    out = Path(args.output)
+    data = json.loads((out / "frontier.json").read_text())
+    claims = all_claims(data["runs"], out / "frontier_runs", with_adapters=not args.no_adapters)
+    (out / "claims.json").write_text(json.dumps(claims, indent=1, default=str))
+    (out / "claims.md").write_text(markdown(claims, data["seeds"]))
+    print((out / "claims.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
