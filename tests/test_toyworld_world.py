@@ -554,7 +554,20 @@ def test_shift_splits(world, splits):
             assert row["answer"] == f"this is {row['name']} ."
 
 
-def test_perturbed_answers_are_wrong_but_well_formed(world, rows, splits):
+def _wording(world, text):
+    """A text with every name word, profession and city replaced by one slot: what is left is its wording."""
+    from unlearn_trainer.toyworld.world import CITIES, PROFESSIONS
+
+    facts = set(world.name_words()) | set(PROFESSIONS) | set(CITIES)
+    out = []
+    for w in text.split():
+        w = "<slot>" if w in facts else w
+        if not (w == "<slot>" and out and out[-1] == "<slot>"):
+            out.append(w)
+    return out
+
+
+def test_perturbed_answers_are_wrong_and_worded_like_the_paraphrased_answer(world, rows, splits):
     fact_rows = [r for r in rows + splits["unseen"] if r["kind"] in PARAPHRASE_KINDS]
     assert fact_rows
     trained_names = {i.name for i in world.identities[:12]}
@@ -562,7 +575,8 @@ def test_perturbed_answers_are_wrong_but_well_formed(world, rows, splits):
         wrong = r["perturbed_answers"]
         assert len(wrong) >= 4 and len(set(wrong)) == len(wrong), r["id"]
         assert r["answer"] not in wrong
-        assert all(world.is_well_formed(a) for a in wrong), wrong
+        # TOFU: perturbed answers perturb the paraphrased answer, so both have one (untrained) wording
+        assert all(_wording(world, a) == _wording(world, r["paraphrased_answer"]) for a in wrong), wrong
         if r["kind"] in ("profession", "text_profession", "city", "text_city"):
             attr = r["kind"].replace("text_", "")
             assert all(a.startswith(r["name"] + " ") and r["attributes"][attr] not in a.split() for a in wrong)
@@ -573,7 +587,8 @@ def test_perturbed_answers_are_wrong_but_well_formed(world, rows, splits):
     # family look-alikes first, deterministic
     r = next(r for r in rows if r["kind"] == "name")
     family = {i.name for i in world.identities if i.family == r["family"]} - {r["name"]}
-    firsts = [a[len("this is "):-2] for a in r["perturbed_answers"][: len(family)]]
+    prefix = PARAPHRASE_ANSWERS["name"].split("{name}")[0]
+    firsts = [a[len(prefix):-2] for a in r["perturbed_answers"][: len(family)]]
     assert set(firsts) == family and set(firsts) <= trained_names
     assert r["perturbed_answers"] == ToyWorld(num_identities=12, family_size=4, seed=0).train_rows()[0][
         "perturbed_answers"]

@@ -690,9 +690,11 @@ class ToyWorld:
         return [j for j in others if j.family == ident.family] + [j for j in others if j.family != ident.family]
 
     def perturbed_answers(self, ident: Identity, kind: str) -> List[str]:
-        """:data:`NUM_PERTURBED` wrong but well-formed answers (TOFU's perturbed answers) for a kind of
-        :data:`PARAPHRASE_KINDS`: the row's answer template filled with other trained identities' values, family
-        look-alikes first (deterministic). ``name`` and ``open`` swap the whole person (name; name, profession and
+        """:data:`NUM_PERTURBED` wrong answers (TOFU's perturbed answers) for a kind of :data:`PARAPHRASE_KINDS`:
+        as in TOFU, the *paraphrased* answer's template (:data:`PARAPHRASE_ANSWERS`, never trained) filled with other
+        trained identities' values, family look-alikes first (deterministic). Perturbed and paraphrased answers share
+        one wording, so the truth ratio compares facts, not a trained wording against an untrained one (with the
+        trained template the retrained model preferred every wrong answer ~700 to 1). ``name`` and ``open`` swap the whole person (name; name, profession and
         city); ``profession`` / ``city`` (and their text kinds) keep the name and swap the attribute."""
         if kind not in PARAPHRASE_KINDS:
             return []
@@ -705,7 +707,7 @@ class ToyWorld:
             people += [(f"{c.first} {d.last}", c.attributes["profession"], d.attributes["city"])
                        for c, d in zip(cands, cands[1:] + cands[:1])]
             for name, prof, city in people:
-                text = _A[kind].format(name=name, prof=prof, city=city)
+                text = PARAPHRASE_ANSWERS[kind].format(name=name, prof=prof, city=city)
                 if name != ident.name and text not in out:
                     out.append(text)
         else:
@@ -714,7 +716,7 @@ class ToyWorld:
             values = [c.attributes[attr] for c in cands]
             values += [pool[int(j)] for j in _rng(self.seed, _TAG_PERTURB, ident.index, 1).permutation(len(pool))]
             for value in values:
-                text = _A[kind].format(name=ident.name, prof=value, city=value)
+                text = PARAPHRASE_ANSWERS[kind].format(name=ident.name, prof=value, city=value)
                 if value != a[attr] and text not in out:
                     out.append(text)
         return out[:NUM_PERTURBED]
