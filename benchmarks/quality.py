@@ -98,10 +98,13 @@ def available_methods() -> list[str]:
 
 
 def run_one(method: str, split: str, seed: int, out_root: Path, extra: list[str], probes: str = "all",
-            relearn_steps: str = "0,5,10,20") -> dict:
+            relearn_steps: str = "0,5,10,20", probe_before: bool = True) -> dict:
+    """One example run. ``probe_before=False``: the probes run after unlearning only (the model before is the same
+    full model in every run: its probes are needed once per split, for the full-model row)."""
     out = out_root / f"{method}-{split}-s{seed}"
     cmd = [sys.executable, str(EXAMPLES / f"run_{method}.py"), "--forget_split", split, "--seed", str(seed),
-           "--output_dir", str(out), "--disable_tqdm", "true", *_probe_args(probes, relearn_steps), *extra]
+           "--output_dir", str(out), "--disable_tqdm", "true", *_probe_args(probes, relearn_steps),
+           "--probe_before", str(probe_before).lower(), *extra]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
     seconds = time.perf_counter() - start
@@ -309,8 +312,11 @@ def main(argv=None):
             for seed in [int(s) for s in args.seeds.split(",")]:
                 r = done.get((method, split, seed))
                 if r is None:
+                    # the full model's probes once per split (every run starts from it)
+                    probed = any(p.get("robustness_before") for p in list(done.values()) + runs
+                                 if p["split"] == split)
                     r = run_one(method, split, seed, out / "quality_runs", args.extra.split(), args.probes,
-                                args.relearn_steps)
+                                args.relearn_steps, probe_before=not probed)
                     record(r)
                 status = "error" if "error" in r else f"forget {r['after']['forget'].get('name_recall', float('nan')):.2f}"
                 print(f"{method:9s} {split} seed {seed}: {status} ({r['seconds']:.0f} s)", flush=True)

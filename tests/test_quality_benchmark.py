@@ -42,11 +42,13 @@ def test_full_model_row_per_split_in_the_table():
 
 
 def test_resume_reuses_finished_runs(tmp_path, monkeypatch):
-    calls = []
+    calls, befores = [], []
 
-    def fake_run_one(method, split, seed, out_root, extra, probes, relearn_steps):
+    def fake_run_one(method, split, seed, out_root, extra, probes, relearn_steps, probe_before=True):
         calls.append((method, split, seed))
-        return _run(method, split, seed, 0.1 * seed, 1.0)
+        befores.append(probe_before)
+        run = _run(method, split, seed, 0.1 * seed, 1.0)
+        return {**run, "robustness_before": {"mia": {"auc_loss": 1.0}}} if probe_before else run
 
     def fake_run_retrained(split, out_root, extra, probes, relearn_steps):
         calls.append((quality.RETRAINED, split, 0))
@@ -58,6 +60,7 @@ def test_resume_reuses_finished_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(quality, "plot", lambda rows, path: None)
     argv = ["--methods", "npo", "--ratios", "forget10", "--seeds", "0,1", "--output", str(tmp_path)]
     assert quality.main(argv) == 0 and len(calls) == 3  # two seeds and the retrained reference
+    assert befores == [True, False]  # the full model's probes once per split: every run starts from it
     assert quality.main(argv + ["--resume"]) == 0 and len(calls) == 3  # nothing rerun
     assert quality.main(argv + ["--seeds", "0,1,2", "--resume"]) == 0 and calls[-1] == ("npo", "forget10", 2)
     data = json.loads((tmp_path / "quality.json").read_text())

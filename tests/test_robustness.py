@@ -3,14 +3,16 @@ before/after probes and their outputs, and the card's Robustness table (numbers 
 
 import json
 import logging
+import os
 
 import pytest
+import torch
 from conftest import train_args
 from peft import get_peft_model
 
 from unlearn_trainer import GAConfig, GATrainer
 from unlearn_trainer.evaluation import UnlearningEvalCallback, robustness_table, run_probes
-from unlearn_trainer.evaluation.robustness import NO_RETRAINED, PROBES, ProbeData, parse_probes
+from unlearn_trainer.evaluation.robustness import NO_RETRAINED, PROBES, ProbeData, ProbeResultCache, parse_probes
 from unlearn_trainer.hub import render_model_card, upload_allow_patterns
 from unlearn_trainer.testing import lora_config_for, tiny_model_and_processor, tiny_vqa_rows
 from unlearn_trainer.toyworld.full_model import probe_data
@@ -117,6 +119,35 @@ def test_relearning_probe_curve_and_retrained_baseline(tiny):
     assert all((model.state_dict()[k] == v).all() for k, v in before.items())  # the attack works on a copy
 
 
+class _NoForward(torch.nn.Module):
+    """A retrained model that must not run: its numbers come from the cache."""
+
+    def forward(self, *a, **k):
+        raise AssertionError("the retrained model ran although its numbers were cached")
+
+
+def test_retrained_numbers_are_cached_on_disk_per_rows_and_settings(tiny, tmp_path):
+    model, processor = tiny
+    data = _data()
+    cache = ProbeResultCache.for_data(tmp_path, data, relearn_steps=(0, 1))
+    first = run_probes(model, processor, data, ("mia", "forget_quality"), retrained=tiny, max_new_tokens=4,
+                       progress=False, retrained_cache=cache)
+    assert os.path.exists(cache.path) and NAME.split()[0].lower() not in open(cache.path).read().lower()
+    again = ProbeResultCache.for_data(tmp_path, data, relearn_steps=(0, 1))  # a later run: same file, read back
+    assert again.path == cache.path and set(again) == {"mia", "truth_ratios"}
+    second = run_probes(model, processor, data, ("mia", "forget_quality"), retrained=(_NoForward(), processor),
+                        max_new_tokens=4, progress=False, retrained_cache=again)
+    assert second == first
+    # other settings or other rows (a changed perturbed answer) are another file
+    assert ProbeResultCache.for_data(tmp_path, data, relearn_steps=(0, 2)).path != cache.path
+    changed = _data()
+    changed.truth_ratio_rows[0] = dict(changed.truth_ratio_rows[0], perturbed_answers=["this is a dog ."])
+    assert ProbeResultCache.for_data(tmp_path, changed, relearn_steps=(0, 1)).path != cache.path
+    # a damaged file is recomputed, not trusted
+    open(cache.path, "w").write("{not json")
+    assert dict(ProbeResultCache(cache.path)) == {}
+
+
 def test_callback_probes_before_and_after_writes_logs_and_card(tmp_path, caplog):
     model, processor = tiny_model_and_processor("llava")
     model = get_peft_model(model, lora_config_for(model))
@@ -144,6 +175,12 @@ def test_callback_probes_before_and_after_writes_logs_and_card(tmp_path, caplog)
     trainer.save_model(str(tmp_path / "eval"))
     allowed = upload_allow_patterns(trainer, str(tmp_path / "eval"))
     assert not any(p.startswith(("robustness", "unlearning_eval")) for p in allowed)
+    # probe_before=False (sweeps from one model): evaluated before, probed after only
+    cb = UnlearningEvalCallback(processor, splits, output_dir=str(tmp_path / "eval2"), max_new_tokens=4,
+                                probes=("mc",), probe_data=_data(max_rows=2), probe_before=False)
+    GATrainer(model=model, args=train_args(GAConfig, tmp_path, max_steps=1), forget_dataset=forget,
+              processing_class=processor, callbacks=[cb]).train()
+    assert set(cb.robustness) == {"after"} and [h["label"] for h in cb.history] == ["before", "after"]
 
 
 def test_headline_shows_mc_by_letter_and_by_loglik():

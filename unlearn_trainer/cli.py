@@ -72,6 +72,8 @@ class ScriptArguments:
                                                                    "split if it is not cached (minutes)."})
     relearn_steps: str = field(default="0,5,10,20", metadata={"help": "Relearning probe: the fine-tuning step counts "
                                                                       "at which recall is measured."})
+    probe_before: bool = field(default=True, metadata={"help": "Also probe the model before unlearning (false: "
+                                                               "after only, for sweeps that all start from one model)."})
 
 
 # Our defaults for TRL's ModelConfig fields (TRL's own: no LoRA, r=16, alpha=32, dropout 0.05, float32, no nested
@@ -411,14 +413,24 @@ def unlearning_eval_callback(script_args: ScriptArguments, config, processor, da
     from .evaluation.robustness import parse_probes
 
     probes = parse_probes(script_args.probes)
+    pdata = probe_data(script_args, data) if probes else None
+    retrained = retrained_model(script_args, data, probes, progress=not getattr(config, "disable_tqdm", False))
+    probe_kwargs = {"relearn_steps": parse_steps(script_args.relearn_steps)}
+    if retrained is not None and pdata is not None and "world" in data.extras and not script_args.retrained_model:
+        # ToyWorld's own retrained model: its numbers are kept next to it, for every later run on the same rows
+        from .evaluation.robustness import ProbeResultCache
+        from .toyworld.full_model import retrained_model_dir
+
+        folder = retrained_model_dir(data.extras["world"], ratio=data.extras["ratio"])
+        probe_kwargs["retrained_cache"] = ProbeResultCache.for_data(
+            folder, pdata.capped(script_args.max_eval_rows), relearn_steps=probe_kwargs["relearn_steps"],
+            max_new_tokens=script_args.max_new_tokens)
     return UnlearningEvalCallback(processor, data.eval_splits, eval_steps=script_args.unlearning_eval_steps,
                                   output_dir=config.output_dir, is_well_formed=data.is_well_formed,
                                   max_new_tokens=script_args.max_new_tokens,
                                   row_metrics=score_predictions if data.scoring else None,
-                                  probes=probes, probe_data=probe_data(script_args, data) if probes else None,
-                                  retrained=retrained_model(script_args, data, probes,
-                                                            progress=not getattr(config, "disable_tqdm", False)),
-                                  probe_kwargs={"relearn_steps": parse_steps(script_args.relearn_steps)})
+                                  probes=probes, probe_data=pdata, retrained=retrained,
+                                  probe_kwargs=probe_kwargs, probe_before=script_args.probe_before)
 
 
 def reference_model(model_args, script_args: ScriptArguments, trainer_cls, config, peft_config):

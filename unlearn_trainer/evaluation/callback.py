@@ -64,7 +64,10 @@ class UnlearningEvalCallback(TrainerCallback):
     ``ProbeData.from_rows``), with ``retrained`` (``(model, processor)`` trained without the forget set) when
     given and ``probe_kwargs`` passed to :func:`~unlearn_trainer.evaluation.robustness.run_probes`. Their numbers
     are logged as ``robustness_<probe>_<metric>`` and written to ``robustness.json`` / ``robustness.md``
-    (``self.robustness``: ``{label: results}``); a sharded model (FSDP, ZeRO-3) is not probed.
+    (``self.robustness``: ``{label: results}``); a sharded model (FSDP, ZeRO-3) is not probed. ``probe_before=False``
+    probes after training only (sweeps that start every run from the same model). A ``retrained_cache`` in
+    ``probe_kwargs`` (e.g. a :class:`~unlearn_trainer.evaluation.robustness.ProbeResultCache`) keeps the retrained
+    model's numbers across runs.
     Only the main process records and writes; with a sharded model (FSDP, ZeRO-3) the other processes run the
     same generation and discard it, so the collective parameter gathers stay in step.
     """
@@ -83,6 +86,7 @@ class UnlearningEvalCallback(TrainerCallback):
         probe_data: ProbeData | None = None,
         retrained: tuple | None = None,
         probe_kwargs: dict | None = None,
+        probe_before: bool = True,
         **eval_kwargs,
     ):
         if not splits:
@@ -95,8 +99,11 @@ class UnlearningEvalCallback(TrainerCallback):
         self.answers: dict[str, dict[str, list[str]]] = {}
         self.probes, self.probe_data, self.retrained = parse_probes(probes), probe_data, retrained
         self.probe_kwargs = dict(probe_kwargs or {})
+        self.probe_before = probe_before
         self.robustness: dict[str, dict] = {}
-        self._retrained_cache: dict = {}
+        # the retrained model's numbers, reused before and after (a ProbeResultCache keeps them across runs)
+        cache = self.probe_kwargs.pop("retrained_cache", None)
+        self._retrained_cache: dict = {} if cache is None else cache
         self._trainer = None
 
     def attach_trainer(self, trainer) -> None:
@@ -168,7 +175,7 @@ class UnlearningEvalCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         # A resumed run starts from a checkpoint's weights, not the model before unlearning: label it as such.
         label = "before" if state.global_step == 0 else RESUMED
-        self._evaluate_everywhere(args, model, label, state, probe=True)
+        self._evaluate_everywhere(args, model, label, state, probe=self.probe_before)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if self.eval_steps and state.global_step % self.eval_steps == 0 and state.global_step < state.max_steps:

@@ -23,14 +23,18 @@ text: only probe names, counts and numbers.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import math
+import os
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .._progress import progress_bar
 
-__all__ = ["PROBES", "CHEAP_PROBES", "EXPENSIVE_PROBES", "NO_RETRAINED", "ProbeData", "run_probes",
+__all__ = ["PROBES", "CHEAP_PROBES", "EXPENSIVE_PROBES", "NO_RETRAINED", "ProbeData", "ProbeResultCache", "run_probes",
            "robustness_table", "flat_metrics", "parse_probes"]
 
 logger = logging.getLogger(__name__)
@@ -172,6 +176,50 @@ class ProbeData:
                    paraphrase=paraphrase, shift=shift, mc=mc, relearn_attack=attack, relearn_eval=heldout,
                    truth_ratio_rows=truth or None, quantization=quant, notes=notes)
         return data.capped(max_rows)
+
+
+class ProbeResultCache(dict):
+    """``run_probes``'s ``retrained_cache`` kept in a JSON file: the retrained model's numbers (its MIA AUCs, truth
+    ratios, its recovery under the relearning attack) depend only on that model and the probe rows, so a run whose
+    retrained model, rows and settings are the same as an earlier run's reads them instead of recomputing them
+    (the quality benchmark probes 3 seeds x 13 methods against one retrained model). The file name carries a digest
+    of the rows and settings (:meth:`for_data`); a change of either is another file. Numbers only, never text."""
+
+    def __init__(self, path: str | os.PathLike):
+        super().__init__()
+        self.path = os.fspath(path)
+        try:
+            with open(self.path) as f:
+                self.update(json.load(f))
+        except (OSError, ValueError):  # missing or damaged: recomputed and rewritten
+            pass
+
+    @classmethod
+    def for_data(cls, folder: str | os.PathLike, data: ProbeData, **settings) -> ProbeResultCache:
+        """The cache file in ``folder`` for these probe rows (their ids, in order) and ``settings``."""
+        ids = {name: _row_ids(getattr(data, name)) for name in ("members", "nonmembers", "truth_ratio_rows",
+                                                                "relearn_attack", "relearn_eval")}
+        blob = json.dumps({"rows": ids, "settings": settings}, sort_keys=True, default=str).encode()
+        return cls(os.path.join(os.fspath(folder), f"probe_cache-{hashlib.sha256(blob).hexdigest()[:16]}.json"))
+
+    def __setitem__(self, key, value) -> None:
+        super().__setitem__(key, value)
+        folder = os.path.dirname(self.path) or "."
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".partial")
+        with os.fdopen(fd, "w") as f:
+            json.dump(dict(self), f)
+        os.replace(tmp, self.path)  # atomic: a reader never sees half a file
+
+
+def _row_ids(rows) -> list:
+    """Per row, a digest of its id and texts (a changed question or perturbed answer is another cache file); the
+    digest only names the file, no text is stored."""
+    if isinstance(rows, Mapping):
+        return {k: _row_ids(v) for k, v in sorted(rows.items())}
+    keys = ("id", "question", "answer", "paraphrased_answer", "perturbed_answers")
+    return [hashlib.sha256(json.dumps([r.get(k) for k in keys], default=str).encode()).hexdigest()[:16]
+            for r in rows or []]
 
 
 # -- running -----------------------------------------------------------------------------------------------------
