@@ -130,13 +130,14 @@ def test_retrained_numbers_are_cached_on_disk_per_rows_and_settings(tiny, tmp_pa
     model, processor = tiny
     data = _data()
     cache = ProbeResultCache.for_data(tmp_path, data, relearn_steps=(0, 1))
-    first = run_probes(model, processor, data, ("mia", "forget_quality"), retrained=tiny, max_new_tokens=4,
-                       progress=False, retrained_cache=cache)
+    probes = ("mia", "forget_quality", "relearning")
+    first = run_probes(model, processor, data, probes, retrained=tiny, max_new_tokens=4, progress=False,
+                       relearn_steps=(0, 1), retrained_cache=cache)
     assert os.path.exists(cache.path) and NAME.split()[0].lower() not in open(cache.path).read().lower()
     again = ProbeResultCache.for_data(tmp_path, data, relearn_steps=(0, 1))  # a later run: same file, read back
-    assert again.path == cache.path and set(again) == {"mia", "truth_ratios"}
-    second = run_probes(model, processor, data, ("mia", "forget_quality"), retrained=(_NoForward(), processor),
-                        max_new_tokens=4, progress=False, retrained_cache=again)
+    assert again.path == cache.path and {"mia", "truth_ratios"} < set(again) and len(again) == 3
+    second = run_probes(model, processor, data, probes, retrained=(_NoForward(), processor), max_new_tokens=4,
+                        progress=False, relearn_steps=(0, 1), retrained_cache=again)
     assert second == first
     # other settings or other rows (a changed perturbed answer) are another file
     assert ProbeResultCache.for_data(tmp_path, data, relearn_steps=(0, 2)).path != cache.path

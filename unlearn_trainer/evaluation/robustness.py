@@ -202,14 +202,32 @@ class ProbeResultCache(dict):
         blob = json.dumps({"rows": ids, "settings": settings}, sort_keys=True, default=str).encode()
         return cls(os.path.join(os.fspath(folder), f"probe_cache-{hashlib.sha256(blob).hexdigest()[:16]}.json"))
 
+    @staticmethod
+    def _key(key) -> str:
+        """JSON object keys are strings: a tuple key (the relearning settings) is stored as its JSON text."""
+        return key if isinstance(key, str) else json.dumps(key, default=str)
+
+    def __contains__(self, key) -> bool:
+        return super().__contains__(self._key(key))
+
+    def __getitem__(self, key):
+        return super().__getitem__(self._key(key))
+
+    def get(self, key, default=None):
+        return super().get(self._key(key), default)
+
     def __setitem__(self, key, value) -> None:
-        super().__setitem__(key, value)
+        super().__setitem__(self._key(key), value)
         folder = os.path.dirname(self.path) or "."
         os.makedirs(folder, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, suffix=".partial")
-        with os.fdopen(fd, "w") as f:
-            json.dump(dict(self), f)
-        os.replace(tmp, self.path)  # atomic: a reader never sees half a file
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(dict(self), f)
+            os.replace(tmp, self.path)  # atomic: a reader never sees half a file
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
 
 
 def _row_ids(rows) -> list:
