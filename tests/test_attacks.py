@@ -33,7 +33,7 @@ EVAL = dict(max_new_tokens=24, eval_batch_size=32)
 def small_world_model(tmp_path_factory):
     """A memorizing ToyWorld model: ``.world .spec .full_dir`` (as conftest's ``small_toyworld``) plus the loaded
     ``.model`` / ``.processor`` and evaluation splits of forget ratio 0.25 (2 of 8 identities)."""
-    world = ToyWorld(num_identities=8, family_size=4, train_views=1, heldout_views=1)
+    world = ToyWorld(num_identities=8, family_size=4, train_views=1, heldout_views=1, num_unseen=0)
     spec = FullModelSpec(**SPEC)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("UNLEARN_TRAINER_CACHE", str(tmp_path_factory.mktemp("cache")))
@@ -84,10 +84,12 @@ def test_relearning_a_known_model_keeps_recall_and_step_0_is_the_model(small_wor
     reference, _ = evaluate_splits(s.model, s.processor, s.splits, is_well_formed=s.world.is_well_formed,
                                    max_new_tokens=24, batch_size=32)
     assert result[0] == reference
+    assert reference["forget"]["name_recall"] == 1.0  # the model knows its training rows
     for step, metrics in result.items():
         for split in ("forget", "generalization"):  # the attack's rows and the forget identities' unseen pictures
-            assert metrics[split]["name_recall"] == 1.0, (step, split)
-            assert metrics[split]["attribute_accuracy"] == 1.0, (step, split)
+            # what it knew stays known (the small model knows every training row, most held-out pictures)
+            for metric in ("name_recall", "attribute_accuracy"):
+                assert metrics[split][metric] >= reference[split][metric], (step, split, metric)
     after = _params(s.model)
     assert all(torch.equal(after[k], before[k]) for k in before)  # the attack trained a copy
     text = " ".join(r.getMessage() for r in caplog.records)  # log lines: counts, never a row's text
@@ -137,9 +139,12 @@ def test_quantization_keeps_what_a_known_model_knows_with_bnb_layers(small_world
     monkeypatch.setattr(attacks.tempfile, "tempdir", str(tmp_path))
     result = attacks.quantization_attack(s.model, s.processor, s.splits, is_well_formed=s.world.is_well_formed, **EVAL)
     assert list(result) == ["8bit", "4bit"]
+    reference, _ = real(s.model, s.processor, s.splits, is_well_formed=s.world.is_well_formed, max_new_tokens=24)
     for bits, metrics in result.items():
-        for split in s.splits:
-            assert metrics[split]["name_recall"] == 1.0, (bits, split)
+        for split in ("forget", "retain"):  # its training rows: known, and still known after rounding
+            assert reference[split]["name_recall"] == 1.0 and metrics[split]["name_recall"] == 1.0, (bits, split)
+        # held-out pictures: at most one row in eight changes (rounding moves borderline answers)
+        assert abs(metrics["generalization"]["name_recall"] - reference["generalization"]["name_recall"]) <= 0.125
     (layers8, dtypes8), (layers4, _) = seen
     linear = sum(isinstance(m, torch.nn.Linear) for m in s.model.modules()) - 1  # all but lm_head
     assert layers8 == {"Linear8bitLt": linear} and dtypes8 == {torch.int8}
