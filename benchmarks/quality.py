@@ -188,8 +188,9 @@ def reference_rows(runs: list[dict]) -> list[dict]:
             continue
         if r["method"] == RETRAINED:
             retrained.setdefault(r["split"], r)
-        elif "before" in r:
-            full.setdefault(r["split"], r)
+        elif "before" in r and (r["split"] not in full or (r.get("robustness_before")
+                                                             and not full[r["split"]].get("robustness_before"))):
+            full[r["split"]] = r  # the first run, or the first that probed the model before (probed once per split)
     rows = []
     for name, found, when in (("full model", full, "before"), (RETRAINED, retrained, "after")):
         for split, r in sorted(found.items()):

@@ -105,6 +105,10 @@ def test_aggregate_and_table_of_the_robustness_columns():
     assert "paraphrase/forget_name_recall" not in row  # skipped: no number
     refs = {r["method"]: r["values"] for r in quality.reference_rows(runs)}
     assert refs["full model"]["mia/privleak"] == 0.9 and refs[quality.RETRAINED]["mia/privleak"] == 0.0
+    # the full model is probed once per split: its row takes the probes from the run that has them
+    unprobed = dict(_run("npo", "forget10", 5, 0.0, 1.0), robustness_before={})
+    refs = {r["method"]: r["values"] for r in quality.reference_rows([unprobed] + runs)}
+    assert refs["full model"]["mia/privleak"] == 0.9 and refs["full model"]["forget/name_recall"] == 1.0
     md = quality.markdown([row], quality.full_model_metrics(runs), quality.reference_rows(runs))
     head = md.splitlines()[0]
     assert "mc_forget mc_letter_acc" in head and "mia privleak" in head and "relearning stepN_forget" in head
