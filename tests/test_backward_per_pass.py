@@ -31,9 +31,10 @@ CASES = {
     "sgpvt": (SGPVTTrainer, SGPVTConfig, {"num_perturbations": 2, "lambda_k": 2.0},
               lambda: dict(forget_dataset=tiny_vqa_rows(2), distant_images=tiny_images(3, seed=7)), 3),
     "ga": (GATrainer, GAConfig, {}, lambda: dict(forget_dataset=tiny_vqa_rows(2)), 1),
-    # the DPO pass holds both of its forwards (chosen, rejected: the loss couples them), then the retain pass
+    # DPO's chosen pass (the rejected answer read without gradient first), its rejected pass (DPO's weight on the
+    # rejected answer's gradient), then the retain pass
     "idk_dpo_gd": (IdkDPOTrainer, IdkDPOConfig, {"refusals": ["i do not know ."]},
-                   lambda: dict(forget_dataset=tiny_vqa_rows(2), retain_dataset=tiny_vqa_rows(2, seed=5)), 2),
+                   lambda: dict(forget_dataset=tiny_vqa_rows(2), retain_dataset=tiny_vqa_rows(2, seed=5)), 3),
 
     "rmu": (RMUTrainer, RMUConfig, {"steering_coeff": 20.0},
             lambda: dict(forget_dataset=tiny_vqa_rows(2), retain_dataset=tiny_vqa_rows(2, seed=5)), 2),
