@@ -36,6 +36,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
+if str(ROOT / "benchmarks") not in sys.path:  # the sibling script, also when this file is loaded by path
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+import quality  # noqa: E402  (benchmarks/quality.py: example discovery and mean / std shared with it)
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 FORGET_SPLIT = "forget10"
@@ -128,7 +132,7 @@ COLLAPSE_LR = 5e-4
 
 
 def available_examples() -> list[str]:
-    return sorted(p.stem.removeprefix("run_") for p in EXAMPLES.glob("run_*.py"))
+    return quality.available_methods()  # every examples/run_<method>.py, as the quality benchmark finds them
 
 
 def example_of(series: str) -> str:
@@ -352,10 +356,8 @@ def best_at_forget(points: list[dict], y: str = "retain_recall", threshold: floa
 
 
 def mean_std(values: list[float]) -> tuple[float, float] | None:
-    if not values:
-        return None
-    mean = sum(values) / len(values)
-    return mean, (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+    """The quality benchmark's mean and population std; None for no values."""
+    return quality.mean_std(values) if values else None
 
 
 def points_by_seed(runs: list[dict], method: str) -> dict[int, list[dict]]:

@@ -152,7 +152,8 @@ def run_retrained(split: str, out_root: Path, extra: list[str], probes: str = "a
             "robustness_after": robustness.get("evaluated", {})}
 
 
-def _mean_std(values):
+def mean_std(values):
+    """Mean and population standard deviation (ddof 0) of a non-empty list."""
     n = len(values)
     mean = sum(values) / n
     return mean, (sum((v - mean) ** 2 for v in values) / n) ** 0.5
@@ -166,15 +167,15 @@ def aggregate(runs: list[dict]) -> list[dict]:
     rows = []
     for (method, split), group in sorted(groups.items()):
         row = {"method": method, "split": split, "seeds": len(group),
-               "seconds": _mean_std([g["seconds"] for g in group])}
+               "seconds": mean_std([g["seconds"] for g in group])}
         for s, m in COLUMNS:
             values = [g["after"][s][m] for g in group if m in g["after"].get(s, {})]
             if values:
-                row[f"{s}/{m}"] = _mean_std(values)
+                row[f"{s}/{m}"] = mean_std(values)
         probed = [robustness_values(g.get("robustness_after") or {}, g.get("relearn_steps", "0,5,10,20"))
                   for g in group]
         for key in dict.fromkeys(k for p in probed for k in p):
-            row[key] = _mean_std([p[key] for p in probed if key in p])
+            row[key] = mean_std([p[key] for p in probed if key in p])
         rows.append(row)
     return rows
 
