@@ -66,7 +66,36 @@ def test_summary_and_markdown_report_each_method():
     assert summary["npo"]["runs"] == 1 and summary["npo"]["errors"] == 1
     assert [p["forget_recall"] for p in summary["npo"]["frontiers"]["retain_recall"]] == [0.0, 1.0]
     md = frontier.markdown(summary, None, 120.0, [0, 1])
-    assert "| npo | 0.50 ± 0.00 | 1/1 | 0.00->0.50, 1.00->1.00 | 1 (1 failed) |" in md
+    assert "| npo | 0.50 ± 0.00 | 1/1 | 0.00->0.50, 1.00->1.00 | not measured | 1 (1 failed) |" in md
+
+
+def _quality_json(path, method, points):
+    runs = [{"method": method, "split": frontier.FORGET_SPLIT, "seed": seed,
+             "after": {"forget": {"name_recall": f}, "retain": {"name_recall": r}}} for seed, (f, r) in enumerate(points)]
+    runs.append({"method": method, "split": "forget05", "seed": 0,
+                 "after": {"forget": {"name_recall": 0.9}, "retain": {"name_recall": 0.9}}})  # another split: ignored
+    path.write_text(json.dumps({"runs": runs}))
+    return path
+
+
+def test_example_defaults_are_placed_against_the_frontier(tmp_path):
+    # frontier of npo: (0.0 -> 0.5), (1.0 -> 1.0); at forget 0.2 it is 0.6
+    runs = [_run("npo", 0, [P(1.0, retain_recall=1.0), P(0.0, retain_recall=0.5)])]
+    cases = {"on": [(0.2, 0.62), (0.2, 0.6)], "above": [(0.2, 0.9), (0.2, 0.8)], "below": [(0.2, 0.3), (0.2, 0.3)]}
+    for where, points in cases.items():
+        defaults = frontier.example_defaults(_quality_json(tmp_path / f"{where}.json", "npo", points))
+        assert set(defaults["npo"]) == {0, 1}  # the seeds of forget10 only
+        pos = frontier.summarize(runs, defaults)["npo"]["example_default"]["retain_recall"]
+        assert pos["where"] == where and pos["frontier"] == pytest.approx(0.6)
+        assert pos["forget_recall"] == pytest.approx(0.2)
+    # the GA example's default is GA+GD; a default that forgets more than any swept point is "beyond"
+    defaults = frontier.example_defaults(_quality_json(tmp_path / "ga.json", "ga", [(0.0, 0.7)]))
+    assert set(defaults) == {"ga_gd"}
+    runs = [_run("ga_gd", 0, [P(1.0, retain_recall=1.0), P(0.5, retain_recall=0.9)])]
+    summary = frontier.summarize(runs, defaults)
+    assert summary["ga_gd"]["example_default"]["retain_recall"]["where"] == "beyond"
+    assert "0.00->0.70: **beyond**" in frontier.markdown(summary, None, 1.0, [0])
+    assert frontier.example_defaults(tmp_path / "missing.json") == {}
 
 
 # ----------------------------------------------------------------------------------------------- reading a run
