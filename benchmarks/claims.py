@@ -35,7 +35,8 @@ NOT_MEASURED = "not measured"
 WHY: dict[str, str] = {}
 WHY_PLACEHOLDER = "to investigate"
 
-#: (id, paper, claim, claimant, metric key, absolute bar or None). The metric is compared at matched forgetting.
+#: (id, paper, claim, claimant, metric key, absolute bar or None[, baselines]). The metric is compared at matched
+#: forgetting, against GA and NPO unless the claim names its own baselines.
 MATCHED_CLAIMS = (
     ("fttp_coherent", "FTTP", "forget answers stay well formed", "fttp", "forget_coherence", None),
     ("viker_coherent", "ViKeR", "forget answers stay well formed", "viker", "forget_coherence", None),
@@ -46,6 +47,18 @@ MATCHED_CLAIMS = (
     ("pubg_no_name", "PUBG", "answers on forgotten images name nobody", "pubg", "no_name_rate", 0.95),
     ("pubg_describes", "PUBG", "answers on forgotten images describe what is visible", "pubg", "visual_overlap",
      None),
+    # The baselines of issue 16, each with the point its paper makes (an optional 7th item: the baselines compared).
+    ("idk_nll_fluent", "IdkNLL (TOFU)", "forget answers become well-formed refusals", "idk_nll", "forget_coherence",
+     None),
+    ("idk_dpo_fluent", "IdkDPO (TOFU)", "forget answers become well-formed refusals", "idk_dpo", "forget_coherence",
+     None),
+    ("simnpo_retain", "SimNPO", "a better forget / retain trade-off than NPO", "simnpo", "retain_recall", None,
+     ("npo",)),
+    ("undial_retain", "UNDIAL", "self-distillation keeps the rest of the model (no collapse)", "undial",
+     "retain_recall", None),
+    ("rmu_retain", "RMU", "retain knowledge kept while the forget knowledge goes", "rmu", "retain_recall", None),
+    ("scrub_retain", "SCRUB", "the teacher's retain behaviour is kept while the forget set goes", "scrub",
+     "retain_recall", None),
 )
 
 
