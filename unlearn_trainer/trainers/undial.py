@@ -38,7 +38,10 @@ __all__ = ["UNDIALConfig", "UNDIALTrainer", "AdjustedTargets"]
 
 #: UNDIAL: the target logit lowered by gamma = 10 (the adjustment strength open-unlearning's UNDIAL configuration uses
 #: for the paper's method; the paper reports UNDIAL stable across strengths); self-distillation on the forget set only
-#: (no retain term in the objective).
+#: (no retain term in the objective). Checked against the authors' own setup notes (open-unlearning
+#: community/methods/UNDIAL/README.md, by the paper's authors): Llama-2 7B with LoRA r=8, alpha=16, lr 1e-4 (searched
+#: over 1e-5..3e-4), effective batch 32, strength "typically 3, 10 or 30", no retain set. The paper's PDF itself was
+#: not available offline; where its text differs, it wins.
 PAPER_SETTINGS: dict[str, Any] = {"gamma": 10.0, "retain_loss": "none"}
 
 
