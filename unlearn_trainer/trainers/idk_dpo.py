@@ -16,22 +16,22 @@ learning rate, not the formula). Both forwards (chosen, rejected) are one traina
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
 from .. import losses
 from ..citation import Citation
-from ..data.refusals import build_refusal_collator, check_refusal_pool
-from .base import UnlearnConfig, UnlearnTrainer, paper_field
-from .idk_nll import REFUSALS_HELP, refusal_batch
+from ..data.refusals import build_refusal_collator
+from .base import UnlearnTrainer, paper_field
+from .idk_nll import RefusalConfig, refusal_batch
 
 __all__ = ["IdkDPOConfig", "IdkDPOTrainer"]
 
 
 @dataclass
-class IdkDPOConfig(UnlearnConfig):
+class IdkDPOConfig(RefusalConfig):
     """IdkDPO: DPO (refusal chosen, forget answer rejected) + the retain NLL. ``beta`` = 0.1, open-unlearning's TOFU
     setting (``paper_settings``)."""
 
@@ -39,15 +39,11 @@ class IdkDPOConfig(UnlearnConfig):
     paper_retain_term: ClassVar[str] = "the retain NLL (GradDiff pairing)"
 
     beta: float = paper_field(paper_settings, "beta", "Inverse temperature of DPO (default 0.1, open-unlearning).")
-    refusals: list[str] | None = field(default=None, metadata={"help": REFUSALS_HELP})
-    refusal_seed: int = field(default=0, metadata={"help": "Seed of the per-row refusal choice."})
 
     def __post_init__(self):
         super().__post_init__()
         if not self.beta > 0:
             raise ValueError(f"beta must be > 0, got {self.beta}.")
-        if self.refusals is not None:
-            self.refusals = check_refusal_pool(self.refusals)
 
 
 class IdkDPOTrainer(UnlearnTrainer):

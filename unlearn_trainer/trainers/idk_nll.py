@@ -23,19 +23,17 @@ from ..citation import Citation
 from ..data.refusals import build_refusal_collator, check_refusal_pool
 from .base import UnlearnConfig, UnlearnTrainer
 
-__all__ = ["IdkNLLConfig", "IdkNLLTrainer"]
+__all__ = ["IdkNLLConfig", "IdkNLLTrainer", "RefusalConfig"]
 
 REFUSALS_HELP = ("Pool of refusal answers (one is chosen per forget row by a hash of refusal_seed and the row's "
                  "position); unset: the package's 'I don't know'-style pool, less what the tokenizer cannot write.")
 
 
 @dataclass
-class IdkNLLConfig(UnlearnConfig):
-    """IdkNLL (TOFU's IDK): NLL of a refusal on each forget question + the retain NLL (``paper_settings``: TOFU's
-    objective; its training hyperparameters are its own)."""
-
-    paper_settings: ClassVar[dict[str, Any]] = {"retain_loss": "nll"}
-    paper_retain_term: ClassVar[str] = "TOFU's retain NLL"
+class RefusalConfig(UnlearnConfig):
+    """The refusal pool of the IDK methods (IdkNLL, IdkDPO): ``refusals`` (checked by
+    :func:`~unlearn_trainer.data.refusals.check_refusal_pool`) and ``refusal_seed``; a trainer with this config builds
+    its refusal rows with :func:`~unlearn_trainer.data.refusals.build_refusal_collator`."""
 
     refusals: list[str] | None = field(default=None, metadata={"help": REFUSALS_HELP})
     refusal_seed: int = field(default=0, metadata={"help": "Seed of the per-row refusal choice."})
@@ -44,6 +42,15 @@ class IdkNLLConfig(UnlearnConfig):
         super().__post_init__()
         if self.refusals is not None:
             self.refusals = check_refusal_pool(self.refusals)
+
+
+@dataclass
+class IdkNLLConfig(RefusalConfig):
+    """IdkNLL (TOFU's IDK): NLL of a refusal on each forget question + the retain NLL (``paper_settings``: TOFU's
+    objective; its training hyperparameters are its own)."""
+
+    paper_settings: ClassVar[dict[str, Any]] = {"retain_loss": "nll"}
+    paper_retain_term: ClassVar[str] = "TOFU's retain NLL"
 
 
 class IdkNLLTrainer(UnlearnTrainer):
