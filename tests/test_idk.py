@@ -306,3 +306,16 @@ def test_idk_dpo_split_passes_give_the_joint_dpo_gradient(tmp_path):
     for g, j in zip(split, joint):
         torch.testing.assert_close(g, j, rtol=1e-4, atol=1e-6)
     assert any(j.abs().sum() > 0 for j in joint)
+
+
+@pytest.mark.parametrize("config_cls", [IdkNLLConfig, IdkDPOConfig])
+def test_both_idk_configs_check_and_clean_their_refusal_pool(config_cls, tmp_path):
+    from unlearn_trainer.trainers.idk_nll import RefusalConfig
+
+    assert issubclass(config_cls, RefusalConfig)  # one definition of the refusal fields
+    args = config_cls(output_dir=str(tmp_path), refusals=["  i do not know .  "], refusal_seed=4, report_to="none")
+    assert args.refusals == ["i do not know ."] and args.refusal_seed == 4
+    with pytest.raises(ValueError, match=r"refusals\[1\] must be a non-empty string"):
+        config_cls(output_dir=str(tmp_path), refusals=["i do not know .", " "], report_to="none")
+    with pytest.raises(ValueError, match="refusals is empty"):
+        config_cls(output_dir=str(tmp_path), refusals=[], report_to="none")
