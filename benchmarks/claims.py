@@ -157,32 +157,45 @@ def late_drop(points: list[dict], y: str) -> float | None:
     return half[y] - last[y]
 
 
-def collapse_claim(runs: list[dict], lr: float = frontier.COLLAPSE_LR, drop_tol: float = 0.10) -> dict:
-    """NPO does not collapse as steps grow where GA does: at one lr, NPO's retain recall at the last step beats
-    GA's by more than the seed spread and loses at most ``drop_tol`` over the second half of the run."""
+def retain_area(points: list[dict], y: str = "retain_recall") -> float | None:
+    """Mean of ``y`` over a run's evaluations (evenly spaced steps): the area under its curve over the steps, per
+    evaluation. A method whose ``y`` falls more slowly as steps grow has the larger area."""
+    usable = [p[y] for p in points if y in p]
+    return sum(usable) / len(usable) if usable else None
+
+
+def collapse_claim(runs: list[dict], lr: float = frontier.COLLAPSE_LR) -> dict:
+    """NPO's progression toward collapse is slower than GA's (NPO paper: "exponentially slower"): at one lr and the
+    same steps, NPO's retain recall beats GA's by more than the larger seed spread both at the last step and as the
+    area under its curve over the steps (:func:`retain_area`). The paper claims slower, not none: NPO's own utility
+    also falls (its gradient is GA's times a weight that is ~1 while p_theta ~ p_ref and vanishes only once the
+    forget answers are far below the reference), so what NPO loses over the run's second half
+    (:func:`late_drop`) is reported, not required to be small."""
     npo, ga = series_of(runs, "npo", {"learning_rate": lr, "beta": 0.4}), series_of(runs, "ga", {"learning_rate": lr})
     stats = {}
     for name, series in (("npo", npo), ("ga", ga)):
         final = [pts[-1]["retain_recall"] for pts in series.values() if "retain_recall" in pts[-1]]
+        area = [a for a in (retain_area(pts) for pts in series.values()) if a is not None]
         coherence = [pts[-1]["forget_coherence"] for pts in series.values() if "forget_coherence" in pts[-1]]
         drops = [d for d in (late_drop(pts, "retain_recall") for pts in series.values()) if d is not None]
         forget = [pts[-1][frontier.X] for pts in series.values() if frontier.X in pts[-1]]
-        stats[name] = {"retain_final": frontier.mean_std(final), "coherence_final": frontier.mean_std(coherence),
-                       "retain_late_drop": frontier.mean_std(drops), "forget_final": frontier.mean_std(forget)}
+        stats[name] = {"retain_final": frontier.mean_std(final), "retain_area": frontier.mean_std(area),
+                       "coherence_final": frontier.mean_std(coherence), "retain_late_drop": frontier.mean_std(drops),
+                       "forget_final": frontier.mean_std(forget)}
     n, g = stats["npo"], stats["ga"]
-    if n["retain_final"] is None or g["retain_final"] is None or n["retain_late_drop"] is None:
-        result = "FAIL"
-    else:
-        beats = n["retain_final"][0] - g["retain_final"][0] > max(n["retain_final"][1], g["retain_final"][1])
-        result = "PASS" if beats and n["retain_late_drop"][0] <= drop_tol else "FAIL"
-    numbers = "; ".join(f"{m}: forget {_fmt(s['forget_final'])}, retain {_fmt(s['retain_final'])}, forget coherence "
-                        f"{_fmt(s['coherence_final'])}, retain lost over the 2nd half {_fmt(s['retain_late_drop'])}"
-                        for m, s in stats.items())
+
+    def beats(key: str) -> bool:
+        return n[key] is not None and g[key] is not None and n[key][0] - g[key][0] > max(n[key][1], g[key][1])
+
+    result = "PASS" if beats("retain_final") and beats("retain_area") else "FAIL"
+    numbers = "; ".join(f"{m}: forget {_fmt(s['forget_final'])}, retain {_fmt(s['retain_final'])}, retain area "
+                        f"{_fmt(s['retain_area'])}, forget coherence {_fmt(s['coherence_final'])}, retain lost over "
+                        f"the 2nd half {_fmt(s['retain_late_drop'])}" for m, s in stats.items())
     missing = [m for m, s in (("npo", npo), ("ga", ga)) if not s]
-    return {"id": "npo_no_collapse", "paper": "NPO", "claim": "NPO does not collapse as steps grow, GA does",
-            "metric": f"retain recall (and forget coherence) at the last step, lr {lr:g}, same steps",
-            "comparison": f"npo (beta 0.4) vs ga over steps; PASS: npo's final retain beats ga's beyond the seed "
-                          f"spread and drops <= {drop_tol:g} over the 2nd half",
+    return {"id": "npo_no_collapse", "paper": "NPO", "claim": "NPO collapses more slowly than GA as steps grow",
+            "metric": f"retain recall at the last step and its area over the steps (mean over evaluations), lr "
+                      f"{lr:g}, same steps",
+            "comparison": "npo (beta 0.4) vs ga over steps; PASS: npo beats ga beyond the seed spread on both",
             "numbers": numbers, "values": stats, "verdict": result, "why": _why("npo_no_collapse", result, missing)}
 
 
