@@ -47,6 +47,7 @@ MATCHED_CLAIMS = (
     ("pubg_no_name", "PUBG", "answers on forgotten images name nobody", "pubg", "no_name_rate", 0.95),
     ("pubg_describes", "PUBG", "answers on forgotten images describe what is visible", "pubg", "visual_overlap",
      None),
+    ("npo_tradeoff", "NPO", "a better forget / retain trade-off than GA", "npo", "retain_recall", None, ("ga",)),
     # The baselines of issue 16, each with the point its paper makes (an optional 7th item: the baselines compared).
     ("idk_nll_fluent", "IdkNLL (TOFU)", "forget answers become well-formed refusals", "idk_nll", "forget_coherence",
      None),
