@@ -322,3 +322,25 @@ def test_saliency_loss_is_ga_and_preserved_parts_concatenate():
     rows = _as_rows([a, None, b])
     assert len(rows) == 5 and [rows[i] for i in range(5)] == a + b and list(rows) == a + b
     assert _as_rows(a) is a
+
+
+@pytest.mark.parametrize("mode", ["dataset", "sample"])
+def test_vision_side_mask_with_text_only_preserved_rows(mode):
+    """MMUnlearner Table 2 trains the vision encoder (+ connector) only; P (Eq. 6) has text-only QA, whose batches
+    never reach those parameters: they add a zero gradient (counted in the mean), they do not stop the Fisher pass."""
+    model, processor = tiny_model_and_processor("llava")
+    set_trainable(model, ["vision_tower", "multi_modal_projector"])
+    collator = VLMUnlearningCollator(processor)
+    text, vqa = tiny_vqa_rows(2, with_images=False), tiny_vqa_rows(2, seed=7)
+    targets = saliency_targets(model)[0]
+    assert targets and all("vision_tower" in n or "multi_modal_projector" in n for n in targets)
+    zero = fisher_diagonal(model, text, collator, mode=mode, batch_size=2, progress=False)
+    assert set(zero) == set(targets) and all(not v.any() for v in zero.values())
+    both = fisher_diagonal(model, text + vqa, collator, mode=mode, batch_size=2, progress=False)
+    alone = fisher_diagonal(model, vqa, collator, mode=mode, batch_size=2, progress=False)
+    # text rows count in the set's mean: dataset mode squares a gradient halved (1/4), sample mode halves the mean
+    scale = 0.25 if mode == "dataset" else 0.5
+    for name in targets:
+        assert torch.allclose(both[name], scale * alone[name], rtol=1e-4, atol=1e-12)
+    mask = compute_saliency_mask(model, tiny_vqa_rows(2), text + vqa, collator, fisher_mode=mode, progress=False)
+    assert set(mask.masks) == set(targets) and mask.num_selected > 0

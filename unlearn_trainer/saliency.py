@@ -170,7 +170,9 @@ def fisher_diagonal(
     ``"dataset"``: ``(grad L_D)^2``, gradients accumulated over batches, squared once (independent of
     ``batch_size``); ``"batch"``: mean over batches of ``(grad L_batch)^2``; ``"sample"``: mean over rows of
     ``(grad L_row)^2`` (empirical Fisher; one row per forward). Runs in eval mode (no dropout, deterministic),
-    leaves ``.grad`` and ``requires_grad`` as they were; a progress bar counts batches.
+    leaves ``.grad`` and ``requires_grad`` as they were; a progress bar counts batches. A batch whose loss does not
+    depend on the tensors (text-only rows when only the vision encoder / connector train, MMUnlearner Table 2)
+    contributes a zero gradient.
     """
     from ._progress import progress_bar
 
@@ -201,7 +203,10 @@ def fisher_diagonal(
                     bad = [row_name(chunk[i], start + i) for i in (~torch.isfinite(nll)).nonzero().flatten().tolist()]
                     raise ValueError(f"{desc}: non-finite loss on {', '.join(bad)}; the saliency would be undefined.")
                 loss = nll.sum() / n if mode == "dataset" else nll.mean()
-                grads = torch.autograd.grad(loss, tensors, allow_unused=True)
+                # a batch that reaches none of the tensors (text-only rows when only the vision side trains) has a
+                # zero gradient there: it adds nothing (it still counts in the means)
+                grads = (torch.autograd.grad(loss, tensors, allow_unused=True) if loss.requires_grad
+                         else [None] * len(tensors))
             for a, g in zip(acc, grads):
                 if g is None:
                     continue
