@@ -42,7 +42,9 @@ MATCHED_CLAIMS = (
     ("viker_coherent", "ViKeR", "forget answers stay well formed", "viker", "forget_coherence", None),
     ("sgpvt_proximal", "SGPVT", "look-alike (proximal) people are kept", "sgpvt", "proximal_recall", None),
     ("saliency_text", "MMUnlearner", "text-only knowledge of the forgotten is kept while visual recognition goes",
-     "saliency", "text_forget_recall", None),
+     "saliency", "text_forget_accuracy", None),
+    ("saliency_vision_text", "MMUnlearner (Table 2: vision side trained)", "text-only knowledge of the forgotten is "
+     "kept while visual recognition goes", "saliency_vision", "text_forget_accuracy", None),
     ("pubg_fluent", "PUBG", "answers on forgotten images are fluent", "pubg", "forget_coherence", None),
     ("pubg_no_name", "PUBG", "answers on forgotten images name nobody", "pubg", "no_name_rate", 0.95),
     ("pubg_describes", "PUBG", "answers on forgotten images describe what is visible", "pubg", "visual_overlap",

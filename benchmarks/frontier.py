@@ -54,10 +54,13 @@ POINT_METRICS = (
     ("forget_coherence", "forget", "coherence"),
     ("proximal_recall", "proximal", "name_recall"),
     ("text_forget_recall", "text_forget", "name_recall"),
+    # the fact (job / city) asked about a forgotten person by name: MMUnlearner's text-only Forget QA
+    ("text_forget_accuracy", "text_forget", "attribute_accuracy"),
     ("forget_privacy_leak", "forget", "privacy_leak"),
 )
 #: y axes of the frontiers (each paired with X); the first two are plotted.
-FRONTIER_AXES = ("retain_recall", "forget_coherence", "proximal_recall", "text_forget_recall", "no_name_rate",
+FRONTIER_AXES = ("retain_recall", "forget_coherence", "proximal_recall", "text_forget_recall", "text_forget_accuracy",
+                 "no_name_rate",
                  "visual_overlap")
 FORGOTTEN = 0.05  # "forgotten": forget name recall at or below 5%
 
@@ -89,9 +92,17 @@ GRIDS: dict[str, dict] = {
     "pubg": dict(quick=dict(learning_rate=[3e-4, 1e-3], guidance_weight=[1.0, 2.0]),
                  full=dict(learning_rate=[3e-4, 1e-3, 2e-3], guidance_weight=[0.5, 1.0, 2.0]),
                  fixed=dict(NO_CEILING), guard=None),
-    "saliency": dict(quick=dict(learning_rate=[3e-4, 1e-3], beta=[1.0, 2.0]),
+    # Saliency: lr 1e-3 drops retain to ~0.25 within 5 steps and 3e-4 forgets inside one evaluation interval, so the
+    # quick grid is 1e-4 / 3e-4. saliency_vision: the paper's Table 2 ablation that trains the vision side only
+    # (vision tower + projector; the text-only questions never pass through it).
+    "saliency": dict(quick=dict(learning_rate=[1e-4, 3e-4], beta=[1.0, 2.0]),
                      full=dict(learning_rate=[1e-4, 3e-4, 1e-3], beta=[0.5, 1.0, 2.0]),
                      fixed=dict(NO_CEILING), guard=None),
+    "saliency_vision": dict(example="saliency", quick=dict(learning_rate=[3e-4, 1e-3], beta=[1.0]),
+                            full=dict(learning_rate=[1e-4, 3e-4, 1e-3], beta=[1.0, 2.0]),
+                            fixed={**NO_CEILING, "trainable_modules": ["model.vision_tower",
+                                                                       "model.multi_modal_projector"]},
+                            guard=None),
     "sgpvt": dict(quick=dict(learning_rate=[1.5e-4, 5e-4], lambda_k=[0.3, 1.2]),
                   full=dict(learning_rate=[1e-4, 1.5e-4, 3e-4, 5e-4], lambda_k=[0.3, 1.2, 3.0]),
                   fixed={"retain_split": "none", **NO_CEILING}, guard=None),
@@ -168,7 +179,8 @@ def grid_runs(method: str, full: bool = False, known_options: set[str] | None = 
         label = " ".join(f"{k}={_fmt(v)}" for k, v in knobs.items())
         if spec["guard"]:
             label += " [guard]"
-        args = [a for k, v in {**fixed, **knobs}.items() for a in (f"--{k}", _fmt(v))]
+        args = [a for k, v in {**fixed, **knobs}.items()
+                for a in (f"--{k}", *(map(_fmt, v) if isinstance(v, (list, tuple)) else [_fmt(v)]))]
         runs.append({"label": label, "knobs": knobs, "args": args, "guard": spec["guard"]})
     return runs
 
@@ -320,6 +332,22 @@ def run_points(out: Path, world=None) -> list[dict]:
                 if "forget" in by_split:
                     extra[label] = answer_metrics(by_split["forget"], [m[0] for m in meta], world)
     return history_points(history, extra)
+
+
+def refresh_points(runs: list[dict]) -> int:
+    """Re-read the points of finished runs whose folder is still there (so a metric added to ``POINT_METRICS`` or
+    :func:`answer_metrics` reaches runs made before it); returns how many were re-read."""
+    world, count = None, 0
+    for r in runs:
+        folder = Path(r["dir"])
+        if "points" in r and (folder / "unlearning_eval.json").exists():
+            if world is None:
+                from unlearn_trainer.toyworld import ToyWorld
+
+                world = ToyWorld()
+            r["points"] = run_points(folder, world)
+            count += 1
+    return count
 
 
 # -------------------------------------------------------------------------------------------- frontier geometry
@@ -607,6 +635,7 @@ def main(argv=None):
                 done[(r["method"], r["label"], r["seed"], json.dumps(r["settings"]), " ".join(r["extra"]))] = r
     elif log.exists():
         log.unlink()
+    refresh_points(list(done.values()))
     if args.report_only:
         runs = list(done.values())
         write_report(runs, out, sorted({r["seed"] for r in runs}))

@@ -120,6 +120,25 @@ def test_read_history_and_points_from_an_unlearning_eval_json(tmp_path):
         frontier.read_history(tmp_path / "empty.json")
 
 
+def test_refresh_points_rereads_finished_runs_so_new_metrics_reach_old_runs(tmp_path):
+    history = [{"step": 0, "label": "before", "metrics": {"forget": {"name_recall": 1.0},
+                                                          "text_forget": {"name_recall": 1.0, "attribute_accuracy": 0.9}}}]
+    (tmp_path / "unlearning_eval.json").write_text(json.dumps({"history": history, "answers": {}}))
+    stale = {"points": [{"step": 0, "label": "before", "forget_recall": 1.0}], "dir": str(tmp_path)}
+    gone = {"points": [{"step": 0, "label": "before"}], "dir": str(tmp_path / "deleted")}
+    failed = {"error": "x", "dir": str(tmp_path)}
+    assert frontier.refresh_points([stale, gone, failed]) == 1
+    assert stale["points"][0]["text_forget_accuracy"] == 0.9 and stale["points"][0]["text_forget_recall"] == 1.0
+    assert gone["points"] == [{"step": 0, "label": "before"}] and "points" not in failed
+
+
+def test_grid_runs_pass_a_list_valued_fixed_option_as_separate_arguments():
+    run = frontier.grid_runs("saliency_vision")[0]
+    i = run["args"].index("--trainable_modules")
+    assert run["args"][i + 1:i + 3] == ["model.vision_tower", "model.multi_modal_projector"]
+    assert frontier.example_of("saliency_vision") == "saliency"
+
+
 class _World:
     """A stand-in for ToyWorld: two people, their names and visual descriptions."""
 
@@ -299,7 +318,8 @@ def test_claims_markdown_has_one_row_per_claim_and_the_why_column(monkeypatch):
     runs = _claim_runs([0.9, 0.8], [0.1, 0.2], [0.3, 0.3])
     rows = claims.all_claims(runs, Path("."), with_adapters=False)
     assert {r["id"] for r in rows} >= {"npo_no_collapse", "fttp_coherent", "viker_coherent", "sgpvt_proximal",
-                                       "saliency_text", "pubg_fluent", "pubg_no_name", "pubg_describes"}
+                                       "saliency_text", "saliency_vision_text", "pubg_fluent", "pubg_no_name",
+                                       "pubg_describes", "npo_tradeoff", "simnpo_retain", "rmu_retain"}
     monkeypatch.setitem(claims.WHY, "fttp_coherent", "the world cannot express it")
     rows = claims.all_claims(runs, Path("."), with_adapters=False)
     md = claims.markdown(rows, [0, 1])
