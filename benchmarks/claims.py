@@ -15,7 +15,10 @@ text_forget splits) and forget coherence (``ToyWorld.is_well_formed``), and two 
 answers by ``frontier.answer_metrics``: ``no_name_rate`` (answers naming nobody of the world) and
 ``visual_overlap`` (share of the pictured person's visual words, from ``ToyWorld.describe``, in the answer).
 ViKeR's Prop. 3 is measured on the saved adapters: the change of per-token log-probs of forget answers, with the
-adapter vs without it (the full model), on concept tokens (``unlearn_trainer.data.concepts``) vs the other tokens.
+adapter vs without it (the full model), on key tokens vs the other tokens. Key tokens (ViKeR Def. 2: the tokens
+whose ideal post-unlearning distribution has no person-specific peak; the paper's examples are a city and a
+profession) are the answer tokens that spell the person's name or one of their attributes (profession, city), found
+by ``unlearn_trainer.data.concepts``; the template words are the normal tokens.
 """
 
 from __future__ import annotations
@@ -204,8 +207,9 @@ def collapse_claim(runs: list[dict], lr: float = frontier.COLLAPSE_LR) -> dict:
 
 # ------------------------------------------------------------------------------------------ ViKeR Proposition 3
 def token_shift(run_dir: Path, rows: list[dict]) -> dict[str, float]:
-    """Mean change of the per-token log-prob of ``rows``' answers (adapter on minus off) on concept tokens and on
-    the other answer tokens, and ``selectivity`` = concept drop / mean |change| of the other tokens."""
+    """Mean change of the per-token log-prob of ``rows``' answers (adapter on minus off) on concept tokens (of
+    ``row["concepts"]``: :func:`key_token_rows` makes them the key tokens) and on the other answer tokens, and
+    ``selectivity`` = concept drop / mean |change| of the other tokens."""
     import torch
     from peft import PeftModel
 
@@ -249,6 +253,20 @@ def pick_runs(runs: list[dict], methods) -> dict[str, dict]:
             for m, rs in final.items()}
 
 
+def key_token_rows(rows: list[dict]) -> list[dict]:
+    """``rows`` whose ``concepts`` (the name) also hold the person's attribute values (``row["attributes"]``:
+    profession, city, ...): ViKeR's key tokens are every identity-dependent token (Def. 2; Fig. 2's key token is a
+    city, Fig. 4's a profession), not the name alone. Counted as "other" tokens, the attributes made the drop
+    ViKeR aims for look like damage to generic tokens."""
+    out = []
+    for r in rows:
+        names = r.get("concepts") or []
+        names = [names] if isinstance(names, str) else list(names)
+        attributes = [v for v in (r.get("attributes") or {}).values() if isinstance(v, str) and v.strip()]
+        out.append({**r, "concepts": names + [a for a in attributes if a not in names]})
+    return out
+
+
 def key_token_claim(runs: list[dict], runs_dir: Path, baselines=BASELINES, rows: int = 32, shift=token_shift) -> dict:
     """ViKeR Prop. 3: the update sits on key (concept) tokens while generic tokens stay: ViKeR's selectivity beats
     every baseline's (each method's run picked by :func:`pick_runs`, its saved adapter)."""
@@ -266,19 +284,19 @@ def key_token_claim(runs: list[dict], runs_dir: Path, baselines=BASELINES, rows:
             from unlearn_trainer.toyworld import ToyWorld
 
             split = ToyWorld().splits(0.10)["forget"]
-            forget_rows = [split[i] for i in frontier.sample_indices(len(split), rows)]
+            forget_rows = key_token_rows([split[i] for i in frontier.sample_indices(len(split), rows)])
         shifts[m] = {**shift(path, forget_rows), "forget_recall": run["points"][-1].get(frontier.X)}
     if missing:
         result = "FAIL"
     else:
         v = shifts["viker"]["selectivity"]
         result = "PASS" if all(v > shifts[b]["selectivity"] for b in baselines) else "FAIL"
-    numbers = "; ".join(f"{m}: concept-token log-prob drop {s['concept_drop']:.2f}, other tokens' mean abs. change "
+    numbers = "; ".join(f"{m}: key-token log-prob drop {s['concept_drop']:.2f}, other tokens' mean abs. change "
                         f"{s['other_abs_change']:.2f}, selectivity {s['selectivity']:.1f} (forget recall "
                         f"{s['forget_recall']:.2f})" for m, s in shifts.items())
     return {"id": "viker_key_tokens", "paper": "ViKeR", "claim": "Prop. 3: key (concept) tokens carry the update, "
-            "generic tokens stay", "metric": "per-token log-prob change of forget answers, adapter on vs off: concept "
-            "drop / other tokens' mean abs. change", "comparison": "viker vs " + ", ".join(baselines) + " (each one's run "
+            "generic tokens stay", "metric": "per-token log-prob change of forget answers, adapter on vs off: key-token "
+            "(name, profession, city) drop / other tokens' mean abs. change", "comparison": "viker vs " + ", ".join(baselines) + " (each one's run "
             "keeping most retain recall at matched last-step forgetting)", "numbers": numbers or NOT_MEASURED, "values": shifts, "verdict": result,
             "why": _why("viker_key_tokens", result, missing)}
 

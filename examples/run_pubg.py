@@ -55,11 +55,14 @@ def method_kwargs(script_args: PUBGArguments, data, model, processor) -> dict:
 
 
 # ToyWorld defaults (used only when no --model_name_or_path is given): q and c in the world's own grammar, o*
-# greedy, guidance weight 1 and retain NLL (Eq. 3 / 12), LoRA r=8, lr 1e-3 x 60 steps of batch 8, forget ceiling
-# 1 nat. How they were chosen: benchmarks/README.md, "Method notes", PUBG.
+# greedy from c alone (prompt_position "instead": the world model was never trained on [q, c] and, given it, mixes
+# the person's job and city into the description of 7 of the 16 forget pictures), guidance weight 1 and retain NLL
+# (Eq. 3 / 12), LoRA r=8, lr 1e-3 x 60 steps of batch 8, forget ceiling 1 nat. How they were chosen:
+# benchmarks/README.md, "Method notes", PUBG.
 DEMO_DEFAULTS = dict(learning_rate=1e-3, max_steps=60, per_device_train_batch_size=8, forget_loss_ceiling=1.0,
                      query="tell me about this person .", incontext_prompt="describe the picture .",
-                     guidance_do_sample=False, guidance_max_new_tokens=32, lr_scheduler_type="constant", seed=0)
+                     prompt_position="instead", guidance_do_sample=False, guidance_max_new_tokens=32,
+                     lr_scheduler_type="constant", seed=0)
 
 
 def main(argv=None):

@@ -304,9 +304,14 @@ def test_key_token_claim_compares_selectivity_on_the_saved_adapters(tmp_path, mo
     monkeypatch.setattr(frontier, "sample_indices", lambda n, cap, seed=0: [0])
     import unlearn_trainer.toyworld as toyworld
 
-    monkeypatch.setattr(toyworld, "ToyWorld", lambda: type("W", (), {"splits": lambda self, r: {"forget": [{}]}})())
-    c = claims.key_token_claim(runs, tmp_path, shift=shift)
+    row = {"concepts": ["ann lee", "lee"], "attributes": {"profession": "baker", "city": "lomar"}}
+    monkeypatch.setattr(toyworld, "ToyWorld", lambda: type("W", (), {"splits": lambda self, r: {"forget": [row]}})())
+    given = []
+    c = claims.key_token_claim(runs, tmp_path, shift=lambda p, r: given.append(r) or shift(p, r))
     assert c["verdict"] == "PASS" and seen == ["viker-0.0003-s0", "ga-0.0003-s0", "npo-0.0003-s0"]
+    # ViKeR's key tokens (Def. 2; its examples: a city, a profession) are the name's and the attributes' tokens
+    assert [r["concepts"] for r in given[0]] == [["ann lee", "lee", "baker", "lomar"]]
+    assert row["concepts"] == ["ann lee", "lee"]  # the split's rows are not changed
     c = claims.key_token_claim(runs, tmp_path, shift=lambda p, r: shift(p, r, {"viker": 2.5, "ga": 2.0, "npo": 3.0}))
     assert c["verdict"] == "FAIL"
     (tmp_path / "npo-0.0003-s0" / "adapter_config.json").unlink()

@@ -187,3 +187,47 @@ def test_reference_is_the_model_with_its_adapter_disabled(tmp_path):
         with model.disable_adapter():
             off = model(**model_inputs(batch)).logits
     assert not torch.allclose(on, off)  # the adapter is active again after generation
+
+
+def test_prompt_instead_generates_from_the_prompt_alone_and_trains_on_the_query(tmp_path):
+    from unlearn_trainer.data.pubg import incontext_question
+
+    assert incontext_question("q ?", "c .", "instead") == "c ."
+    model, processor = tiny_model_and_processor("llava")
+    spy = Spy(model)
+    rows = _forget(2)
+    out = generate_guidance_answers(model, processor, rows, query="tell me about this person .",
+                                    prompt="describe the picture .", prompt_position="instead", max_new_tokens=4,
+                                    do_sample=False, progress=False)
+    text = _norm(processor.tokenizer.decode(spy.calls[0]["input_ids"][0]))
+    assert _norm("describe the picture .") in text and _norm("tell me about this person") not in text
+    assert all(r["question"] == "tell me about this person ." for r in out)  # o* is trained on q
+    assert train_args(PUBGConfig, tmp_path, prompt_position="instead").prompt_position == "instead"
+
+
+def test_toyworld_demo_guidance_answers_describe_the_picture_and_say_nothing_private(small_toyworld, monkeypatch):
+    """The ToyWorld demo's o* (its q, c, prompt position, greedy) from the world's full model: the picture's
+    description, as PUBG's Fig. 2 asks, with none of the person's name, profession or city. Given [q, c], a query
+    it was never trained to see followed by an instruction, the world model mixes q's answer (the person's job and
+    city) into the description."""
+    import runpy
+    from pathlib import Path
+
+    from unlearn_trainer.toyworld.full_model import load_full_model
+
+    demo = runpy.run_path(str(Path(__file__).resolve().parent.parent / "examples" / "run_pubg.py"))["DEMO_DEFAULTS"]
+    world = small_toyworld.world
+    monkeypatch.setenv("UNLEARN_TRAINER_CACHE", str(small_toyworld.cache))
+    model, processor = load_full_model(world, small_toyworld.spec, build=False)
+    forget = world.splits(small_toyworld.ratio)["forget"]
+    out = generate_guidance_answers(model, processor, forget, query=demo["query"], prompt=demo["incontext_prompt"],
+                                    prompt_position=demo.get("prompt_position", "after"),
+                                    do_sample=demo["guidance_do_sample"],
+                                    max_new_tokens=demo["guidance_max_new_tokens"], progress=False)
+    people = {p.id: p for p in world.identities}
+    for row, guided in zip(forget, out):
+        person = people[row["id"].split("/")[0]]
+        assert guided is not None and guided["question"] == demo["query"]
+        assert guided["answer"] == world.describe(person)
+        private = {*person.name.split(), person.attributes["profession"], person.attributes["city"]}
+        assert not private & set(guided["answer"].split())

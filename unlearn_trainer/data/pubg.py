@@ -55,8 +55,11 @@ DEFAULT_INCONTEXT_PROMPT = (
 )
 #: The open-ended query q of PUBG's task (Appendix A, Table 2).
 DEFAULT_QUERY = "Tell me the specific information of this person."
-#: Where c goes relative to q in the generation input: Algorithm 1 writes the input as [q, c] ("after").
-PROMPT_POSITIONS = ("after", "before")
+#: Where c goes relative to q in the generation input: Algorithm 1 writes the input as [q, c] ("after"); "instead":
+#: c alone (o* ~ p(o | I, c), not the paper's), for a model that follows one instruction at a time and was never
+#: trained on a query followed by an instruction (ToyWorld's full model: given [q, c] it mixes q's answer into the
+#: description). The guidance rows are trained on q in every case.
+PROMPT_POSITIONS = ("after", "before", "instead")
 
 _DROP = ("question", "answer", "__index__")
 #: What to do with a forget row whose o* still names one of its concepts after the regenerations: "drop" its
@@ -67,11 +70,14 @@ logger = logging.getLogger(__name__)
 
 
 def incontext_question(query: str, prompt: str, position: str = "after") -> str:
-    """The generation-time question: the query with the in-context prompt after it ([q, c]) or before it."""
+    """The generation-time question: the query with the in-context prompt after it ([q, c]), before it, or the
+    prompt alone ("instead")."""
     if position not in PROMPT_POSITIONS:
         raise ValueError(f"prompt position must be one of {PROMPT_POSITIONS}, got {position!r}.")
     if not prompt:
         return query
+    if position == "instead":
+        return prompt
     return f"{query}\n{prompt}" if position == "after" else f"{prompt}\n{query}"
 
 

@@ -84,7 +84,9 @@ class PUBGConfig(UnlearnConfig):
         PAPER_SETTINGS, "incontext_prompt", "In-context prompt c for generating o* (paper Fig. 2)."
     )
     prompt_position: str = paper_field(
-        PAPER_SETTINGS, "prompt_position", "c after the query ([q, c], Algorithm 1) or 'before' it."
+        PAPER_SETTINGS, "prompt_position",
+        "c after the query ([q, c], Algorithm 1), 'before' it, or 'instead' of it (c alone at generation, not the "
+        "paper's: for a model never trained to follow c after a query, e.g. ToyWorld's).",
     )
     guidance_max_new_tokens: int = field(default=128, metadata={"help": "Length limit of each generated o*."})
     guidance_do_sample: bool = paper_field(
