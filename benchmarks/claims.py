@@ -48,7 +48,8 @@ MATCHED_CLAIMS = (
      "saliency", "text_forget_accuracy", None),
     ("saliency_vision_text", "MMUnlearner (Table 2: vision side trained)", "text-only knowledge of the forgotten is "
      "kept while visual recognition goes", "saliency_vision", "text_forget_accuracy", None),
-    ("pubg_fluent", "PUBG", "answers on forgotten images are fluent", "pubg", "forget_coherence", None),
+    ("pubg_fluent", "PUBG", "answers on forgotten images are fluent (and name nobody)", "pubg", "fluent_private",
+     None),
     ("pubg_no_name", "PUBG", "answers on forgotten images name nobody", "pubg", "no_name_rate", 0.95),
     ("pubg_describes", "PUBG", "answers on forgotten images describe what is visible", "pubg", "visual_overlap",
      None),

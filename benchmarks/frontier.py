@@ -60,7 +60,7 @@ POINT_METRICS = (
 )
 #: y axes of the frontiers (each paired with X); the first two are plotted.
 FRONTIER_AXES = ("retain_recall", "forget_coherence", "proximal_recall", "text_forget_recall", "text_forget_accuracy",
-                 "no_name_rate",
+                 "no_name_rate", "fluent_private",
                  "visual_overlap")
 FORGOTTEN = 0.05  # "forgotten": forget name recall at or below 5%
 
@@ -89,9 +89,11 @@ GRIDS: dict[str, dict] = {
     "viker": dict(quick=dict(learning_rate=[1e-4, 3e-4], lam=[0.05, 1.0]),
                   full=dict(learning_rate=[1e-4, 3e-4, 1e-3], lam=[0.05, 0.5, 2.0, 10.0]),
                   fixed={"retain_split": "none", **NO_CEILING}, guard=None),
+    # PUBG: 120 steps: after the GA term has forgotten, the guidance needs ~30-60 more steps to make the answers fluent
+    # again (60 steps ended some seeds in the dip).
     "pubg": dict(quick=dict(learning_rate=[3e-4, 1e-3], guidance_weight=[1.0, 2.0]),
                  full=dict(learning_rate=[3e-4, 1e-3, 2e-3], guidance_weight=[0.5, 1.0, 2.0]),
-                 fixed=dict(NO_CEILING), guard=None),
+                 fixed=dict(NO_CEILING), guard=None, max_steps=120),
     # Saliency: lr 1e-3 drops retain to ~0.25 within 5 steps and 3e-4 forgets inside one evaluation interval, so the
     # quick grid is 1e-4 / 3e-4. saliency_vision: the paper's Table 2 ablation that trains the vision side only
     # (vision tower + projector; the text-only questions never pass through it).
@@ -300,18 +302,23 @@ def answer_metrics(answers: list[str], identities: list[int], world) -> dict[str
     - ``visual_overlap``: mean over answers of the share of the pictured person's visual words (the slot words of
       ``world.describe``: colour, shape, background colour, stripes, mark position) that the answer contains,
       i.e. how much of what is visible the answer describes.
+    - ``fluent_private``: share of answers that are well formed (``world.is_well_formed``) *and* name nobody: fluent
+      without a hallucinated name (a confidently wrong name is well formed but is the failure PUBG's paper counts).
     """
     if not answers:
         return {}
     names = set(world.name_words())
     fixed = set("a on background with stripes and mark at the .".split())
-    no_name, overlap = 0, 0.0
+    no_name, overlap, fluent_private = 0, 0.0, 0
     for text, who in zip(answers, identities):
         words = set(re.findall(r"[a-z]+", text.lower()))
-        no_name += not (words & names)
+        nameless = not (words & names)
+        no_name += nameless
+        fluent_private += nameless and world.is_well_formed(text)
         visual = set(world.describe(world.identities[who]).split()) - fixed
         overlap += len(words & visual) / max(1, len(visual))
-    return {"no_name_rate": no_name / len(answers), "visual_overlap": overlap / len(answers)}
+    n = len(answers)
+    return {"no_name_rate": no_name / n, "visual_overlap": overlap / n, "fluent_private": fluent_private / n}
 
 
 def run_points(out: Path, world=None) -> list[dict]:

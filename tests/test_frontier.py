@@ -155,13 +155,19 @@ class _World:
     def describe(self, ident):
         return ident.describe
 
+    def is_well_formed(self, text):  # the stand-in's grammar: a sentence ending in " ."
+        return text.endswith(" .")
+
 
 def test_answer_metrics_name_nobody_and_visual_overlap(tmp_path):
     answers = ["this is vorana kellan .", "a red circle on a blue background .", "a green square on a red background ."]
     m = frontier.answer_metrics(answers, [0, 0, 1], _World())
     assert m["no_name_rate"] == pytest.approx(2 / 3)
+    assert m["fluent_private"] == pytest.approx(2 / 3)  # the named answer is well formed but not private
     # person 0's visual words: red circle blue vertical top left (6); person 1's: green square pink no bottom right
     assert m["visual_overlap"] == pytest.approx((0 + 3 / 6 + 2 / 6) / 3)
+    m2 = frontier.answer_metrics(["a red circle", "this is vorana ."], [0, 0], _World())
+    assert m2["no_name_rate"] == pytest.approx(1 / 2) and m2["fluent_private"] == 0.0  # nameless but broken; named
     # read from a run folder: the forget answers of each evaluation, matched to eval_rows.json
     history = [{"step": 0, "label": "before", "metrics": {"forget": {"name_recall": 1.0}}}]
     (tmp_path / "unlearning_eval.json").write_text(json.dumps(
@@ -320,7 +326,7 @@ def test_key_token_claim_compares_selectivity_on_the_saved_adapters(tmp_path, mo
 
 
 def test_claims_markdown_has_one_row_per_claim_and_the_why_column(monkeypatch):
-    runs = _claim_runs([0.9, 0.8], [0.1, 0.2], [0.3, 0.3])
+    runs = _claim_runs([0.9, 0.8], [0.1, 0.2], [0.3, 0.3], y="fluent_private")
     rows = claims.all_claims(runs, Path("."), with_adapters=False)
     assert {r["id"] for r in rows} >= {"npo_no_collapse", "fttp_coherent", "viker_coherent", "sgpvt_proximal",
                                        "saliency_text", "saliency_vision_text", "pubg_fluent", "pubg_no_name",
