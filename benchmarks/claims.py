@@ -34,8 +34,43 @@ import frontier  # noqa: E402 - the frontier geometry and the run records
 RESULTS = frontier.RESULTS
 BASELINES = ("ga", "npo")
 NOT_MEASURED = "not measured"
-#: Explanations of FAILs, filled in from the investigation (issue 15, step 3); a FAIL without one says so.
-WHY: dict[str, str] = {}
+#: Explanations of FAILs, from the investigation (issue 15, step 3): each says which of the three it is -- the world
+#: cannot express the claim, the implementation / defaults miss it, or the claim does not hold here -- and the
+#: evidence (numbers from seeded runs; benchmarks/README.md, "Paper claims: investigation", has the details). A FAIL
+#: without an entry says "to investigate". An entry is shown only when the claim FAILs.
+WHY: dict[str, str] = {
+    "fttp_coherent": (
+        "Does not hold here, and the world cannot show FTTP's advantage. The concept mask and the GD term are right "
+        "(the mask covers exactly the name's pieces on all 64 forget rows; the template tokens keep NLL ~0.3). What "
+        "breaks is the text generated in place of the name (a look-alike's name, then description fragments and "
+        "loops), which FTTP's objective does not constrain; GA breaks the same way (evaluated every step, seed 0: "
+        "coherence 0.77 vs GA 0.79 at forget recall 5%). ToyWorld's answers are short templates with no "
+        "natural-language frame for GA to destroy and no trained fluent fallback for an unknown person; a world "
+        "with longer answer frames around the name and an \"i do not know who this is\" answer for never-seen "
+        "people would let the claim be tested."),
+    "sgpvt_proximal": (
+        "Does not hold here (implementation checked against the paper: top-K by attention, cosine band, "
+        "damage boundary from 100 distant images, norm-keeping rotation, KL to the adapter-disabled teacher). "
+        "The perturbed visual tokens are not look-alikes to the model: the full model still names the forgotten "
+        "person on 47/48 of them at the band's lowest similarity (real look-alikes sit at token cosine 0.76 and are "
+        "named correctly), so the distillation only slows forgetting and gives the look-alikes nothing. A world "
+        "whose family looks vary continuously might change that (untested)."),
+    "saliency_text": (
+        "Does not hold here. The Fisher mask of the memorised initial model selects ~61% of the weights (beta 1; "
+        "beta 20: 24%), and the text questions about the forgotten are 8 of the preserved set's 800 rows, so "
+        "forgetting through the language model takes the text answers with it (they never recover: nothing in "
+        "the loss holds them). Training only the vision side (the paper's Table 2 ablation, row below) keeps "
+        "them by construction, not by the mask."),
+    "saliency_vision_text": (
+        "Vision-side training keeps the text answers by construction (text questions never pass through the "
+        "vision tower or projector); a FAIL here means it did not forget within the sweep or cost retain recall "
+        "(see the numbers)."),
+    "pubg_fluent": (
+        "Measured over every forget question kind, while PUBG trains only the open query (\"tell me about this "
+        "person\"); on the other kinds its answers are broken descriptions. On the open query alone its answers "
+        "are the picture's description (coherence 1.00 vs GA 0.76 / NPO 0.81, seed 0). Before the o* fix the "
+        "demo's guidance mixed the person's job and city into the description."),
+}
 WHY_PLACEHOLDER = "to investigate"
 
 #: (id, paper, claim, claimant, metric key, absolute bar or None[, baselines]). The metric is compared at matched

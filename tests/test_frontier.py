@@ -239,9 +239,12 @@ def test_matched_claim_pass_fail_and_not_measured():
     assert ok["verdict"] == "PASS" and ok["level"] == pytest.approx(0.05)
     assert ok["values"]["pubg"][0] == pytest.approx(0.85 + 0.05 * 0.15)
     # within the seed spread: FAIL, with the placeholder for the lead's explanation
-    close = claims.matched_claim(_claim_runs([0.5, 0.3], [0.2, 0.4], [0.0, 0.0]), "pubg_fluent", "PUBG", "fluent",
+    close = claims.matched_claim(_claim_runs([0.5, 0.3], [0.2, 0.4], [0.0, 0.0]), "a_new_claim", "PUBG", "fluent",
                                  "pubg", "forget_coherence")
     assert close["verdict"] == "FAIL" and close["why"] == claims.WHY_PLACEHOLDER
+    explained = claims.matched_claim(_claim_runs([0.5, 0.3], [0.2, 0.4], [0.0, 0.0]), "pubg_fluent", "PUBG",
+                                     "fluent", "pubg", "forget_coherence")
+    assert explained["why"] == claims.WHY["pubg_fluent"]  # an investigated FAIL carries its explanation
     # a method that never forgets as much: the level rises to what all reach
     runs = _claim_runs([0.9], [0.1], [0.3]) + [_run("npo", 1, [P(1.0, forget_coherence=1.0), P(0.5, forget_coherence=0.2)])]
     high = claims.matched_claim(runs, "x", "PUBG", "fluent", "pubg", "forget_coherence")
