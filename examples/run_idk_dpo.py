@@ -1,7 +1,7 @@
 r"""Unlearn with IdkDPO: DPO with a refusal ("I don't know") as the chosen answer and the forget answer as the
 rejected one (the TOFU / CLEAR "IDK+DPO" baseline), plus the retain NLL.
 
-    python examples/run_idk_dpo.py                   # offline ToyWorld demo (refusals: the world's REFUSALS)
+    python examples/run_idk_dpo.py                   # offline ToyWorld demo (refusal: the world's "i do not know who this is .")
     python examples/run_idk_dpo.py --model_name_or_path llava-hf/llava-1.5-7b-hf --dataset my_forget_data \
         --forget_split forget --retain_split retain --beta 0.1 --learning_rate 1e-5 --max_steps 100
     accelerate launch examples/run_idk_dpo.py ...     # on GPUs; on CPU: torchrun --nproc_per_node 2 ... --use_cpu
@@ -15,10 +15,14 @@ from a YAML file (the command line wins).
 from unlearn_trainer import IdkDPOConfig, IdkDPOTrainer, cli
 from unlearn_trainer.toyworld import REFUSALS
 
-# ToyWorld defaults (used only when no --model_name_or_path is given): the world's own refusals, beta 0.1 + retain
+# One refusal on ToyWorld: with the world's six, the tiny word-level model blends them at greedy decoding ("i cannot
+# not not i cannot that .": forget coherence 0.25 at forget recall 5%, 3 seeds); with one it answers it whole (1.00,
+# seed 0). benchmarks/README.md, "Paper claims: investigation".
+DEMO_REFUSAL = REFUSALS[1]  # "i do not know who this is ."
+# ToyWorld defaults (used only when no --model_name_or_path is given): one of the world's refusals, beta 0.1 + retain
 # NLL, LoRA r=8. How they were chosen: benchmarks/README.md, "Method notes".
 DEMO_DEFAULTS = dict(learning_rate=1e-3, max_steps=60, per_device_train_batch_size=8, beta=0.1,
-                     refusals=list(REFUSALS), lr_scheduler_type="constant", seed=0)
+                     refusals=[DEMO_REFUSAL], lr_scheduler_type="constant", seed=0)
 
 
 def main(argv=None):

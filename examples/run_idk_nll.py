@@ -1,7 +1,7 @@
 r"""Unlearn with IdkNLL (TOFU's "IDK" baseline): fine-tune the forget questions toward a refusal ("I don't know"),
 plus the retain NLL.
 
-    python examples/run_idk_nll.py                   # offline ToyWorld demo (refusals: the world's REFUSALS)
+    python examples/run_idk_nll.py                   # offline ToyWorld demo (refusal: the world's "i do not know who this is .")
     python examples/run_idk_nll.py --model_name_or_path llava-hf/llava-1.5-7b-hf --dataset my_forget_data \
         --forget_split forget --retain_split retain --learning_rate 1e-5 --max_steps 100 \
         --refusals "I don't know." "I can't tell who this is."
@@ -15,10 +15,14 @@ file.yaml reads them from a YAML file (the command line wins).
 from unlearn_trainer import IdkNLLConfig, IdkNLLTrainer, cli
 from unlearn_trainer.toyworld import REFUSALS
 
-# ToyWorld defaults (used only when no --model_name_or_path is given): the world's own refusals (in its words, and
+# One refusal on ToyWorld: with the world's six, the tiny word-level model blends them at greedy decoding ("i cannot
+# not not i cannot that .": forget coherence 0.25 at forget recall 5%, 3 seeds); with one it answers it whole (1.00,
+# seed 0). benchmarks/README.md, "Paper claims: investigation".
+DEMO_REFUSAL = REFUSALS[1]  # "i do not know who this is ."
+# ToyWorld defaults (used only when no --model_name_or_path is given): a refusal in the world's own words (and
 # well formed for its grammar check; the default pool's "don't" would be spelled in pieces the model never saw),
 # refusal NLL + retain NLL, LoRA r=8. How they were chosen: benchmarks/README.md, "Method notes".
-DEMO_DEFAULTS = dict(learning_rate=1e-3, max_steps=60, per_device_train_batch_size=8, refusals=list(REFUSALS),
+DEMO_DEFAULTS = dict(learning_rate=1e-3, max_steps=60, per_device_train_batch_size=8, refusals=[DEMO_REFUSAL],
                      lr_scheduler_type="constant", seed=0)
 
 
