@@ -83,6 +83,10 @@ GRIDS: dict[str, dict] = {
     "npo": dict(quick=dict(learning_rate=[5e-4, 1e-3], beta=[0.4, 1.0]),
                 full=dict(learning_rate=[3e-4, 5e-4, 1e-3, 2e-3], beta=[0.1, 0.4, 1.0]),
                 fixed={"retain_split": "none"}, guard=None),
+    # NPO+RT (NPO with the retain NLL, the NPO paper's own variant): the fair baseline of methods that use a retain set.
+    "npo_rt": dict(example="npo", quick=dict(learning_rate=[5e-4, 1e-3], beta=[0.4]),
+                   full=dict(learning_rate=[3e-4, 5e-4, 1e-3, 2e-3], beta=[0.1, 0.4, 1.0]),
+                   fixed={"retain_split": "retain"}, guard=None),
     "fttp": dict(quick=dict(learning_rate=[3e-4, 1e-3], ga_weight=[0.8, 0.4], gd_weight=[0.5]),
                  full=dict(learning_rate=[1e-4, 3e-4, 1e-3], ga_weight=[0.4, 0.8], gd_weight=[0.5, 1.0]),
                  fixed={"retain_split": "none", **NO_CEILING}, guard=None),
