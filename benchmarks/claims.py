@@ -40,6 +40,12 @@ NOT_MEASURED = "not measured"
 #: cannot express the claim, the implementation / defaults miss it, or the claim does not hold here -- and the
 #: evidence (numbers from seeded runs; benchmarks/README.md, "Paper claims: investigation", has the details). A FAIL
 #: without an entry says "to investigate". An entry is shown only when the claim FAILs.
+_SATURATED = (
+    "The world cannot express it: with a retain term (NLL, KL or RMU's activation MSE) every compared method keeps "
+    "retain recall 1.00 ± 0.00 at matched "
+    "forgetting (NPO+RT too), because the retain split evaluated is the rows the retain term trains on. A retain "
+    "evaluation on held-out views or paraphrases of the retain people would separate them (the robustness probes' "
+    "paraphrase_retain / shift_*_retain splits are such; the frontier does not evaluate them, to stay fast).")
 WHY: dict[str, str] = {
     "fttp_coherent": (
         "Does not hold here, and the world cannot show FTTP's advantage. The concept mask and the GD term are right "
@@ -58,7 +64,8 @@ WHY: dict[str, str] = {
         "named correctly), so the distillation only slows forgetting and gives the look-alikes nothing. A world "
         "whose family looks vary continuously might change that (untested)."),
     "saliency_text": (
-        "Does not hold here. The Fisher mask of the memorised initial model selects ~61% of the weights (beta 1; "
+        "Does not hold here (fact accuracy 0.76 ± 0.11 vs GA 0.73, NPO 0.81: within the seed spread). The Fisher "
+        "mask of the memorised initial model selects ~61% of the weights (beta 1; "
         "beta 20: 24%), and the text questions about the forgotten are 8 of the preserved set's 800 rows, so "
         "forgetting through the language model takes the text answers with it (they never recover: nothing in "
         "the loss holds them). Training only the vision side (the paper's Table 2 ablation, row below) keeps "
@@ -67,6 +74,15 @@ WHY: dict[str, str] = {
         "Vision-side training keeps the text answers by construction (text questions never pass through the "
         "vision tower or projector); a FAIL here means it did not forget within the sweep or cost retain recall "
         "(see the numbers)."),
+    "idk_dpo_fluent": (
+        "Does not hold here. With the same single refusal that IdkNLL answers whole (coherence 1.00), IdkDPO's "
+        "answers degenerate into repeated refusal fragments around the question's words (every lr x beta of the "
+        "sweep; the demo default: forget coherence 0.00 ± 0.00, 3 seeds): DPO's margin also grows by pushing both "
+        "answers down (its known failure: the chosen likelihood falls with the rejected one), and nothing holds "
+        "the refusal up but the margin."),
+    "simnpo_retain": _SATURATED,
+    "rmu_retain": _SATURATED,
+    "scrub_retain": _SATURATED,
     "pubg_fluent": (
         "Measured over every forget question kind, while PUBG trains only the open query (\"tell me about this "
         "person\"); on the other kinds its answers are broken descriptions. On the open query alone its answers "

@@ -96,6 +96,13 @@ def test_example_defaults_are_placed_against_the_frontier(tmp_path):
     assert summary["ga_gd"]["example_default"]["retain_recall"]["where"] == "beyond"
     assert "0.00->0.70: **beyond**" in frontier.markdown(summary, None, 1.0, [0])
     assert frontier.example_defaults(tmp_path / "missing.json") == {}
+    # two seeds: the default is compared with the mean of the seeds' frontiers at its forget recall (0.6 and 0.92 at
+    # 0.2 -> 0.76), not with their pooled envelope (0.92, the lucky seed's)
+    runs = [_run("npo", 0, [P(1.0, retain_recall=1.0), P(0.0, retain_recall=0.5)]),
+            _run("npo", 1, [P(1.0, retain_recall=1.0), P(0.0, retain_recall=0.9)])]
+    defaults = frontier.example_defaults(_quality_json(tmp_path / "two.json", "npo", [(0.2, 0.78), (0.2, 0.78)]))
+    pos = frontier.summarize(runs, defaults)["npo"]["example_default"]["retain_recall"]
+    assert pos["frontier"] == pytest.approx(0.76) and pos["where"] == "on"
 
 
 # ----------------------------------------------------------------------------------------------- reading a run
