@@ -114,14 +114,14 @@ MATCHED_CLAIMS = (
      None, RETAIN_BASELINES),
     ("idk_dpo_fluent", "IdkDPO (TOFU)", "forget answers become well-formed refusals", "idk_dpo", "forget_coherence",
      None, RETAIN_BASELINES),
-    ("simnpo_retain", "SimNPO", "a better forget / retain trade-off than NPO", "simnpo", "retain_recall", None,
-     ("npo_rt",)),
+    ("simnpo_retain", "SimNPO", "a better forget / retain trade-off than NPO", "simnpo", "retain_heldout_recall",
+     None, ("npo_rt",)),
     ("undial_retain", "UNDIAL", "self-distillation keeps the rest of the model (no collapse)", "undial",
      "retain_recall", None),
-    ("rmu_retain", "RMU", "retain knowledge kept while the forget knowledge goes", "rmu", "retain_recall", None,
-     RETAIN_BASELINES),
+    ("rmu_retain", "RMU", "retain knowledge kept while the forget knowledge goes", "rmu", "retain_heldout_recall",
+     None, RETAIN_BASELINES),
     ("scrub_retain", "SCRUB", "the teacher's retain behaviour is kept while the forget set goes", "scrub",
-     "retain_recall", None, RETAIN_BASELINES),
+     "retain_heldout_recall", None, RETAIN_BASELINES),
 )
 
 
