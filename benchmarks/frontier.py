@@ -535,7 +535,7 @@ def plot(summary: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     axes_y = FRONTIER_AXES[:2]
-    fig, axes = plt.subplots(1, len(axes_y), figsize=(5.5 * len(axes_y), 4.5))
+    fig, axes = plt.subplots(1, len(axes_y), figsize=(6.2 * len(axes_y), 4.5))
     # tab10's distinct colours first, then tab20's lighter ones; markers tell apart methods of one hue
     colours = {m: plt.cm.tab10(i) if i < 10 else plt.cm.tab20((2 * i + 1) % 20) for i, m in enumerate(summary)}
     markers = {m: "os^vDPX*<>"[i % 10] for i, m in enumerate(summary)}
@@ -558,9 +558,10 @@ def plot(summary: dict, path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].set_title("Pareto frontiers: forgetting vs retention")
     axes[1].set_title("forgetting vs forget-answer coherence")
-    axes[0].legend(fontsize=7, loc="lower right", title="line: frontier; big hollow marker: example default",
-                   title_fontsize=7)
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="center right", title="line: frontier\nhollow: example default",
+               title_fontsize=7)
+    fig.tight_layout(rect=(0, 0, 0.86, 1))  # the legend sits right of the plots, not over the points
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
