@@ -223,9 +223,11 @@ def _run_example(example: str, splits: list[str], rows: int | None, argv: list[s
 
     original = full_model.eval_splits
 
-    def eval_splits(*args, **kwargs):
+    def eval_splits(world=None, ratio=0.10, *args, **kwargs):
+        # ask for exactly these splits (some, e.g. the held-out retain pictures, are not among the defaults)
+        kwargs["splits"] = tuple(splits)
         out = {}
-        for name, split_rows in original(*args, **kwargs).items():
+        for name, split_rows in original(world, ratio, **kwargs).items():
             if name in splits:
                 out[name] = [split_rows[i] for i in sample_indices(len(split_rows), rows)]
         meta = {name: [[r.get("identity", -1), r.get("kind", "")] for r in v] for name, v in out.items()}

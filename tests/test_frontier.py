@@ -190,15 +190,22 @@ def test_run_example_evaluates_only_the_chosen_splits_on_a_sample_and_records_th
     rows = {"forget": [{"identity": i // 4, "kind": "open", "name": "secret"} for i in range(40)],
             "retain": [{"identity": 100 + i, "kind": "name"} for i in range(5)],
             "describe": [{"identity": 0, "kind": "describe"}]}
-    monkeypatch.setattr(full_model, "eval_splits", lambda *a, **k: rows)
+    asked = []
+
+    def fake_eval_splits(world, ratio=0.10, splits=("forget", "retain", "describe")):
+        asked.append(tuple(splits))
+        return {name: rows[name] for name in splits if name in rows}
+
+    monkeypatch.setattr(full_model, "eval_splits", fake_eval_splits)
     monkeypatch.setattr(sys, "argv", list(sys.argv))
     script = tmp_path / "run_fake.py"
     result = tmp_path / "seen.json"
     script.write_text("import json, sys\nfrom unlearn_trainer.toyworld import full_model\n"
-                      f"json.dump({{k: len(v) for k, v in full_model.eval_splits().items()}}, open({str(result)!r}, 'w'))\n")
+                      f"json.dump({{k: len(v) for k, v in full_model.eval_splits(None, 0.1).items()}}, open({str(result)!r}, 'w'))\n")
     out = tmp_path / "out"
-    frontier._run_example(str(script), ["forget", "retain"], 8, ["--output_dir", str(out)])
+    frontier._run_example(str(script), ["forget", "retain", "shift_x"], 8, ["--output_dir", str(out)])
     assert json.loads(result.read_text()) == {"forget": 8, "retain": 5}
+    assert asked == [("forget", "retain", "shift_x")]  # a split outside the defaults is asked for by name
     meta = json.loads((out / "eval_rows.json").read_text())
     picked = frontier.sample_indices(40, 8)
     assert meta["forget"] == [[i // 4, "open"] for i in picked]
