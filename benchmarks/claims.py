@@ -41,11 +41,10 @@ NOT_MEASURED = "not measured"
 #: evidence (numbers from seeded runs; benchmarks/README.md, "Paper claims: investigation", has the details). A FAIL
 #: without an entry says "to investigate". An entry is shown only when the claim FAILs.
 _SATURATED = (
-    "The world cannot express it: with a retain term (NLL, KL or RMU's activation MSE) every compared method keeps "
-    "retain recall 1.00 ± 0.00 at matched "
-    "forgetting (NPO+RT too), because the retain split evaluated is the rows the retain term trains on. A retain "
-    "evaluation on held-out views or paraphrases of the retain people would separate them (the robustness probes' "
-    "paraphrase_retain / shift_*_retain splits are such; the frontier does not evaluate them, to stay fast).")
+    "The world cannot express it: with a retain term (NLL, KL or RMU's activation MSE) every compared method keeps the "
+    "retain people at 1.00 ± 0.00 at matched forgetting, on the retain rows it trains on and on new pictures of them "
+    "(held-out views, the metric here; NPO+RT too, GA+GD 0.78), so nothing separates them. A harder retain test would "
+    "(e.g. retain questions in paraphrase, a larger forget ratio, look-alike-heavy retain sets).")
 WHY: dict[str, str] = {
     "fttp_coherent": (
         "Does not hold here, and the world cannot show FTTP's advantage. The concept mask and the GD term are right "
