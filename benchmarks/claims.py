@@ -73,6 +73,12 @@ WHY: dict[str, str] = {
         "Vision-side training keeps the text answers by construction (text questions never pass through the "
         "vision tower or projector); a FAIL here means it did not forget within the sweep or cost retain recall "
         "(see the numbers)."),
+    "viker_key_tokens": (
+        "Not beyond the seed spread: it holds on 2 of 3 seeds. ViKeR's selectivity is the steadiest (34.6 / 38.3 / "
+        "33.9, key-token drop 8.5 every seed) and beats GA (9.4 / 8.5) and NPO (20.8 / 16.1) on seeds 0 and 1; on seed "
+        "2 the matched GA and NPO runs barely moved anything (other tokens 0.07 / 0.03 mean |change|, key tokens 5.0 / "
+        "2.9), so their ratio is larger (70.5 / 107.8). The ratio is unstable when its denominator is near 0; the "
+        "measurement (key tokens = name, profession, city, Def. 2; adapter on vs off) was checked."),
     "idk_dpo_fluent": (
         "Does not hold here. With the same single refusal that IdkNLL answers whole (coherence 1.00), IdkDPO's "
         "answers degenerate into repeated refusal fragments around the question's words (every lr x beta of the "
@@ -290,16 +296,18 @@ def token_shift(run_dir: Path, rows: list[dict]) -> dict[str, float]:
             "selectivity": concept_drop / max(other_change, 1e-8)}
 
 
-def pick_runs(runs: list[dict], methods) -> dict[str, dict]:
-    """Per method, the finished run of the first seed (its adapter is saved at its last step) that keeps most retain
-    recall among those whose last point forgets down to the matched level ``L = max(5%, the lowest last-step forget
-    recall every method reaches)``: comparable forgetting, not a collapsed model against a working one."""
+def pick_runs(runs: list[dict], methods, seed: int | None = None) -> dict[str, dict]:
+    """Per method, the finished run of ``seed`` (default: the method's first seed; its adapter is saved at its last
+    step) that keeps most retain recall among those whose last point forgets down to the matched level ``L = max(5%,
+    the lowest last-step forget recall every method reaches)``: comparable forgetting, not a collapsed model against
+    a working one."""
     final = {}
     for m in methods:
         done = [r for r in runs if r["method"] == m and r.get("points")]
         if done:
-            seed = min(r["seed"] for r in done)
-            final[m] = [r for r in done if r["seed"] == seed]
+            chosen = min(r["seed"] for r in done) if seed is None else seed
+            final[m] = [r for r in done if r["seed"] == chosen]
+    final = {m: rs for m, rs in final.items() if rs}
     if not final:
         return {}
     last = lambda r, key, default: r["points"][-1].get(key, default)  # noqa: E731
@@ -324,36 +332,48 @@ def key_token_rows(rows: list[dict]) -> list[dict]:
 
 
 def key_token_claim(runs: list[dict], runs_dir: Path, baselines=BASELINES, rows: int = 32, shift=token_shift) -> dict:
-    """ViKeR Prop. 3: the update sits on key (concept) tokens while generic tokens stay: ViKeR's selectivity beats
-    every baseline's (each method's run picked by :func:`pick_runs`, its saved adapter)."""
+    """ViKeR Prop. 3: the update sits on key (concept) tokens while generic tokens stay. Per seed, each method's run
+    picked by :func:`pick_runs` (its saved adapter) gives a selectivity; PASS when ViKeR's mean over the seeds beats
+    every baseline's by more than the larger seed std (the seeds where every method has an adapter)."""
     methods = ("viker", *baselines)
-    shifts, missing = {}, []
+    seeds = sorted({r["seed"] for r in runs if r["method"] in methods and r.get("points")})
+    per_seed: dict[int, dict[str, dict]] = {}
+    have: set[str] = set()  # methods with a saved adapter in some seed
     forget_rows = None
-    picked = pick_runs(runs, methods)
-    for m in methods:
-        run = picked.get(m)
-        path = None if run is None else runs_dir / Path(run["dir"]).name
-        if path is None or not (path / "adapter_config.json").exists():
-            missing.append(m)
+    for seed in seeds:
+        picked = pick_runs(runs, methods, seed)
+        paths = {m: runs_dir / Path(picked[m]["dir"]).name for m in methods if m in picked}
+        paths = {m: path for m, path in paths.items() if (path / "adapter_config.json").exists()}
+        have |= set(paths)
+        if len(paths) < len(methods):
             continue
         if forget_rows is None:
             from unlearn_trainer.toyworld import ToyWorld
 
             split = ToyWorld().splits(0.10)["forget"]
             forget_rows = key_token_rows([split[i] for i in frontier.sample_indices(len(split), rows)])
-        shifts[m] = {**shift(path, forget_rows), "forget_recall": run["points"][-1].get(frontier.X)}
-    if missing:
-        result = "FAIL"
-    else:
-        v = shifts["viker"]["selectivity"]
-        result = "PASS" if all(v > shifts[b]["selectivity"] for b in baselines) else "FAIL"
-    numbers = "; ".join(f"{m}: key-token log-prob drop {s['concept_drop']:.2f}, other tokens' mean abs. change "
-                        f"{s['other_abs_change']:.2f}, selectivity {s['selectivity']:.1f} (forget recall "
-                        f"{s['forget_recall']:.2f})" for m, s in shifts.items())
+        per_seed[seed] = {m: {**shift(paths[m], forget_rows), "forget_recall": picked[m]["points"][-1].get(frontier.X)}
+                          for m in methods}
+    missing = [] if per_seed else ([m for m in methods if m not in have] or list(methods))
+    stats = {m: {k: frontier.mean_std([v[m][k] for v in per_seed.values()])
+                 for k in ("concept_drop", "other_abs_change", "selectivity", "forget_recall")} for m in methods
+             } if per_seed else {}
+    result = "FAIL"
+    if per_seed:
+        v = stats["viker"]["selectivity"]
+        result = "PASS" if all(v[0] - stats[b]["selectivity"][0] > max(v[1], stats[b]["selectivity"][1])
+                               for b in baselines) else "FAIL"
+    numbers = "; ".join(f"{m}: key-token log-prob drop {_fmt(s['concept_drop'])}, other tokens' mean abs. change "
+                        f"{_fmt(s['other_abs_change'])}, selectivity {_fmt(s['selectivity'])} (forget recall "
+                        f"{_fmt(s['forget_recall'])})" for m, s in stats.items())
+    if per_seed:
+        numbers += f" (seeds {','.join(map(str, per_seed))})"
     return {"id": "viker_key_tokens", "paper": "ViKeR", "claim": "Prop. 3: key (concept) tokens carry the update, "
             "generic tokens stay", "metric": "per-token log-prob change of forget answers, adapter on vs off: key-token "
-            "(name, profession, city) drop / other tokens' mean abs. change", "comparison": "viker vs " + ", ".join(baselines) + " (each one's run "
-            "keeping most retain recall at matched last-step forgetting)", "numbers": numbers or NOT_MEASURED, "values": shifts, "verdict": result,
+            "(name, profession, city) drop / other tokens' mean abs. change", "comparison": "viker vs "
+            + ", ".join(baselines) + " (per seed, each one's run keeping most retain recall at matched last-step "
+            "forgetting); PASS: viker's mean selectivity beats each baseline's beyond the larger seed std",
+            "numbers": numbers or NOT_MEASURED, "values": {"per_seed": per_seed, "mean_std": stats}, "verdict": result,
             "why": _why("viker_key_tokens", result, missing)}
 
 

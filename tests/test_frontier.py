@@ -337,7 +337,25 @@ def test_key_token_claim_compares_selectivity_on_the_saved_adapters(tmp_path, mo
     assert row["concepts"] == ["ann lee", "lee"]  # the split's rows are not changed
     c = claims.key_token_claim(runs, tmp_path, shift=lambda p, r: shift(p, r, {"viker": 2.5, "ga": 2.0, "npo": 3.0}))
     assert c["verdict"] == "FAIL"
-    (tmp_path / "npo-0.0003-s0" / "adapter_config.json").unlink()
+    # a second seed: ViKeR's mean still beats, but not beyond the seed spread -> FAIL; both seeds are reported
+    for m in ("viker", "ga", "npo"):
+        r = _run(m, 1, [P(1.0), P(0.0, retain_recall=0.8)], learning_rate=3e-4)
+        r["dir"] = f"{m}-0.0003-s1"
+        (tmp_path / r["dir"]).mkdir()
+        (tmp_path / r["dir"] / "adapter_config.json").write_text("{}")
+        runs.append(r)
+
+    def two_seeds(path, rows):
+        seed1 = {"viker": 2.2, "ga": 2.0, "npo": 2.1}
+        return shift(path, rows, seed1 if path.name.endswith("s1") else None)
+
+    c = claims.key_token_claim(runs, tmp_path, shift=two_seeds)
+    assert c["values"]["mean_std"]["viker"]["selectivity"] == pytest.approx((4.1, 1.9))
+    assert c["verdict"] == "FAIL" and "(seeds 0,1)" in c["numbers"]
+    c = claims.key_token_claim(runs, tmp_path, shift=shift)  # equal selectivity in both seeds: no spread -> PASS
+    assert c["verdict"] == "PASS"
+    for seed in (0, 1):
+        (tmp_path / f"npo-0.0003-s{seed}" / "adapter_config.json").unlink()
     c = claims.key_token_claim(runs, tmp_path, shift=shift)
     assert c["verdict"] == "FAIL" and c["why"] == "not measured: no runs of npo"
 
