@@ -252,10 +252,8 @@ def collapse_claim(runs: list[dict], lr: float = frontier.COLLAPSE_LR) -> dict:
                        "forget_final": frontier.mean_std(forget)}
     n, g = stats["npo"], stats["ga"]
 
-    def beats(key: str) -> bool:
-        return n[key] is not None and g[key] is not None and n[key][0] - g[key][0] > max(n[key][1], g[key][1])
-
-    result = "PASS" if beats("retain_final") and beats("retain_area") else "FAIL"
+    beats = all(verdict(n[key], {"ga": g[key]}) == "PASS" for key in ("retain_final", "retain_area"))
+    result = "PASS" if beats else "FAIL"
     numbers = "; ".join(f"{m}: forget {_fmt(s['forget_final'])}, retain {_fmt(s['retain_final'])}, retain area "
                         f"{_fmt(s['retain_area'])}, forget coherence {_fmt(s['coherence_final'])}, retain lost over "
                         f"the 2nd half {_fmt(s['retain_late_drop'])}" for m, s in stats.items())
@@ -358,11 +356,8 @@ def key_token_claim(runs: list[dict], runs_dir: Path, baselines=BASELINES, rows:
     stats = {m: {k: frontier.mean_std([v[m][k] for v in per_seed.values()])
                  for k in ("concept_drop", "other_abs_change", "selectivity", "forget_recall")} for m in methods
              } if per_seed else {}
-    result = "FAIL"
-    if per_seed:
-        v = stats["viker"]["selectivity"]
-        result = "PASS" if all(v[0] - stats[b]["selectivity"][0] > max(v[1], stats[b]["selectivity"][1])
-                               for b in baselines) else "FAIL"
+    result = verdict(stats["viker"]["selectivity"], {b: stats[b]["selectivity"] for b in baselines}) if per_seed \
+        else "FAIL"
     numbers = "; ".join(f"{m}: key-token log-prob drop {_fmt(s['concept_drop'])}, other tokens' mean abs. change "
                         f"{_fmt(s['other_abs_change'])}, selectivity {_fmt(s['selectivity'])} (forget recall "
                         f"{_fmt(s['forget_recall'])})" for m, s in stats.items())

@@ -223,13 +223,11 @@ def _run_example(example: str, splits: list[str], rows: int | None, argv: list[s
 
     original = full_model.eval_splits
 
-    def eval_splits(world=None, ratio=0.10, *args, **kwargs):
-        # ask for exactly these splits (some, e.g. the held-out retain pictures, are not among the defaults)
-        kwargs["splits"] = tuple(splits)
-        out = {}
-        for name, split_rows in original(world, ratio, **kwargs).items():
-            if name in splits:
-                out[name] = [split_rows[i] for i in sample_indices(len(split_rows), rows)]
+    def eval_splits(world, ratio=0.10, **_):
+        # exactly these splits, whatever the caller asked (some, e.g. the held-out retain pictures, are not among
+        # the defaults); an unknown name is the original's KeyError
+        out = {name: [split_rows[i] for i in sample_indices(len(split_rows), rows)]
+               for name, split_rows in original(world, ratio, splits=tuple(splits)).items()}
         meta = {name: [[r.get("identity", -1), r.get("kind", "")] for r in v] for name, v in out.items()}
         out_dir = argv[argv.index("--output_dir") + 1]
         os.makedirs(out_dir, exist_ok=True)
@@ -475,7 +473,8 @@ def summarize(runs: list[dict], defaults: dict[str, dict[int, dict]] | None = No
     out = {}
     defaults = defaults or {}
     for method in sorted({r["method"] for r in runs}):
-        pooled = [p for pts in points_by_seed(runs, method).values() for p in pts]
+        per_seed = points_by_seed(runs, method)
+        pooled = [p for pts in per_seed.values() for p in pts]
         if not pooled:
             continue
         out[method] = {
@@ -485,8 +484,7 @@ def summarize(runs: list[dict], defaults: dict[str, dict[int, dict]] | None = No
             "guard": next((r["guard"] for r in runs if r["method"] == method), None),
             "runs": sum(1 for r in runs if r["method"] == method and "points" in r),
             "errors": sum(1 for r in runs if r["method"] == method and "error" in r),
-            "example_default": {y: default_position(points_by_seed(runs, method), defaults[method], y)
-                                for y in FRONTIER_AXES[:2]}
+            "example_default": {y: default_position(per_seed, defaults[method], y) for y in FRONTIER_AXES[:2]}
             if method in defaults else None,
         }
     return out
