@@ -40,6 +40,28 @@ def train_args(config_cls, tmp_path, **overrides):
     return config_cls(**kwargs)
 
 
+def assert_accumulation_matches_larger_batch(trainer_cls, config_cls, tmp_path, logged=(), **extra):
+    """One SGD step of batch 2 == one step of 2 accumulated batches of 1 (parameters equal, some moved); every logged
+    step also reports the keys in ``logged``. ``extra``: config overrides of the method."""
+    from unlearn_trainer.testing import tiny_vqa_rows
+
+    results = []
+    for bs, acc in [(2, 1), (1, 2)]:
+        model, processor = tiny_model_and_processor("llava", seed=0)
+        args = train_args(config_cls, tmp_path, max_steps=1, per_device_train_batch_size=bs,
+                          gradient_accumulation_steps=acc, optim="sgd", learning_rate=0.5, lr_scheduler_type="constant",
+                          max_grad_norm=0.0, **extra)
+        trainer = trainer_cls(model=model, args=args, forget_dataset=tiny_vqa_rows(2),
+                              retain_dataset=tiny_vqa_rows(3, seed=5), processing_class=processor)
+        trainer.train()
+        assert all(key in h for h in trainer.state.log_history if "loss" in h for key in logged), logged
+        results.append({n: p.detach().clone() for n, p in model.named_parameters()})
+    base = dict(tiny_model_and_processor("llava", seed=0)[0].named_parameters())
+    for name, value in results[0].items():
+        torch.testing.assert_close(value, results[1][name], rtol=1e-4, atol=1e-6, msg=name)
+    assert any(not torch.equal(value, base[name]) for name, value in results[0].items())
+
+
 def tiny_model(family, lora=False):
     """A tiny model of ``family`` and its processor, with a fresh LoRA adapter on the language model if ``lora``."""
     model, processor = tiny_model_and_processor(family)

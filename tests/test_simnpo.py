@@ -5,10 +5,10 @@ import math
 
 import pytest
 import torch
-from conftest import answer_logprob, tiny_model, train_args
+from conftest import answer_logprob, assert_accumulation_matches_larger_batch, tiny_model, train_args
 
 from unlearn_trainer import SimNPOConfig, SimNPOTrainer, losses
-from unlearn_trainer.testing import tiny_model_and_processor, tiny_vqa_rows
+from unlearn_trainer.testing import tiny_vqa_rows
 
 
 def _sigmoid(x):
@@ -93,21 +93,8 @@ def test_simnpo_forgets_end_to_end(family, lora, tmp_path):
 
 
 def test_simnpo_gradient_accumulation_matches_larger_batch(tmp_path):
-    results = []
-    for bs, acc in [(2, 1), (1, 2)]:
-        model, processor = tiny_model_and_processor("llava", seed=0)
-        args = train_args(SimNPOConfig, tmp_path, max_steps=1, per_device_train_batch_size=bs,
-                          gradient_accumulation_steps=acc, optim="sgd", learning_rate=0.5, lr_scheduler_type="constant",
-                          max_grad_norm=0.0, gamma=0.2)
-        trainer = SimNPOTrainer(model=model, args=args, forget_dataset=tiny_vqa_rows(2),
-                                retain_dataset=tiny_vqa_rows(3, seed=5), processing_class=processor)
-        trainer.train()
-        assert all("retain_nll" in h and "simnpo_loss" in h for h in trainer.state.log_history if "loss" in h)
-        results.append({n: p.detach().clone() for n, p in model.named_parameters()})
-    base = dict(tiny_model_and_processor("llava", seed=0)[0].named_parameters())
-    for name, value in results[0].items():
-        torch.testing.assert_close(value, results[1][name], rtol=1e-4, atol=1e-6, msg=name)
-    assert any(not torch.equal(v, base[n]) for n, v in results[0].items())
+    assert_accumulation_matches_larger_batch(SimNPOTrainer, SimNPOConfig, tmp_path,
+                                             logged=("retain_nll", "simnpo_loss"), gamma=0.2)
 
 
 def test_simnpo_config_errors_and_paper_defaults(tmp_path):

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import answer_logprob, tiny_model, train_args
+from conftest import answer_logprob, assert_accumulation_matches_larger_batch, tiny_model, train_args
 from peft import PeftModel
 
 from unlearn_trainer import (
@@ -109,22 +109,7 @@ def test_adapter_saves_as_safetensors_and_reloads(family, tmp_path):
     (NPOTrainer, NPOConfig, {"retain_loss": "kl"}),
 ], ids=["ga_gd", "npo_kl"])
 def test_gradient_accumulation_matches_larger_batch(trainer_cls, config_cls, extra, tmp_path):
-    results = []
-    for bs, acc in [(2, 1), (1, 2)]:
-        model, processor = tiny_model_and_processor("llava", seed=0)
-        args = train_args(config_cls, tmp_path, max_steps=1, per_device_train_batch_size=bs,
-                          gradient_accumulation_steps=acc, optim="sgd", learning_rate=0.5, lr_scheduler_type="constant",
-                          max_grad_norm=0.0, **extra)
-        trainer = trainer_cls(model=model, args=args, forget_dataset=tiny_vqa_rows(2),
-                              retain_dataset=tiny_vqa_rows(3, seed=5), processing_class=processor)
-        trainer.train()
-        results.append({n: p.detach().clone() for n, p in model.named_parameters()})
-    changed = 0
-    for name, value in results[0].items():
-        torch.testing.assert_close(value, results[1][name], rtol=1e-4, atol=1e-6, msg=name)
-        base = dict(tiny_model_and_processor("llava", seed=0)[0].named_parameters())[name]
-        changed += int(not torch.equal(value, base))
-    assert changed > 0
+    assert_accumulation_matches_larger_batch(trainer_cls, config_cls, tmp_path, **extra)
 
 
 def test_non_finite_loss_stops_with_step(tmp_path):
