@@ -79,7 +79,8 @@ METHODS = (
     Method("undial", "undial", {}, 1, 1.15, note="adjusted reference distributions cached (top-128)"),
     Method("idk_nll", "idk_nll", {}, 2, 1.15, retain=True, note="refusal NLL + retain NLL"),
     Method("idk_dpo", "idk_dpo", {}, 3, 1.15, retain=True,
-           note="refusal (chosen) + forget answer (rejected) + retain NLL; reference log-probs cached"),
+           note="refusal (chosen) + forget answer (rejected) + retain NLL; image and question run once for both "
+                "answers (shared-prompt cache); reference log-probs cached"),
     Method("rmu", "rmu", {}, 2, 1.15, retain=True,
            note="forget + retain passes to layer l; frozen retain activations cached"),
     Method("scrub", "scrub", {"max_cycles": None}, 1, 1.15, retain=True,

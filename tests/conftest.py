@@ -134,3 +134,28 @@ def small_toyworld(tmp_path_factory):
         mp.undo()
     return SimpleNamespace(world=world, spec=spec, ratio=SMALL_TOYWORLD_RATIO, cache=cache, full_dir=full_dir,
                            retrained_dir=retrained_dir)
+
+
+class SavedActivations:
+    """Bytes of tensors autograd holds for backward, live now and at peak (saved_tensors_hooks)."""
+
+    def __init__(self):
+        self.live = self.peak = 0
+
+    def pack(self, tensor):
+        tracker = self
+
+        class Held:
+            def __init__(self, t):
+                self.t, self.n = t, t.numel() * t.element_size()
+                tracker.live += self.n
+                tracker.peak = max(tracker.peak, tracker.live)
+
+            def __del__(self):
+                tracker.live -= self.n
+
+        return Held(tensor)
+
+    @staticmethod
+    def unpack(held):
+        return held.t

@@ -3,7 +3,7 @@ loss, one backward call per pass, and a non-finite later pass still stops traini
 
 import pytest
 import torch
-from conftest import train_args
+from conftest import SavedActivations, train_args
 
 from unlearn_trainer import GAConfig, GATrainer, IdkDPOConfig, IdkDPOTrainer, NonFiniteLossError, NPOConfig, NPOTrainer
 from unlearn_trainer.testing import tiny_images, tiny_model_and_processor, tiny_vqa_rows
@@ -31,10 +31,15 @@ CASES = {
     "sgpvt": (SGPVTTrainer, SGPVTConfig, {"num_perturbations": 2, "lambda_k": 2.0},
               lambda: dict(forget_dataset=tiny_vqa_rows(2), distant_images=tiny_images(3, seed=7)), 3),
     "ga": (GATrainer, GAConfig, {}, lambda: dict(forget_dataset=tiny_vqa_rows(2)), 1),
-    # DPO's chosen pass (the rejected answer read without gradient first), its rejected pass (DPO's weight on the
-    # rejected answer's gradient), then the retain pass
+    # DPO in one pass (the shared prompt once, both answers continued from its cache), then the retain pass
     "idk_dpo_gd": (IdkDPOTrainer, IdkDPOConfig, {"refusals": ["i do not know ."]},
-                   lambda: dict(forget_dataset=tiny_vqa_rows(2), retain_dataset=tiny_vqa_rows(2, seed=5)), 3),
+                   lambda: dict(forget_dataset=tiny_vqa_rows(2), retain_dataset=tiny_vqa_rows(2, seed=5)), 2),
+    # with gradient checkpointing (no cache): DPO's chosen pass (the rejected answer read without gradient first),
+    # its rejected pass (DPO's weight on the rejected answer's gradient), then the retain pass
+    "idk_dpo_gd_checkpointing": (IdkDPOTrainer, IdkDPOConfig, {"refusals": ["i do not know ."],
+                                                               "gradient_checkpointing": True},
+                                 lambda: dict(forget_dataset=tiny_vqa_rows(2), retain_dataset=tiny_vqa_rows(2, seed=5)),
+                                 3),
 
     "rmu": (RMUTrainer, RMUConfig, {"steering_coeff": 20.0},
             lambda: dict(forget_dataset=tiny_vqa_rows(2), retain_dataset=tiny_vqa_rows(2, seed=5)), 2),
@@ -106,31 +111,6 @@ def test_non_finite_retain_pass_stops_before_any_update(tmp_path):
         assert torch.equal(p.detach(), before[n]), n
 
 
-class _SavedActivations:
-    """Bytes of tensors autograd holds for backward, live now and at peak (saved_tensors_hooks)."""
-
-    def __init__(self):
-        self.live = self.peak = 0
-
-    def pack(self, tensor):
-        tracker = self
-
-        class Held:
-            def __init__(self, t):
-                self.t, self.n = t, t.numel() * t.element_size()
-                tracker.live += self.n
-                tracker.peak = max(tracker.peak, tracker.live)
-
-            def __del__(self):
-                tracker.live -= self.n
-
-        return Held(tensor)
-
-    @staticmethod
-    def unpack(held):
-        return held.t
-
-
 @pytest.mark.parametrize("name", ["ga_gd", "pubg_gd"])
 def test_per_pass_backward_frees_each_pass_before_the_next(name, tmp_path):
     peaks = {}
@@ -138,7 +118,7 @@ def test_per_pass_backward_frees_each_pass_before_the_next(name, tmp_path):
         trainer, model, _, calls, passes = _run(name, tmp_path, per_pass)
         batch = trainer.data_collator([trainer.train_dataset[0], trainer.train_dataset[1]])
         trainer.current_gradient_accumulation_steps = 1
-        saved = _SavedActivations()
+        saved = SavedActivations()
         with torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack):
             trainer.training_step(model, batch)
         assert saved.live == 0  # nothing of any pass's graph outlives the step

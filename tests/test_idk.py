@@ -265,19 +265,26 @@ def test_examples_read_refusals_and_the_demo_uses_the_worlds(name, config_cls, t
     assert config.refusals is None  # a real model: the default pool, cut to what its tokenizer writes
 
 
-def test_idk_dpo_split_passes_give_the_joint_dpo_gradient(tmp_path):
-    """The chosen and rejected passes backpropagate one at a time (memory of one pass), with the gradient of the
-    joint DPO loss: checked against autograd on -log sigmoid(beta * margin) with both answers in one graph."""
+@pytest.mark.parametrize("path", ["shared_prompt", "split"])
+def test_idk_dpo_passes_give_the_joint_dpo_gradient(path, tmp_path, monkeypatch):
+    """Both ways IdkDPO runs its objective give the gradient of the joint DPO loss (autograd on
+    -log sigmoid(beta * margin) with both answers' full forwards in one graph): the shared-prompt pass (the prompt
+    once, both answers continued from its cache) and, where that does not apply, the two split passes (the
+    rejected answer read without gradient first, then one backward per answer)."""
+    import unlearn_trainer.trainers.idk_dpo as idk_dpo
+
+    if path == "split":
+        monkeypatch.setattr(idk_dpo, "shared_prompt_reason", lambda model, batches: "forced by the test")
     model, processor = tiny_model("llava", lora=True)
     args = train_args(IdkDPOConfig, tmp_path, refusals=POOL, beta=0.7)
-    trainer = IdkDPOTrainer(model=model, args=args, forget_dataset=tiny_vqa_rows(2), processing_class=processor)
-    batch = trainer.data_collator([trainer.train_dataset[0], trainer.train_dataset[1]])
+    trainer = IdkDPOTrainer(model=model, args=args, forget_dataset=tiny_vqa_rows(3), processing_class=processor)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(3)])
     trainable = [p for p in model.parameters() if p.requires_grad]
     with torch.no_grad():  # a trained adapter, so the margin is not 0 and the weight not trivial
         for p in trainable:
             p.add_(0.05 * torch.randn_like(p))
     passes = trainer.unlearning_passes(model, batch)
-    assert len(passes) == 2
+    assert len(passes) == (1 if path == "shared_prompt" else 2)
     split = [torch.zeros_like(p) for p in trainable]
     for run in passes:  # one backward per pass
         loss, _ = run()
@@ -286,8 +293,8 @@ def test_idk_dpo_split_passes_give_the_joint_dpo_gradient(tmp_path):
     forget, refusal = batch["forget"], batch["refusal"]
     chosen = losses.sequence_logprob(trainer.forward_logits(model, refusal), refusal["labels"])
     rejected = losses.sequence_logprob(trainer.forward_logits(model, forget), forget["labels"])
-    ref_c = torch.stack([trainer._ref_cache["idk_dpo_ref_chosen"][i] for i in (0, 1)])
-    ref_r = torch.stack([trainer._ref_cache["idk_dpo_ref_rejected"][i] for i in (0, 1)])
+    ref_c = torch.stack([trainer._ref_cache["idk_dpo_ref_chosen"][i] for i in (0, 1, 2)])
+    ref_r = torch.stack([trainer._ref_cache["idk_dpo_ref_rejected"][i] for i in (0, 1, 2)])
     joint = torch.autograd.grad(losses.dpo_loss(chosen, rejected, ref_c, ref_r, beta=0.7), trainable)
     for g, j in zip(split, joint):
         torch.testing.assert_close(g, j, rtol=1e-4, atol=1e-6)

@@ -11,11 +11,13 @@ reference log-probabilities of r and y are constant: computed once per forget ro
 adapter-disabled model under LoRA, else a frozen copy). ``beta`` = 0.1 is open-unlearning's DPO setting for TOFU
 (configs/trainer/DPO.yaml, with its GradDiff retain NLL). open-unlearning scales the loss by 2/beta (NPO's form);
 we keep DPO's unscaled loss, which TRL's DPOTrainer also computes (so its gradient is beta/2 times theirs: tune the
-learning rate, not the formula). Both forwards (chosen, rejected) are one trainable pass: the loss couples them.
+learning rate, not the formula). The chosen and rejected answers share their image and question, which run once
+(:mod:`.shared_prompt`); the objective is one trainable pass over the prompt and both answers.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -26,6 +28,9 @@ from ..citation import Citation
 from ..data.refusals import build_refusal_collator
 from .base import UnlearnTrainer, paper_field
 from .idk_nll import RefusalConfig, refusal_batch
+from .shared_prompt import shared_prompt_logprobs, shared_prompt_reason
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["IdkDPOConfig", "IdkDPOTrainer"]
 
@@ -68,27 +73,35 @@ class IdkDPOTrainer(UnlearnTrainer):
                                                     self.processing_class)
 
     def unlearning_passes(self, model, inputs):
-        """DPO couples the chosen and the rejected answer (its weight depends on both), so one backward of both
-        would hold both forwards' activations (1.2-1.5x SFT memory, measured). Instead: the rejected answer's
-        log-probability is first read without gradient (a forward without activations kept), then the chosen pass
-        backpropagates the DPO loss through the chosen answer and the rejected pass backpropagates
-        ``w * (log p(y) - sg(log p(y)))`` (value 0) with DPO's exact weight ``w = beta * sigmoid(-beta * margin)``:
-        the same gradient as the joint loss, one pass's activations at a time (exact when the two forwards of the
-        rejected answer agree, i.e. without dropout)."""
+        """DPO couples the chosen and the rejected answer (its weight depends on both). Both answers follow the same
+        image and question, so they run as one pass: the prompt once, each answer continued from its key/value cache
+        (:mod:`.shared_prompt`; activations of the prompt once plus both answers, ~SFT memory, and about one forward
+        of the sequence instead of two). Where that does not apply (left-padded batches, PaliGemma's bidirectional
+        prompt, gradient checkpointing: see :func:`~.shared_prompt.shared_prompt_reason`), two passes: the rejected
+        answer's log-probability is first read without gradient, then the chosen pass backpropagates the DPO loss
+        through the chosen answer and the rejected pass backpropagates ``w * (log p(y) - sg(log p(y)))`` (value 0)
+        with DPO's exact weight ``w = beta * sigmoid(-beta * margin)``: the same gradient as the joint loss, one
+        pass's activations at a time (exact when the two forwards of the rejected answer agree, i.e. without
+        dropout)."""
         forget, refusal = inputs["forget"], refusal_batch(inputs)
+        reason = shared_prompt_reason(model, [refusal, forget])
+        self._log_path_once(reason)
+        if reason is None:
+            def shared_pass():
+                with self.forget_gradient_context(model):
+                    chosen, rejected = shared_prompt_logprobs(model, [refusal, forget])
+                loss, terms, _ = self._dpo(model, chosen, rejected, forget, refusal)
+                return loss, terms
+
+            return [shared_pass]
         state = {}
 
         def chosen_pass():
             with torch.no_grad():
-                state["rejected"] = losses.sequence_logprob(self.forward_logits(model, forget), forget["labels"])
+                rejected = losses.sequence_logprob(self.forward_logits(model, forget), forget["labels"])
             chosen = losses.sequence_logprob(self.forget_logits(model, refusal), refusal["labels"])
-            ref_chosen = self._cached_logp("idk_dpo_ref_chosen", model, refusal).to(chosen.device)
-            ref_rejected = self._cached_logp("idk_dpo_ref_rejected", model, forget).to(chosen.device)
-            rejected = state["rejected"].to(chosen.device)
-            loss = losses.dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta=self.args.beta)
-            state["margin"] = ((chosen - ref_chosen) - (rejected - ref_rejected)).detach()
-            return loss, {"dpo_loss": loss, "chosen_log_ratio": (chosen - ref_chosen).mean(),
-                          "rejected_log_ratio": (rejected - ref_rejected).mean()}
+            loss, terms, state["margin"] = self._dpo(model, chosen, rejected.to(chosen.device), forget, refusal)
+            return loss, terms
 
         def rejected_pass():
             rejected = losses.sequence_logprob(self.forget_logits(model, forget), forget["labels"])
@@ -96,6 +109,24 @@ class IdkDPOTrainer(UnlearnTrainer):
             return (weight * (rejected - rejected.detach())).mean(), {}
 
         return [chosen_pass, rejected_pass]
+
+    def _dpo(self, model, chosen, rejected, forget, refusal):
+        """DPO's loss, its logged terms and the (detached) margin, from the policy's log-probabilities."""
+        ref_chosen = self._cached_logp("idk_dpo_ref_chosen", model, refusal).to(chosen.device)
+        ref_rejected = self._cached_logp("idk_dpo_ref_rejected", model, forget).to(chosen.device)
+        loss = losses.dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta=self.args.beta)
+        margin = ((chosen - ref_chosen) - (rejected - ref_rejected)).detach()
+        return loss, {"dpo_loss": loss, "chosen_log_ratio": (chosen - ref_chosen).mean(),
+                      "rejected_log_ratio": (rejected - ref_rejected).mean()}, margin
+
+    def _log_path_once(self, reason: str | None) -> None:
+        if getattr(self, "_logged_path", False):
+            return
+        self._logged_path = True
+        if reason is None:
+            logger.info("IdkDPO: the refusal and the forget answer continue one forward of the shared prompt.")
+        else:
+            logger.info("IdkDPO: chosen and rejected answers in two passes (%s).", reason)
 
     def _cached_logp(self, name: str, model, batch: dict) -> torch.Tensor:
         return torch.stack(self.cached_reference(name, model, batch, self._ref_logp))
