@@ -51,7 +51,7 @@ def test_shared_prompt_matches_full_forwards(name):
     # a combination with different weights per answer, so that a swapped or shared answer would show
     grads_full = torch.autograd.grad(full[0].sum() - 2 * full[1].sum(), params, allow_unused=True)
     grads_shared = torch.autograd.grad(shared[0].sum() - 2 * shared[1].sum(), params, allow_unused=True)
-    for p, a, b in zip(params, grads_full, grads_shared):
+    for a, b in zip(grads_full, grads_shared):
         assert (a is None) == (b is None)
         if a is not None:
             torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
@@ -99,3 +99,15 @@ def test_cases_where_a_prompt_forward_is_not_the_full_forwards_prefix_are_refuse
     assert "padding inside" in shared_prompt_reason(model, [refusal, holes])
     model.gradient_checkpointing_enable()
     assert "checkpointing" in shared_prompt_reason(model, [refusal, forget])
+
+
+def test_another_transformers_generation_api_falls_back(monkeypatch):
+    """The continuation uses transformers 5.24's generation inputs; with a different API the caller runs full
+    forwards instead of failing mid-training."""
+    from transformers.generation.utils import GenerationMixin
+
+    model, processor = tiny_model("llava")
+    forget, refusal = _batches(processor)
+    monkeypatch.setattr(GenerationMixin, "prepare_inputs_for_generation",
+                        lambda self, input_ids, past_key_values=None, cache_position=None, **kwargs: {})
+    assert "generation inputs differ" in shared_prompt_reason(model, [refusal, forget])

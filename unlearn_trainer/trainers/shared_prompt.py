@@ -88,8 +88,13 @@ def shared_prompt_reason(model, batches: list[dict]) -> str | None:
         return "the prompt attends bidirectionally (prefix-LM), so a prefix's forward is not the full forward's"
     if getattr(base, "is_activation_checkpointing", getattr(base, "is_gradient_checkpointing", False)):
         return "gradient checkpointing turns the key/value cache off"
-    if not hasattr(base, "prepare_inputs_for_generation"):
-        return "the model does not continue from a cache"
+    prepare = getattr(base, "prepare_inputs_for_generation", None)
+    if prepare is None or "cache" not in inspect.signature(base.forward).parameters:
+        return "the model does not continue from a cache (or not with this transformers version's cache API)"
+    from transformers.generation.utils import GenerationMixin
+
+    if "next_sequence_length" not in inspect.signature(GenerationMixin.prepare_inputs_for_generation).parameters:
+        return "this transformers version's generation inputs differ from the ones this path was written for (5.24)"
     if any("attention_mask" not in b or "labels" not in b for b in batches):
         return "a batch has no attention_mask or labels"
     if any(b["input_ids"].shape[0] != batches[0]["input_ids"].shape[0] for b in batches):
