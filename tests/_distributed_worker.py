@@ -37,7 +37,7 @@ import sys
 from pathlib import Path
 
 GLOBAL_BATCH = 2
-SCENARIOS = ("npo_lora", "ga_gd_lora", "npo_full", "cli_npo")
+SCENARIOS = ("npo_lora", "ga_gd_lora", "npo_full", "cli_npo", "idk_dpo_lora")
 BACKENDS = ("ddp", "fsdp", "deepspeed")
 # FSDP2 (fully_shard); a full state dict, so that rank 0 saves the usual safetensors adapter / model.
 FSDP_CONFIG = {"version": 2, "transformer_layer_cls_to_wrap": ["LlamaDecoderLayer"],
@@ -107,7 +107,7 @@ def _trainer(scenario: str, assets: dict, output_dir: str, world_size: int, back
     import datasets
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from unlearn_trainer import GAConfig, GATrainer, NPOConfig, NPOTrainer
+    from unlearn_trainer import GAConfig, GATrainer, IdkDPOConfig, IdkDPOTrainer, NPOConfig, NPOTrainer
     from unlearn_trainer.testing import lora_config_for
 
     ds = datasets.load_from_disk(assets["data"])
@@ -117,6 +117,10 @@ def _trainer(scenario: str, assets: dict, output_dir: str, world_size: int, back
         data = dict(forget_dataset=ds["forget"], peft_config=lora_config_for())
     elif scenario == "ga_gd_lora":
         cls, args = GATrainer, _train_args(GAConfig, output_dir, world_size, backend, variant="ga_gd")
+        data = dict(forget_dataset=ds["forget"], retain_dataset=ds["retain"], peft_config=lora_config_for())
+    elif scenario == "idk_dpo_lora":  # several forwards before one backward: the shared prompt and both answers
+        cls, args = IdkDPOTrainer, _train_args(IdkDPOConfig, output_dir, world_size, backend,
+                                               refusals=["i do not know ."], beta=1.0)
         data = dict(forget_dataset=ds["forget"], retain_dataset=ds["retain"], peft_config=lora_config_for())
     elif scenario == "npo_full":  # no PEFT: the reference is a frozen copy, sharded like the model (as TRL does)
         cls, args = NPOTrainer, _train_args(NPOConfig, output_dir, world_size, backend, learning_rate=0.05)

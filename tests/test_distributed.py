@@ -28,11 +28,12 @@ from safetensors.torch import load_file
 
 WORKER = Path(__file__).resolve().parent / "_distributed_worker.py"
 LAUNCH_TIMEOUT = 240  # seconds per 2-process launch; the three run side by side
-LAUNCHES = {"ddp": worker.SCENARIOS, "fsdp": ("npo_lora", "npo_full", "cli_npo"),
-            "deepspeed": ("npo_lora", "npo_full", "npo_full_copy", "cli_npo")}
-TRAINED = ("npo_lora", "ga_gd_lora", "npo_full")
+LAUNCHES = {"ddp": worker.SCENARIOS, "fsdp": ("npo_lora", "npo_full", "cli_npo", "idk_dpo_lora"),
+            "deepspeed": ("npo_lora", "npo_full", "npo_full_copy", "cli_npo", "idk_dpo_lora")}
+TRAINED = ("npo_lora", "ga_gd_lora", "npo_full", "idk_dpo_lora")
 WEIGHTS = {"npo_lora": "adapter_model.safetensors", "ga_gd_lora": "adapter_model.safetensors",
-           "npo_full": "model.safetensors", "cli_npo": "adapter_model.safetensors"}
+           "npo_full": "model.safetensors", "cli_npo": "adapter_model.safetensors",
+           "idk_dpo_lora": "adapter_model.safetensors"}
 
 
 class Launch:
@@ -151,7 +152,7 @@ def test_two_processes_unlearn_like_one(runs, scenario):
     moved_from = initial_weights(runs) if WEIGHTS[scenario] == "model.safetensors" else None
     assert_same_weights(weights(runs["single"], scenario), weights(folder, scenario), moved_from)
     # every logged term is the mean over both ranks (UnlearnTrainer.log reduces them), equal to the 1-process value
-    for key in ("loss", "npo_loss", "forget_nll", "retain_nll"):
+    for key in ("loss", "npo_loss", "forget_nll", "retain_nll", "dpo_loss"):
         assert losses(r0, key) == pytest.approx(losses(base, key), abs=1e-5)
     assert losses(r0)
 
@@ -208,6 +209,21 @@ def test_sharded_training_unlearns_like_one_process(runs, backend, scenario):
         assert set(r["cache"][name]) == seen
         for k, v in r["cache"][name].items():
             assert v == pytest.approx(base["cache"][name][k], abs=1e-4)
+    assert r1["files"] == []
+
+
+@pytest.mark.parametrize("backend", ["fsdp", "deepspeed"])
+def test_sharded_idk_dpo_unlearns_like_one_process(runs, backend):
+    """IdkDPO runs several forwards before one backward (under ZeRO-3 the shared prompt and both answers; FSDP
+    frees a layer's gathered weights after its backward, so there it takes the split passes): same adapter, same
+    DPO losses as one process."""
+    folder = launched(runs, backend)
+    r0, r1 = reports(folder, "idk_dpo_lora")
+    base = single(runs, "idk_dpo_lora")
+    assert r0["sharded_parameters"] > 0
+    assert_same_weights(weights(runs["single"], "idk_dpo_lora"), weights(folder, "idk_dpo_lora"))
+    for key in ("loss", "dpo_loss", "retain_nll"):
+        assert losses(r0, key) == pytest.approx(losses(base, key), abs=1e-5) and losses(base, key)
     assert r1["files"] == []
 
 

@@ -7,10 +7,12 @@ batch's remaining columns then run on a copy of that cache, as generation contin
 and their gradients are those of separate full forwards (up to float rounding: tested per family); the activations
 kept for backward are the shared prompt's once plus each answer's.
 
-It applies when the forward of a prefix is the prefix of the full forward: padding at either end (left-padded batches
-are moved to the right first: rotary positions see only the tokens' distances), a causal language model (not PaliGemma's bidirectional prompt), no gradient checkpointing (which
-turns the cache off), and identical prompt columns and images in every batch. :func:`shared_prompt_reason` says
-why not otherwise, and the caller runs the full forwards instead.
+It applies when the forward of a prefix is the prefix of the full forward: padding at either end (left-padded
+batches are moved to the right first: rotary positions see only the tokens' distances), a causal language model (not
+PaliGemma's bidirectional prompt), no gradient checkpointing (which turns the cache off), and identical prompt columns
+and images in every batch; and not under FSDP, which frees a layer's gathered weights after the layer's backward
+while the prompt's backward of that layer, reached through the cache, still needs them (DDP and ZeRO-3 work: tested).
+:func:`shared_prompt_reason` says why not otherwise, and the caller runs the full forwards instead.
 """
 
 from __future__ import annotations
@@ -41,6 +43,15 @@ def _transformers_model(model):
             model = model.module
         else:
             return model
+
+
+def _fsdp_sharded(model) -> bool:
+    """Whether FSDP (1 or 2) wraps ``model`` or any of its modules."""
+    try:
+        from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
+    except ImportError:  # pragma: no cover - torch without distributed
+        return False
+    return any(isinstance(m, (FSDPModule, FullyShardedDataParallel)) for m in model.modules())
 
 
 def _answer_start(labels: torch.Tensor) -> torch.Tensor:
@@ -88,6 +99,9 @@ def shared_prompt_reason(model, batches: list[dict]) -> str | None:
         return "the prompt attends bidirectionally (prefix-LM), so a prefix's forward is not the full forward's"
     if getattr(base, "is_activation_checkpointing", getattr(base, "is_gradient_checkpointing", False)):
         return "gradient checkpointing turns the key/value cache off"
+    if _fsdp_sharded(model):
+        return ("FSDP frees each layer's gathered weights after its backward, which the prompt's backward still "
+                "needs after the answers'")
     prepare = getattr(base, "prepare_inputs_for_generation", None)
     if prepare is None or "cache" not in inspect.signature(base.forward).parameters:
         return "the model does not continue from a cache (or not with this transformers version's cache API)"
