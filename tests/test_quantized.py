@@ -165,3 +165,36 @@ def test_quantization_flags_are_checked():
         parse_args(NPOConfig, argv=["--model_name_or_path", "x", "--load_in_4bit", "--load_in_8bit"])
     with pytest.raises(ValueError, match="demo model is not quantized"):
         load_model_and_processor(ModelConfig(load_in_8bit=True))
+
+
+def test_shared_prompt_on_a_4bit_base_matches_full_forwards(saved):
+    """IdkDPO's shared-prompt forward (the prompt once, each answer continued from its cache) through 4-bit layers and
+    a LoRA adapter: the same answer log-probabilities and adapter gradients as separate full forwards."""
+    from peft import get_peft_model
+
+    from unlearn_trainer.data import ForgetRetainDataset
+    from unlearn_trainer.data.refusals import RefusalCollator
+    from unlearn_trainer.trainers.shared_prompt import shared_prompt_logprobs, shared_prompt_reason
+
+    model, processor = load(saved, NF4)
+    model = get_peft_model(model, lora_config_for())
+    rows = tiny_vqa_rows(3)
+    rows[1]["question"] = "who is this ?"
+    paired = ForgetRetainDataset(rows, tiny_vqa_rows(2, seed=4))
+    batch = RefusalCollator(VLMUnlearningCollator(processor), refusals=["i do not know ."], seed=0)(
+        [paired[i] for i in range(3)])
+    forget, refusal = batch["forget"], batch["refusal"]
+    assert shared_prompt_reason(model, [refusal, forget]) is None
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    with torch.no_grad():  # a non-zero adapter, so its gradients flow through both LoRA matrices
+        for p in trainable:
+            p.add_(0.05 * torch.randn_like(p))
+    shared = shared_prompt_logprobs(model, [refusal, forget])
+    full = [losses.sequence_logprob(model(**model_inputs(b), use_cache=False).logits, b["labels"])
+            for b in (refusal, forget)]
+    for a, b in zip(full, shared):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-3)
+    g_shared = torch.autograd.grad((shared[0] - 2 * shared[1]).sum(), trainable)
+    g_full = torch.autograd.grad((full[0] - 2 * full[1]).sum(), trainable)
+    for a, b in zip(g_full, g_shared):
+        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-4)
