@@ -62,16 +62,23 @@ def test_the_prompt_runs_once_with_lora():
     full forwards, and the adapter gets the gradient of the separate full forwards."""
     model, processor = tiny_model("llava", lora=True)
     forget, refusal = _batches(processor)
-    calls = []
+    calls, head_tokens = [], []
     tower = model.get_base_model().model.vision_tower
-    handle = tower.register_forward_hook(lambda *a: calls.append(1))
+    handles = [tower.register_forward_hook(lambda *a: calls.append(1)),
+               model.get_base_model().lm_head.register_forward_hook(
+                   lambda module, args, out: head_tokens.append(args[0].shape[1]))]
     held = {"shared": SavedActivations(), "full": SavedActivations()}
     try:
         with torch.autograd.graph.saved_tensors_hooks(held["shared"].pack, held["shared"].unpack):
             shared = shared_prompt_logprobs(model, [refusal, forget])
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
     assert len(calls) == 1
+    # the prompt's forward sends no position through the output layer (its logits predict no answer token; a
+    # one-position slice made bf16 matmul on CPU copy the whole output weight), each answer its own columns
+    c = refusal["input_ids"].shape[1] - head_tokens[1]
+    assert head_tokens == [0, refusal["input_ids"].shape[1] - c, forget["input_ids"].shape[1] - c]
     with torch.autograd.graph.saved_tensors_hooks(held["full"].pack, held["full"].unpack):
         full = [losses.sequence_logprob(model(**model_inputs(b), use_cache=False).logits, b["labels"])
                 for b in (refusal, forget)]
