@@ -34,12 +34,11 @@ CASES = {
     # DPO in one pass (the shared prompt once, both answers continued from its cache), then the retain pass
     "idk_dpo_gd": (IdkDPOTrainer, IdkDPOConfig, {"refusals": ["i do not know ."]},
                    lambda: dict(forget_dataset=tiny_vqa_rows(2), retain_dataset=tiny_vqa_rows(2, seed=5)), 2),
-    # with gradient checkpointing (no cache): DPO's chosen pass (the rejected answer read without gradient first),
-    # its rejected pass (DPO's weight on the rejected answer's gradient), then the retain pass
+    # with gradient checkpointing (no cache): both answers' full forwards and one backward, then the retain pass
     "idk_dpo_gd_checkpointing": (IdkDPOTrainer, IdkDPOConfig, {"refusals": ["i do not know ."],
                                                                "gradient_checkpointing": True},
                                  lambda: dict(forget_dataset=tiny_vqa_rows(2), retain_dataset=tiny_vqa_rows(2, seed=5)),
-                                 3),
+                                 2),
 
     "rmu": (RMUTrainer, RMUConfig, {"steering_coeff": 20.0},
             lambda: dict(forget_dataset=tiny_vqa_rows(2), retain_dataset=tiny_vqa_rows(2, seed=5)), 2),

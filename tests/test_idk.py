@@ -265,17 +265,21 @@ def test_examples_read_refusals_and_the_demo_uses_the_worlds(name, config_cls, t
     assert config.refusals is None  # a real model: the default pool, cut to what its tokenizer writes
 
 
-@pytest.mark.parametrize("path", ["shared_prompt", "split"])
+@pytest.mark.parametrize("path", ["shared_prompt", "checkpointing", "split"])
 def test_idk_dpo_passes_give_the_joint_dpo_gradient(path, tmp_path, monkeypatch):
-    """Both ways IdkDPO runs its objective give the gradient of the joint DPO loss (autograd on
+    """Every way IdkDPO runs its objective gives the gradient of the joint DPO loss (autograd on
     -log sigmoid(beta * margin) with both answers' full forwards in one graph): the shared-prompt pass (the prompt
-    once, both answers continued from its cache) and, where that does not apply, the two split passes (the
-    rejected answer read without gradient first, then one backward per answer)."""
+    once, both answers continued from its cache); under gradient checkpointing (no cache) both full forwards and
+    one backward; elsewhere the two split passes (the rejected answer read without gradient first, then one
+    backward per answer)."""
     import unlearn_trainer.trainers.idk_dpo as idk_dpo
 
     if path == "split":
         monkeypatch.setattr(idk_dpo, "shared_prompt_reason", lambda model, batches: "forced by the test")
     model, processor = tiny_model("llava", lora=True)
+    if path == "checkpointing":
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.train()
     args = train_args(IdkDPOConfig, tmp_path, refusals=POOL, beta=0.7)
     trainer = IdkDPOTrainer(model=model, args=args, forget_dataset=tiny_vqa_rows(3), processing_class=processor)
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(3)])
@@ -284,7 +288,7 @@ def test_idk_dpo_passes_give_the_joint_dpo_gradient(path, tmp_path, monkeypatch)
         for p in trainable:
             p.add_(0.05 * torch.randn_like(p))
     passes = trainer.unlearning_passes(model, batch)
-    assert len(passes) == (1 if path == "shared_prompt" else 2)
+    assert len(passes) == (2 if path == "split" else 1)
     split = [torch.zeros_like(p) for p in trainable]
     for run in passes:  # one backward per pass
         loss, _ = run()

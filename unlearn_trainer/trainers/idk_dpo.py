@@ -28,7 +28,7 @@ from ..citation import Citation
 from ..data.refusals import build_refusal_collator
 from .base import UnlearnTrainer, paper_field
 from .idk_nll import RefusalConfig, refusal_batch
-from .shared_prompt import shared_prompt_logprobs, shared_prompt_reason
+from .shared_prompt import is_checkpointing, is_fsdp_sharded, shared_prompt_logprobs, shared_prompt_reason
 
 logger = logging.getLogger(__name__)
 
@@ -73,27 +73,36 @@ class IdkDPOTrainer(UnlearnTrainer):
                                                     self.processing_class)
 
     def unlearning_passes(self, model, inputs):
-        """DPO couples the chosen and the rejected answer (its weight depends on both). Both answers follow the same
-        image and question, so they run as one pass: the prompt once, each answer continued from its key/value cache
-        (:mod:`.shared_prompt`; activations of the prompt once plus both answers, ~SFT memory, and about one forward
-        of the sequence instead of two). Where that does not apply (left-padded batches, PaliGemma's bidirectional
-        prompt, gradient checkpointing: see :func:`~.shared_prompt.shared_prompt_reason`), two passes: the rejected
-        answer's log-probability is first read without gradient, then the chosen pass backpropagates the DPO loss
-        through the chosen answer and the rejected pass backpropagates ``w * (log p(y) - sg(log p(y)))`` (value 0)
-        with DPO's exact weight ``w = beta * sigmoid(-beta * margin)``: the same gradient as the joint loss, one
-        pass's activations at a time (exact when the two forwards of the rejected answer agree, i.e. without
-        dropout)."""
+        """DPO couples the chosen and the rejected answer (its weight depends on both), so one backward of both full
+        forwards would hold both sequences' activations (1.2-1.5x SFT memory, measured). Three ways, one gradient:
+
+        - Both answers follow the same image and question, so by default they run as one pass: the prompt once,
+          each answer continued from its key/value cache (:mod:`.shared_prompt`; the prompt's activations once plus
+          both answers', ~SFT memory, and about one forward of the sequence instead of two).
+        - Under gradient checkpointing (no cache) a backward keeps only each layer's input, so both full forwards
+          and one backward of the joint loss cost little memory: one pass.
+        - Otherwise (PaliGemma's bidirectional prompt, FSDP, padding inside sequences; see
+          :func:`~.shared_prompt.shared_prompt_reason`), two passes: the rejected answer's log-probability is first
+          read without gradient, then the chosen pass backpropagates the DPO loss through the chosen answer and the
+          rejected pass backpropagates ``w * (log p(y) - sg(log p(y)))`` (value 0) with DPO's exact weight
+          ``w = beta * sigmoid(-beta * margin)``: the same gradient, one pass's activations at a time (exact when
+          the two forwards of the rejected answer agree, i.e. without dropout)."""
         forget, refusal = inputs["forget"], refusal_batch(inputs)
         reason = shared_prompt_reason(model, [refusal, forget])
-        self._log_path_once(reason)
-        if reason is None:
-            def shared_pass():
+        joint = reason is not None and is_checkpointing(model) and not is_fsdp_sharded(model)
+        self._log_path_once(reason, joint)
+        if reason is None or joint:
+            def one_pass():
                 with self.forget_gradient_context(model):
-                    chosen, rejected = shared_prompt_logprobs(model, [refusal, forget])
+                    if joint:
+                        chosen = losses.sequence_logprob(self.forward_logits(model, refusal), refusal["labels"])
+                        rejected = losses.sequence_logprob(self.forward_logits(model, forget), forget["labels"])
+                    else:
+                        chosen, rejected = shared_prompt_logprobs(model, [refusal, forget])
                 loss, terms, _ = self._dpo(model, chosen, rejected, forget, refusal)
                 return loss, terms
 
-            return [shared_pass]
+            return [one_pass]
         state = {}
 
         def chosen_pass():
@@ -119,12 +128,14 @@ class IdkDPOTrainer(UnlearnTrainer):
         return loss, {"dpo_loss": loss, "chosen_log_ratio": (chosen - ref_chosen).mean(),
                       "rejected_log_ratio": (rejected - ref_rejected).mean()}, margin
 
-    def _log_path_once(self, reason: str | None) -> None:
+    def _log_path_once(self, reason: str | None, joint: bool) -> None:
         if getattr(self, "_logged_path", False):
             return
         self._logged_path = True
         if reason is None:
             logger.info("IdkDPO: the refusal and the forget answer continue one forward of the shared prompt.")
+        elif joint:
+            logger.info("IdkDPO: gradient checkpointing: both answers' forwards, one backward of the joint loss.")
         else:
             logger.info("IdkDPO: chosen and rejected answers in two passes (%s).", reason)
 

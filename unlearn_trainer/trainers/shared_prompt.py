@@ -45,13 +45,19 @@ def _transformers_model(model):
             return model
 
 
-def _fsdp_sharded(model) -> bool:
+def is_fsdp_sharded(model) -> bool:
     """Whether FSDP (1 or 2) wraps ``model`` or any of its modules."""
     try:
         from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
     except ImportError:  # pragma: no cover - torch without distributed
         return False
     return any(isinstance(m, (FSDPModule, FullyShardedDataParallel)) for m in model.modules())
+
+
+def is_checkpointing(model) -> bool:
+    """Whether the model under ``model``'s wrappers recomputes its layers in backward (gradient checkpointing)."""
+    base = _transformers_model(model)
+    return bool(getattr(base, "is_activation_checkpointing", getattr(base, "is_gradient_checkpointing", False)))
 
 
 def _answer_start(labels: torch.Tensor) -> torch.Tensor:
@@ -97,9 +103,9 @@ def shared_prompt_reason(model, batches: list[dict]) -> str | None:
     text_config = base.config.get_text_config() if hasattr(base.config, "get_text_config") else base.config
     if getattr(text_config, "use_bidirectional_attention", False):
         return "the prompt attends bidirectionally (prefix-LM), so a prefix's forward is not the full forward's"
-    if getattr(base, "is_activation_checkpointing", getattr(base, "is_gradient_checkpointing", False)):
+    if is_checkpointing(model):
         return "gradient checkpointing turns the key/value cache off"
-    if _fsdp_sharded(model):
+    if is_fsdp_sharded(model):
         return ("FSDP frees each layer's gathered weights after its backward, which the prompt's backward still "
                 "needs after the answers'")
     prepare = getattr(base, "prepare_inputs_for_generation", None)
