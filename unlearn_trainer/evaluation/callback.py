@@ -36,13 +36,9 @@ def _is_sharded(model) -> bool:
     """FSDP / DeepSpeed ZeRO-3: every forward gathers parameters collectively, so every process must evaluate."""
     from transformers.integrations import is_deepspeed_zero3_enabled
 
-    if is_deepspeed_zero3_enabled():
-        return True
-    try:
-        from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
-    except ImportError:  # older torch without FSDP2
-        return False
-    return any(isinstance(m, (FSDPModule, FullyShardedDataParallel)) for m in model.modules())
+    from ..vision.adapters import is_fsdp_sharded
+
+    return is_deepspeed_zero3_enabled() or is_fsdp_sharded(model)
 
 
 class UnlearningEvalCallback(TrainerCallback):

@@ -26,9 +26,10 @@ import torch
 from .. import losses
 from ..citation import Citation
 from ..data.refusals import build_refusal_collator
+from ..vision.adapters import is_checkpointing, is_fsdp_sharded
 from .base import UnlearnTrainer, paper_field
 from .idk_nll import RefusalConfig, refusal_batch
-from .shared_prompt import is_checkpointing, is_fsdp_sharded, shared_prompt_logprobs, shared_prompt_reason
+from .shared_prompt import shared_prompt_logprobs, shared_prompt_reason
 
 logger = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ import torch
 from .. import losses
 from ..citation import Citation
 from ..data.collator import model_inputs
-from ..vision.adapters import get_adapter, language_model_layer_targets, unwrap_model
+from ..vision.adapters import get_adapter, is_checkpointing, language_model_layer_targets, unwrap_model
 from ..vision.hooks import StopForward, capture
 from .base import UnlearnConfig, UnlearnTrainer, paper_field
 
@@ -200,10 +200,7 @@ class RMUTrainer(UnlearnTrainer):
         """Output ``[B, T, D]`` of decoder layer l on ``batch``; the forward stops there (except under gradient
         checkpointing, whose recomputation would meet the stop again)."""
         base = unwrap_model(model)
-        checkpointing = getattr(base, "is_activation_checkpointing", None)
-        if checkpointing is None:  # transformers before is_activation_checkpointing
-            checkpointing = getattr(base, "is_gradient_checkpointing", False)
-        stop = not checkpointing
+        stop = not is_checkpointing(base)
         with capture(get_adapter(base).decoder_layers(base)[self.rmu_layer], "output", stop=stop) as box:
             try:
                 model(**model_inputs(batch), use_cache=False)

@@ -24,6 +24,7 @@ import torch
 
 from .. import losses
 from ..data.collator import model_inputs
+from ..vision.adapters import is_checkpointing, is_fsdp_sharded, unwrap_model
 
 __all__ = ["shared_prompt_logprobs", "shared_prompt_reason"]
 
@@ -32,32 +33,6 @@ try:  # transformers' own list (pixel_values, image_sizes, pixel_attention_mask 
     from transformers.generation.utils import MULTIMODAL_INPUTS_TO_DROP_OUTSIDE_PREFILL as _PREFILL_ONLY
 except ImportError:  # pragma: no cover - older transformers
     _PREFILL_ONLY = ("pixel_values", "pixel_attention_mask", "image_sizes", "pixel_values_videos")
-
-
-def _transformers_model(model):
-    """The ``PreTrainedModel`` under PEFT / accelerate / DDP wrappers."""
-    while True:
-        if hasattr(model, "get_base_model"):
-            model = model.get_base_model()
-        elif hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
-            model = model.module
-        else:
-            return model
-
-
-def is_fsdp_sharded(model) -> bool:
-    """Whether FSDP (1 or 2) wraps ``model`` or any of its modules."""
-    try:
-        from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
-    except ImportError:  # pragma: no cover - torch without distributed
-        return False
-    return any(isinstance(m, (FSDPModule, FullyShardedDataParallel)) for m in model.modules())
-
-
-def is_checkpointing(model) -> bool:
-    """Whether the model under ``model``'s wrappers recomputes its layers in backward (gradient checkpointing)."""
-    base = _transformers_model(model)
-    return bool(getattr(base, "is_activation_checkpointing", getattr(base, "is_gradient_checkpointing", False)))
 
 
 def _answer_start(labels: torch.Tensor) -> torch.Tensor:
@@ -99,7 +74,7 @@ def _right_padded(batch: dict) -> dict:
 def shared_prompt_reason(model, batches: list[dict]) -> str | None:
     """``None`` if :func:`shared_prompt_logprobs` applies to ``batches`` on ``model``, else why not (one line)."""
     batches = [_right_padded(b) for b in batches]
-    base = _transformers_model(model)
+    base = unwrap_model(model)
     text_config = base.config.get_text_config() if hasattr(base.config, "get_text_config") else base.config
     if getattr(text_config, "use_bidirectional_attention", False):
         return "the prompt attends bidirectionally (prefix-LM), so a prefix's forward is not the full forward's"
@@ -164,7 +139,7 @@ def shared_prompt_logprobs(model, batches: list[dict]) -> list[torch.Tensor]:
     ``batches`` (collated rows that share their images and prompts and differ in the answers), computing the shared
     prompt once. Call :func:`shared_prompt_reason` first: this assumes it returned ``None``."""
     batches = [_right_padded(b) for b in batches]
-    base = _transformers_model(model)
+    base = unwrap_model(model)
     c = _split_column(batches)
     first = model_inputs(batches[0])
     keys = _sequence_keys(first, first["input_ids"].shape[1])

@@ -158,6 +158,24 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
     raise RuntimeError(f"Could not unwrap {type(model).__name__}: too many nested wrappers.")
 
 
+def is_checkpointing(model: torch.nn.Module) -> bool:
+    """Whether the model inside ``model``'s wrappers recomputes its layers in backward (gradient checkpointing)."""
+    base = unwrap_model(model)
+    checkpointing = getattr(base, "is_activation_checkpointing", None)
+    if checkpointing is None:  # transformers before is_activation_checkpointing
+        checkpointing = getattr(base, "is_gradient_checkpointing", False)
+    return bool(checkpointing)
+
+
+def is_fsdp_sharded(model: torch.nn.Module) -> bool:
+    """Whether FSDP (1 or 2) wraps ``model`` or any of its modules."""
+    try:
+        from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
+    except ImportError:  # older torch without FSDP2
+        return False
+    return any(isinstance(m, (FSDPModule, FullyShardedDataParallel)) for m in model.modules())
+
+
 # -- per-family pieces ---------------------------------------------------------------------------------------
 def _per_image(model, batch, x: torch.Tensor) -> list[torch.Tensor]:
     """Projector input ``[n_images, tokens, D]`` -> one ``[tokens, D]`` per image (or tile)."""
